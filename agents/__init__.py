@@ -1,0 +1,1 @@
+"""Agent orchestrator, specialists, skills and tools. Never imports Dagster or FastAPI."""

@@ -1,0 +1,1 @@
+"""Policy code: classification, PII, export control, audit, GDPR, retention."""

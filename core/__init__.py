@@ -1,0 +1,1 @@
+"""Framework-free kernel: settings, database, models, migrations, shared domain code."""

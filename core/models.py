@@ -1,0 +1,166 @@
+"""ORM models. Every tenant-scoped table carries `tenant_id` and is protected by FORCE'd
+row-level security (see core/rls.py and the migrations)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+EMBEDDING_DIM = 384  # all-MiniLM-L6-v2, the embedded default model
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Role(enum.StrEnum):
+    admin = "admin"
+    operator = "operator"
+    viewer = "viewer"
+
+
+class DocumentStatus(enum.StrEnum):
+    queued = "queued"
+    parsing = "parsing"
+    awaiting_approval = "awaiting_approval"
+    indexed = "indexed"
+    rejected = "rejected"
+    failed = "failed"
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4, server_default=sa.text("gen_random_uuid()"))
+
+
+def _now() -> Mapped[dt.datetime]:
+    return mapped_column(sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now())
+
+
+def _tenant_fk() -> Mapped[uuid.UUID]:
+    return mapped_column(sa.Uuid, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(sa.Text, nullable=False, unique=True)
+    display_name: Mapped[str | None] = mapped_column(sa.Text)
+    settings: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'::jsonb"))
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "username", name="uq_users_tenant_username"),
+        sa.CheckConstraint("role IN ('admin','operator','viewer')", name="ck_users_role"),
+    )
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    username: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    email: Mapped[str | None] = mapped_column(sa.Text)
+    display_name: Mapped[str | None] = mapped_column(sa.Text)
+    role: Mapped[str] = mapped_column(sa.Text, nullable=False, default=Role.viewer.value)
+    groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
+    password_hash: Mapped[str | None] = mapped_column(sa.Text)
+    totp_secret: Mapped[str | None] = mapped_column(sa.Text)
+    failed_logins: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
+    locked_until: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    is_active: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, server_default=sa.true())
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "source_key", name="uq_documents_tenant_source"),
+        sa.CheckConstraint("classification BETWEEN 1 AND 4", name="ck_documents_classification"),
+        sa.CheckConstraint(
+            "status IN ('queued','parsing','awaiting_approval','indexed','rejected','failed')",
+            name="ck_documents_status",
+        ),
+    )
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    source_key: Mapped[str] = mapped_column(sa.Text, nullable=False)  # upload name or inbox path
+    source: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="upload")
+    title: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    filename: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    mime_type: Mapped[str | None] = mapped_column(sa.Text)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, server_default="0")
+    content_hash: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    storage_path: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    declared_classification: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False, server_default="2")
+    classification: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False, server_default="2")
+    classification_reasons: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    acl_groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
+    status: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="queued")
+    status_reason: Mapped[str | None] = mapped_column(sa.Text)
+    chunk_count: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
+    index_version: Mapped[int | None] = mapped_column(sa.Integer)
+    indexed_hash: Mapped[str | None] = mapped_column(sa.Text)  # content hash of the chunks now serving
+    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
+    created_by: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (
+        sa.CheckConstraint("classification BETWEEN 1 AND 4", name="ck_chunks_classification"),
+        sa.Index("ix_chunks_tenant_document", "tenant_id", "document_id"),
+        sa.Index(
+            "ix_chunks_embedding_hnsw",
+            "embedding",
+            postgresql_using="hnsw",
+            postgresql_ops={"embedding": "vector_cosine_ops"},
+        ),
+        sa.Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
+    )
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        sa.Uuid, sa.ForeignKey("documents.id", ondelete="CASCADE"), nullable=False
+    )
+    ordinal: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    text: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    page: Mapped[int | None] = mapped_column(sa.Integer)
+    section: Mapped[str | None] = mapped_column(sa.Text)
+    classification: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False)
+    acl_groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
+    content_hash: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    token_count: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
+    embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM))
+    tsv: Mapped[str | None] = mapped_column(TSVECTOR)
+    index_version: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="1")
+    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class AuditEvent(Base):
+    """Append-only, hash-chained per tenant (see core/audit.py). UPDATE/DELETE are refused by a
+    trigger and not granted to the application role."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (sa.Index("ix_audit_tenant_seq", "tenant_id", "seq"),)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    seq: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(always=True), nullable=False, unique=True)
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    ts: Mapped[dt.datetime] = _now()
+    actor: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    actor_role: Mapped[str | None] = mapped_column(sa.Text)
+    action: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    resource_type: Mapped[str | None] = mapped_column(sa.Text)
+    resource_id: Mapped[str | None] = mapped_column(sa.Text)
+    outcome: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="success")
+    details: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    prev_hash: Mapped[str | None] = mapped_column(sa.Text)
+    hash: Mapped[str] = mapped_column(sa.Text, nullable=False)

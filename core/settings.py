@@ -1,0 +1,170 @@
+"""One settings class for every process (CLI, API, Dagster code location, run workers).
+
+Read through the cached `get_settings()`; nothing here touches the environment at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigurationError
+
+_DEV_SECRET_MIN_LEN = 32
+
+
+def normalise_sqlalchemy_url(url: str, driver: str = "psycopg") -> str:
+    """Rewrite `postgres://` / `postgresql://` / `postgresql+x://` to `postgresql+<driver>://`.
+
+    SQLAlchemy would pick psycopg2 for a bare scheme in some versions and psycopg 3 in others;
+    the application always uses psycopg 3, Dagster always psycopg2 (its NOTIFY statement is
+    not valid under psycopg 3's server-side parameter binding).
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if not (scheme in ("postgres", "postgresql") or scheme.startswith("postgresql+")):
+        raise ConfigurationError(
+            f"DATABASE_URL must be a PostgreSQL URL (postgresql://user:pass@host:5432/db), got scheme {scheme!r}"
+        )
+    return urlunsplit((f"postgresql+{driver}", parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for messages and logs: the password is replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EAP_", extra="ignore", populate_by_name=True)
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    home: Path = Field(default=Path(".eap"), validation_alias=AliasChoices("EAP_HOME", "home"))
+
+    # Database. Unset DATABASE_URL means: start the embedded PostgreSQL under EAP_HOME.
+    # When set, it is a privileged URL (owner of the database, CREATEROLE) used for migrations
+    # and system tasks; the application itself connects as `app_db_role`.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "EAP_DATABASE_URL", "database_url")
+    )
+    app_database_url: str | None = None
+    dagster_database_url: str | None = None
+    db_name: str = "eap"
+    app_db_role: str = "eap_app"
+    owner_db_role: str = "eap_owner"
+    app_db_password: SecretStr | None = None
+
+    # Auth (dev HS256; OIDC settings arrive with the auth issue).
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = "eap"
+    jwt_audience: str = "eap-api"
+    jwt_ttl_seconds: int = Field(default=12 * 3600, gt=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    dagster_port: int = Field(default=3000, ge=1, le=65535)
+    default_tenant: str = "default"
+    log_json: bool = True
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @field_validator("database_url", "app_database_url", "dagster_database_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("database_url", "app_database_url", mode="after")
+    @classmethod
+    def _normalise(cls, v: str | None) -> str | None:
+        return normalise_sqlalchemy_url(v) if v else None
+
+    @field_validator("app_db_role", "owner_db_role", "db_name", mode="after")
+    @classmethod
+    def _identifier(cls, v: str) -> str:
+        # These names are interpolated into DDL (roles cannot be bound parameters).
+        if not v.replace("_", "").isalnum() or not v[0].isalpha() or len(v) > 63:
+            raise ValueError(f"{v!r} is not a plain SQL identifier")
+        return v.lower()
+
+    @model_validator(mode="after")
+    def _refuse_dev_defaults_in_prod(self) -> Settings:
+        if self.env == "prod":
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            if len(secret) < _DEV_SECRET_MIN_LEN:
+                raise ValueError("EAP_JWT_SECRET must be set to at least 32 characters when EAP_ENV=prod")
+            if self.database_url is None:
+                raise ValueError("DATABASE_URL must be set when EAP_ENV=prod (the embedded database is for dev)")
+            if self.app_database_url is None and self.app_db_password is None:
+                raise ValueError("set EAP_APP_DATABASE_URL or EAP_APP_DB_PASSWORD when EAP_ENV=prod")
+        return self
+
+    @property
+    def embedded_db(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def pgdata_dir(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster_home"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    def _dev_secret(self, name: str) -> str:
+        """A random secret kept under EAP_HOME so every process of one instance agrees on it."""
+        path = self.secrets_dir / name
+        if path.exists():
+            return path.read_text().strip()
+        self.secrets_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value)
+        try:
+            os.link(tmp, path)  # atomic create-if-absent: a concurrent writer keeps its value
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path.read_text().strip()
+
+    def jwt_signing_secret(self) -> str:
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        if self.env == "prod":
+            raise ConfigurationError("EAP_JWT_SECRET is required when EAP_ENV=prod")
+        return self._dev_secret("jwt_secret")
+
+    def app_password(self) -> str:
+        if self.app_db_password is not None:
+            return self.app_db_password.get_secret_value()
+        return self._dev_secret("app_db_password")
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from None

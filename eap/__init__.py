@@ -1,0 +1,1 @@
+"""The `eap` command line."""

@@ -1,0 +1,121 @@
+"""`eap` — run and administer the platform.
+
+    eap up [--api-port 8000] [--dagster-port 3000]
+    eap db upgrade
+    eap tenant create NAME
+    eap token --tenant NAME --role admin|operator|viewer [--user U] [--groups g1,g2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from core.errors import PlatformError
+
+
+def _offline_env() -> None:
+    # Belt and braces for the air-gapped site: libraries that would phone home stay quiet.
+    for key, value in {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "DO_NOT_TRACK": "1",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is outside 1-65535")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eap", description="Enterprise Agent Platform")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start database, Dagster webserver + daemon and the API")
+    up.add_argument("--api-port", type=_port, default=None, help="API port (default 8000)")
+    up.add_argument("--dagster-port", type=_port, default=None, help="Dagster UI port (default 3000)")
+
+    db = sub.add_parser("db", help="database maintenance")
+    dbsub = db.add_subparsers(dest="db_command", required=True)
+    dbsub.add_parser("upgrade", help="create roles/databases and apply migrations")
+
+    tenant = sub.add_parser("tenant", help="tenants")
+    tsub = tenant.add_subparsers(dest="tenant_command", required=True)
+    tc = tsub.add_parser("create", help="create a tenant (idempotent)")
+    tc.add_argument("name")
+    tc.add_argument("--display-name")
+
+    tok = sub.add_parser("token", help="mint a development HS256 token")
+    tok.add_argument("--tenant", required=True)
+    tok.add_argument("--role", required=True, choices=["admin", "operator", "viewer"])
+    tok.add_argument("--user", default=None, help="subject (default: <role>@<tenant>)")
+    tok.add_argument("--groups", default="", help="comma-separated need-to-know groups")
+    tok.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _offline_env()
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            from eap.up import run_up
+
+            return run_up(api_port=args.api_port, dagster_port=args.dagster_port)
+        if args.command == "db":
+            from core.database import bootstrap
+
+            urls = bootstrap()
+            print(f"database ready at {urls.describe()}")
+            return 0
+        if args.command == "tenant":
+            from core.database import bootstrap
+            from core.tenancy import create_tenant
+
+            bootstrap()
+            ref, created = create_tenant(args.name, args.display_name)
+            print(f"tenant {ref.name} {'created' if created else 'exists'} id={ref.id}")
+            return 0
+        if args.command == "token":
+            from core.database import bootstrap
+            from core.models import Role
+            from core.security import mint_token
+            from core.settings import get_settings
+            from core.tenancy import get_tenant
+
+            bootstrap()
+            ref = get_tenant(args.tenant)
+            groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+            role = Role(args.role)
+            print(
+                mint_token(
+                    get_settings(),
+                    tenant_id=ref.id,
+                    tenant=ref.name,
+                    role=role,
+                    subject=args.user or f"{role.value}@{ref.name}",
+                    groups=groups,
+                    ttl_seconds=args.ttl,
+                )
+            )
+            return 0
+    except PlatformError as exc:
+        print(f"eap: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""`eap up`: one command from a fresh clone to a running platform.
+
+Order: check ports → database (embedded or DATABASE_URL) → migrations → default tenant + admin →
+$DAGSTER_HOME → Dagster webserver, Dagster daemon, API (uvicorn) as child processes → wait until
+each answers → print URLs and a dev admin token → supervise until Ctrl-C/SIGTERM, then stop every
+child (SIGTERM, then SIGKILL after a grace period) and release the embedded database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import ConfigurationError, PlatformError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GRACE_S = 15.0
+
+
+class PortInUse(ConfigurationError):
+    code = "port_in_use"
+
+
+class ChildFailed(PlatformError):
+    code = "child_failed"
+
+
+def ensure_port_free(host: str, port: int, flag: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR: a socket in TIME_WAIT is not "in use"; a listener is.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise PortInUse(f"port {port} on {host} is already in use; choose another with {flag}") from None
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def tail(self, n: int = 15) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+
+def _spawn(name: str, cmd: list[str], env: dict[str, str], logs: Path) -> Child:
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}.log"
+    fh = open(log_path, "ab")  # noqa: SIM115 - handed to the child for its lifetime
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: we stop it, a terminal's ^C does not race us
+    )
+    fh.close()
+    return Child(name, proc, log_path)
+
+
+def _stop(children: list[Child]) -> None:
+    for c in children:
+        if c.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(c.proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_S
+    for c in children:
+        remaining = max(0.1, deadline - time.monotonic())
+        try:
+            c.proc.wait(remaining)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(c.proc.pid, signal.SIGKILL)
+            c.proc.wait(5)
+        # Kill anything the child left behind in its group (e.g. Dagster gRPC code servers).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(c.proc.pid, signal.SIGKILL)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL we built
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _wait_ready(children: list[Child], checks: dict[str, str], timeout_s: float, stopping) -> None:
+    pending = dict(checks)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        if stopping():
+            return
+        for c in children:
+            if c.proc.poll() is not None:
+                raise ChildFailed(
+                    f"{c.name} exited with code {c.proc.returncode} during start-up; last log lines "
+                    f"({c.log_path}):\n{c.tail()}"
+                )
+        for name, url in list(pending.items()):
+            if _http_ok(url):
+                print(f"  {name} ready", flush=True)
+                pending.pop(name)
+        if time.monotonic() > deadline:
+            raise ChildFailed(f"timed out after {timeout_s:.0f}s waiting for: {', '.join(pending)}")
+        time.sleep(0.5)
+
+
+def prepare_dagster_home(dagster_home: Path) -> Path:
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    return dagster_home
+
+
+def child_env(settings, urls) -> dict[str, str]:
+    env = os.environ.copy()
+    env.update(
+        {
+            "EAP_HOME": str(settings.home),
+            "DAGSTER_HOME": str(settings.dagster_home),
+            "EAP_DAGSTER_PG_URL": urls.dagster,
+            # Children attach to the server this process owns; they never start or stop it.
+            "DATABASE_URL": urls.admin,
+            "EAP_APP_DATABASE_URL": urls.app,
+            "EAP_DAGSTER_DATABASE_URL": urls.dagster,
+            "EAP_JWT_SECRET": settings.jwt_signing_secret(),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def run_up(api_port: int | None = None, dagster_port: int | None = None) -> int:
+    from core.database import bootstrap, stop_embedded
+    from core.logging import configure_logging
+    from core.models import Role
+    from core.security import mint_token
+    from core.settings import get_settings
+    from core.tenancy import create_tenant, ensure_user
+
+    settings = get_settings()
+    if api_port is not None or dagster_port is not None:
+        settings = settings.model_copy(
+            update={"api_port": api_port or settings.api_port, "dagster_port": dagster_port or settings.dagster_port}
+        )
+    host = "127.0.0.1"
+    if settings.api_port == settings.dagster_port:
+        raise ConfigurationError("--api-port and --dagster-port must differ")
+    ensure_port_free(host, settings.api_port, "--api-port")
+    ensure_port_free(host, settings.dagster_port, "--dagster-port")
+
+    configure_logging()
+    stop_requested = False
+
+    def _on_signal(signum, _frame):  # noqa: ANN001
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    children: list[Child] = []
+    try:
+        print(f"EAP_HOME={settings.home}", flush=True)
+        urls = bootstrap(settings)
+        where = f"embedded PostgreSQL in {settings.pgdata_dir}" if urls.embedded else urls.describe()
+        print(f"  database ready ({where})", flush=True)
+        tenant, _ = create_tenant(settings.default_tenant)
+        ensure_user(tenant, "admin", Role.admin)
+
+        prepare_dagster_home(settings.dagster_home)
+        env = child_env(settings, urls)
+        bindir = Path(sys.executable).parent
+        logs = settings.home / "logs"
+        children.append(
+            _spawn(
+                "dagster-webserver",
+                [str(bindir / "dagster-webserver"), "-h", host, "-p", str(settings.dagster_port),
+                 "-w", str(REPO_ROOT / "workspace.yaml")],
+                env,
+                logs,
+            )
+        )
+        children.append(
+            _spawn("dagster-daemon", [str(bindir / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
+                   env, logs)
+        )
+        children.append(
+            _spawn(
+                "api",
+                [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory", "--host", host,
+                 "--port", str(settings.api_port), "--no-access-log"],
+                env,
+                logs,
+            )
+        )
+        api = f"http://{host}:{settings.api_port}"
+        dagster = f"http://{host}:{settings.dagster_port}"
+        _wait_ready(
+            children,
+            {"api": f"{api}/readyz", "dagster-webserver": f"{dagster}/server_info"},
+            timeout_s=180,
+            stopping=lambda: stop_requested,
+        )
+        if not stop_requested:
+            token = mint_token(settings, tenant_id=tenant.id, tenant=tenant.name, role=Role.admin,
+                               subject=f"admin@{tenant.name}")
+            print(
+                "\nEnterprise Agent Platform is up\n"
+                f"  API         {api}   (OpenAPI docs: {api}/docs)\n"
+                f"  Dagster UI  {dagster}\n"
+                f"  Logs        {logs}\n"
+                f"  Tenant      {tenant.name} ({tenant.id})\n"
+                f"EAP_ADMIN_TOKEN={token}\n"
+                "Press Ctrl-C to stop.",
+                flush=True,
+            )
+        while not stop_requested:
+            for c in children:
+                if c.proc.poll() is not None:
+                    raise ChildFailed(
+                        f"{c.name} exited unexpectedly with code {c.proc.returncode}; last log lines "
+                        f"({c.log_path}):\n{c.tail()}"
+                    )
+            time.sleep(0.5)
+        print("stopping…", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop(children)
+        from core.database import dispose_engines
+
+        dispose_engines()
+        stop_embedded()
+        if children:
+            print("stopped.", flush=True)

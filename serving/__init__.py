@@ -1,0 +1,1 @@
+"""FastAPI serving layer. Nothing imports this package; uvicorn loads `serving.app:create_app`."""

@@ -1,0 +1,33 @@
+"""FastAPI app factory: `uvicorn --factory serving.app:create_app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from core.database import dispose_engines
+from core.logging import configure_logging
+from serving import errors
+from serving.routes import health, me
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    yield
+    dispose_engines()
+
+
+def create_app() -> FastAPI:
+    configure_logging()
+    app = FastAPI(
+        title="Enterprise Agent Platform",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Grounded, cited answers over manufacturing documents and systems.",
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(me.router)
+    return app

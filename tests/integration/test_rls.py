@@ -1,0 +1,168 @@
+"""Row-level security, tested the way an attacker would probe it: the application role, with
+tenant A set, runs statements that carry no tenant filter at all against every tenant-scoped table."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import text
+
+from core import audit
+from core.database import app_engine, system_session, tenant_session
+from core.models import Chunk, Document, Role, User
+from core.settings import get_settings
+from core.tenancy import ensure_user
+
+
+def _tenant_tables(conn) -> dict[str, str]:
+    """Every table with a tenant column (tenants itself is keyed by id)."""
+    rows = conn.execute(
+        text(
+            "SELECT table_name FROM information_schema.columns "
+            "WHERE table_schema='public' AND column_name='tenant_id'"
+        )
+    ).scalars()
+    out = {t: "tenant_id" for t in rows}
+    out["tenants"] = "id"
+    return out
+
+
+def _seed(tenant) -> None:
+    ensure_user(tenant, f"user-{tenant.name}", Role.viewer)
+    with tenant_session(tenant.id) as s:
+        doc = Document(tenant_id=tenant.id, source_key=f"{tenant.name}.txt", title="t", filename="f.txt",
+                       content_hash=hashlib.sha256(tenant.name.encode()).hexdigest(), storage_path="/x")
+        s.add(doc)
+        s.flush()
+        s.add(Chunk(tenant_id=tenant.id, document_id=doc.id, ordinal=0, text=f"secret of {tenant.name}",
+                    classification=2, content_hash="h", embedding=[0.1] * 384))
+        audit.record(s, tenant_id=tenant.id, actor="t", action="seed")
+
+
+@pytest.fixture
+def two_tenants(make_tenant):
+    a, b = make_tenant("a"), make_tenant("b")
+    _seed(a)
+    _seed(b)
+    return a, b
+
+
+def _counts(tenant_id, tables) -> dict[str, int]:
+    with system_session() as s:
+        return {
+            t: s.execute(text(f"SELECT count(*) FROM {t} WHERE {col} = :t"), {"t": str(tenant_id)}).scalar()
+            for t, col in tables.items()
+        }
+
+
+def test_every_tenant_table_has_forced_rls(platform_db):
+    with app_engine().connect() as conn:
+        tables = _tenant_tables(conn)
+        flags = dict(
+            conn.execute(
+                text("SELECT relname, relrowsecurity AND relforcerowsecurity FROM pg_class WHERE relname = ANY(:t)"),
+                {"t": list(tables)},
+            ).all()
+        )
+    assert {"tenants", "users", "documents", "chunks", "audit_events"} <= set(tables)
+    assert flags == {t: True for t in tables}
+
+
+def test_app_role_is_not_owner_superuser_or_bypassrls(platform_db):
+    s = get_settings()
+    with app_engine().connect() as conn:
+        me = conn.execute(
+            text("SELECT current_user, rolsuper, rolbypassrls, rolcreaterole, rolcreatedb "
+                 "FROM pg_roles WHERE rolname = current_user")
+        ).one()
+        owned = conn.execute(
+            text("SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner "
+                 "WHERE r.rolname = current_user")
+        ).scalar()
+        can_become_owner = conn.execute(
+            text("SELECT pg_has_role(current_user, :o, 'MEMBER')"), {"o": s.owner_db_role}
+        ).scalar()
+    assert me.current_user == s.app_db_role
+    assert (me.rolsuper, me.rolbypassrls, me.rolcreaterole, me.rolcreatedb) == (False, False, False, False)
+    assert owned == 0
+    assert can_become_owner is False
+
+
+def test_unfiltered_reads_see_only_own_tenant(two_tenants):
+    a, b = two_tenants
+    with tenant_session(a.id) as s:
+        tables = _tenant_tables(s.connection())
+        for table, col in tables.items():
+            seen = set(s.execute(text(f"SELECT DISTINCT {col} FROM {table}")).scalars())
+            assert seen == {a.id}, f"{table} leaked {seen - {a.id}}"
+        assert s.execute(sa.select(sa.func.count()).select_from(Chunk).where(Chunk.text.like("%of b-%"))).scalar() == 0
+
+
+def test_unfiltered_updates_and_deletes_touch_zero_rows_of_other_tenant(two_tenants):
+    a, b = two_tenants
+    with system_session() as s:
+        tables = _tenant_tables(s.connection())
+    before_b = _counts(b.id, tables)
+    assert all(n >= 1 for n in before_b.values()), before_b
+    with tenant_session(a.id) as s:
+        # No WHERE clause at all: RLS is the only thing standing between A and B.
+        assert s.execute(text("UPDATE documents SET title = 'pwned'")).rowcount == 1
+        assert s.execute(text("UPDATE chunks SET text = 'pwned'")).rowcount == 1
+        assert s.execute(text("UPDATE users SET role = 'admin'")).rowcount == 1
+        assert s.execute(text("UPDATE tenants SET display_name = 'pwned'")).rowcount == 1
+        assert s.execute(text("DELETE FROM chunks")).rowcount == 1
+        assert s.execute(text("DELETE FROM documents")).rowcount == 1
+        assert s.execute(text("DELETE FROM users")).rowcount == 1
+    assert _counts(b.id, tables) == before_b
+    with tenant_session(b.id) as s:
+        assert s.execute(text("SELECT title FROM documents")).scalars().all() == ["t"]
+        assert s.execute(text("SELECT text FROM chunks")).scalars().all() == [f"secret of {b.name}"]
+        assert s.execute(text("SELECT display_name FROM tenants")).scalar() == b.name
+        assert s.execute(text("SELECT role FROM users")).scalars().all() == ["viewer"]
+
+
+def test_cannot_write_rows_into_another_tenant(two_tenants):
+    a, b = two_tenants
+    with pytest.raises(sa.exc.ProgrammingError, match="row-level security"):
+        with tenant_session(a.id) as s:
+            s.add(User(tenant_id=b.id, username="intruder", role="admin"))
+            s.flush()
+    with pytest.raises(sa.exc.ProgrammingError, match="row-level security"):
+        with tenant_session(a.id) as s:
+            s.execute(text("UPDATE documents SET tenant_id = :b"), {"b": str(b.id)})
+
+
+def test_no_tenant_set_means_no_rows(two_tenants):
+    with app_engine().connect() as conn:
+        for table in _tenant_tables(conn):
+            assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0, table
+        assert conn.execute(text("DELETE FROM documents")).rowcount == 0
+        conn.rollback()
+
+
+def test_tenant_setting_does_not_survive_the_transaction(two_tenants):
+    a, _ = two_tenants
+    with tenant_session(a.id) as s:
+        assert s.execute(text("SELECT count(*) FROM documents")).scalar() == 1
+    # The same pooled connection, next transaction: SET LOCAL is gone.
+    with app_engine().connect() as conn:
+        assert conn.execute(text("SELECT current_setting('eap.tenant_id', true)")).scalar() in (None, "")
+        assert conn.execute(text("SELECT count(*) FROM documents")).scalar() == 0
+
+
+def test_app_role_cannot_escalate(platform_db):
+    s = get_settings()
+    for stmt in (f'SET ROLE "{s.owner_db_role}"', "SET ROLE postgres", "ALTER TABLE documents DISABLE ROW LEVEL SECURITY",
+                 "ALTER TABLE documents NO FORCE ROW LEVEL SECURITY", "DROP POLICY documents_tenant_isolation ON documents"):
+        with app_engine().connect() as conn:
+            with pytest.raises(sa.exc.DBAPIError):
+                conn.execute(text(stmt))
+
+
+def test_unknown_tenant_id_sees_nothing(two_tenants):
+    with tenant_session(uuid.uuid4()) as s:
+        assert s.execute(text("SELECT count(*) FROM documents")).scalar() == 0
+        assert s.execute(text("SELECT count(*) FROM tenants")).scalar() == 0
