@@ -26,7 +26,9 @@ def _free_port() -> int:
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    assert url.startswith("http://127.0.0.1:")
+    req = urllib.request.Request(  # noqa: S310 - loopback http only (asserted above)
+        url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
             return r.status, r.read()

@@ -155,8 +155,13 @@ def test_tenant_setting_does_not_survive_the_transaction(two_tenants):
 
 def test_app_role_cannot_escalate(platform_db):
     s = get_settings()
-    for stmt in (f'SET ROLE "{s.owner_db_role}"', "SET ROLE postgres", "ALTER TABLE documents DISABLE ROW LEVEL SECURITY",
-                 "ALTER TABLE documents NO FORCE ROW LEVEL SECURITY", "DROP POLICY documents_tenant_isolation ON documents"):
+    for stmt in (
+        f'SET ROLE "{s.owner_db_role}"',
+        "SET ROLE postgres",
+        "ALTER TABLE documents DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE documents NO FORCE ROW LEVEL SECURITY",
+        "DROP POLICY documents_tenant_isolation ON documents",
+    ):
         with app_engine().connect() as conn:
             with pytest.raises(sa.exc.DBAPIError):
                 conn.execute(text(stmt))
