@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.ingestion import ASSETS, CHECKS
 from assets.resources import PlatformDatabase
 
 
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[], resources={"db": PlatformDatabase()})
+    return dg.Definitions(assets=ASSETS, asset_checks=CHECKS, resources={"db": PlatformDatabase()})

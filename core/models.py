@@ -9,7 +9,7 @@ import uuid
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2, the embedded default model
@@ -107,6 +107,13 @@ class Document(Base):
     index_version: Mapped[int | None] = mapped_column(sa.Integer)
     indexed_hash: Mapped[str | None] = mapped_column(sa.Text)  # content hash of the chunks now serving
     metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
+    queued_at: Mapped[dt.datetime] = _now()
+    format: Mapped[str | None] = mapped_column(sa.Text)
+    review_status: Mapped[str | None] = mapped_column(sa.Text)
+    reviewed_by: Mapped[str | None] = mapped_column(sa.Text)
+    reviewed_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    review_reason: Mapped[str | None] = mapped_column(sa.Text)
+    reviewed_hash: Mapped[str | None] = mapped_column(sa.Text)
     created_by: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
@@ -117,13 +124,6 @@ class Chunk(Base):
     __table_args__ = (
         sa.CheckConstraint("classification BETWEEN 1 AND 4", name="ck_chunks_classification"),
         sa.Index("ix_chunks_tenant_document", "tenant_id", "document_id"),
-        sa.Index(
-            "ix_chunks_embedding_hnsw",
-            "embedding",
-            postgresql_using="hnsw",
-            postgresql_ops={"embedding": "vector_cosine_ops"},
-        ),
-        sa.Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
     )
     id: Mapped[uuid.UUID] = _uuid_pk()
     tenant_id: Mapped[uuid.UUID] = _tenant_fk()
@@ -138,8 +138,11 @@ class Chunk(Base):
     acl_groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
     content_hash: Mapped[str] = mapped_column(sa.Text, nullable=False)
     token_count: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
-    embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM))
-    tsv: Mapped[str | None] = mapped_column(TSVECTOR)
+    # Untyped vector: the dimension is per embedding model (see migration 0002's partial indexes).
+    embedding: Mapped[list[float] | None] = mapped_column(Vector())
+    embedding_model: Mapped[str | None] = mapped_column(sa.Text)
+    embedding_dim: Mapped[int | None] = mapped_column(sa.Integer)
+    lexical_len: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
     index_version: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="1")
     metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
     created_at: Mapped[dt.datetime] = _now()
@@ -164,3 +167,20 @@ class AuditEvent(Base):
     details: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
     prev_hash: Mapped[str | None] = mapped_column(sa.Text)
     hash: Mapped[str] = mapped_column(sa.Text, nullable=False)
+
+
+class ChunkTerm(Base):
+    __tablename__ = "chunk_terms"
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    chunk_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, sa.ForeignKey("chunks.id", ondelete="CASCADE"),
+                                                primary_key=True)
+    term: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    tf: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+
+
+class LexicalStats(Base):
+    __tablename__ = "lexical_stats"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+    n_chunks: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, server_default="0")
+    total_len: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, server_default="0")

@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     jwt_audience: str = "eap-api"
     jwt_ttl_seconds: int = Field(default=12 * 3600, gt=0)
 
+    # Ingestion
+    file_store: Path | None = None  # default EAP_HOME/files
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    embedding_model: str = "local"
+    embedding_api_base: str | None = None
+    embedding_dim: int | None = None
+    ingest_batch_size: int = Field(default=50, ge=1, le=1000)
+    pii_sanitise_all: bool = True  # Class III/IV are always sanitised; this extends it to I/II
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     dagster_port: int = Field(default=3000, ge=1, le=65535)
@@ -122,6 +131,18 @@ class Settings(BaseSettings):
     @property
     def dagster_home(self) -> Path:
         return self.home / "dagster_home"
+
+    @property
+    def file_store_dir(self) -> Path:
+        return (self.file_store or self.home / "files").expanduser().resolve()
+
+    @property
+    def pipeline_dir(self) -> Path:
+        return self.home / "pipeline"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.home / "inbox"
 
     @property
     def secrets_dir(self) -> Path:

@@ -1,0 +1,246 @@
+"""Document ingestion as Dagster assets, one dynamic partition per document:
+
+    document_raw → document_parsed → document_classified → document_sanitised
+        → document_chunks → document_embeddings → search_index (gated for Class III/IV)
+
+Runs cover a range of partitions (single-run backfill policy) so a batch of uploads is one run.
+Each asset handles documents one by one: a document that fails is marked `failed` with its reason
+and the others in the run carry on. The gate: `search_index` leaves Class III/IV documents
+`awaiting_approval`; a data steward launches the `steward_review` job (or materialises the
+document's `search_index` partition) with run config {decision, steward, reason}.
+"""
+
+
+import time
+import warnings
+from collections.abc import Callable
+
+import dagster as dg
+from pydantic import Field
+
+from assets.resources import PlatformDatabase
+from core import ingestion
+from core.embedding import get_embedder
+from core.settings import get_settings
+
+# BackfillPolicy is marked beta, but single-run backfills are what makes a batch of uploads one run.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+documents_partitions = dg.DynamicPartitionsDefinition(name="documents")
+GROUP = "ingestion"
+_COMMON = dict(partitions_def=documents_partitions, backfill_policy=dg.BackfillPolicy.single_run(), group_name=GROUP)
+_SKIP_STATUSES = {"failed", "rejected"}
+
+
+def _run_stage(
+    context: dg.AssetExecutionContext, stage: str, fn: Callable[[ingestion.DocumentJob], object], needs: str | None
+) -> tuple[dict, list[ingestion.DocumentJob]]:
+    keys = list(context.partition_keys)
+    jobs = ingestion.load_jobs(keys)
+    ok, failed, skipped = [], {}, []
+    t0 = time.perf_counter()
+    for key in keys:
+        job = jobs.get(key)
+        if job is None or job.status in _SKIP_STATUSES or (needs and not ingestion.Stages(job).has(needs)):
+            skipped.append(key)
+            continue
+        try:
+            fn(job)
+            ok.append(job)
+        except Exception as exc:  # noqa: BLE001 - one bad document must not stop the others
+            failed[key] = ingestion.mark_failed(job, stage, exc)
+            context.log.warning(f"document {key} failed at {stage}: {failed[key]}")
+    meta = {
+        "documents": len(keys),
+        "succeeded": len(ok),
+        "failed": len(failed),
+        "skipped": len(skipped),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if failed:
+        meta["failures"] = dg.MetadataValue.json(failed)
+    return meta, ok
+
+
+@dg.asset(**_COMMON, description="Original bytes from the content-addressed store, checked against their hash.")
+def document_raw(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+    meta, ok = _run_stage(context, "raw", ingestion.stage_raw, needs=None)
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(**_COMMON, deps=[document_raw],
+          description="Structured elements (titles, text, lists, tables) with pages and sections; OCR for scans.")
+def document_parsed(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+    stats = {"elements": 0, "ocr_pages": 0}
+
+    def parse(job):  # noqa: ANN001, ANN202
+        doc = ingestion.stage_parse(job)
+        stats["elements"] += len(doc.elements)
+        stats["ocr_pages"] += len(doc.ocr_pages)
+
+    meta, _ = _run_stage(context, "parse", parse, needs=None)
+    return dg.MaterializeResult(metadata={**meta, **stats, "ocr_engine": "tesseract"})
+
+
+@dg.asset(**_COMMON, deps=[document_parsed],
+          description="Class I–IV: declared label checked by marker, export-control and PII-density detectors.")
+def document_classified(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+    raised: dict[str, str] = {}
+
+    def run(job):  # noqa: ANN001, ANN202
+        res = ingestion.stage_classify(job)
+        if res["final"] > res["declared"]:
+            raised[str(job.id)] = f"{res['declared']}→{res['final']}"
+
+    meta, _ = _run_stage(context, "classify", run, needs="parsed.json")
+    return dg.MaterializeResult(
+        metadata={**meta, "raised": len(raised), "raised_documents": dg.MetadataValue.json(raised)}
+    )
+
+
+@dg.asset(**_COMMON, deps=[document_classified],
+          description="PII replaced by typed placeholders (mandatory for Class III/IV).")
+def document_sanitised(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+    totals: dict[str, int] = {}
+    sanitise_all = get_settings().pii_sanitise_all
+
+    def run(job):  # noqa: ANN001, ANN202
+        res = ingestion.stage_sanitise(job, sanitise_all)
+        for k, v in res["counts"].items():
+            totals[k] = totals.get(k, 0) + v
+
+    meta, _ = _run_stage(context, "sanitise", run, needs="classified.json")
+    return dg.MaterializeResult(metadata={**meta, "pii_replaced": dg.MetadataValue.json(totals)})
+
+
+@dg.asset(**_COMMON, deps=[document_sanitised],
+          description="Structure-aware chunks (~220 word pieces, overlap) with page, section and hash.")
+def document_chunks(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+    n = {"chunks": 0}
+
+    def run(job):  # noqa: ANN001, ANN202
+        n["chunks"] += len(ingestion.stage_chunk(job))
+
+    meta, _ = _run_stage(context, "chunk", run, needs="sanitised.json")
+    return dg.MaterializeResult(metadata={**meta, **n})
+
+
+@dg.asset(**_COMMON, deps=[document_chunks], description="Chunk embeddings through the embedding seam.")
+def document_embeddings(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+    keys = list(context.partition_keys)
+    jobs = [j for j in ingestion.load_jobs(keys).values()
+            if j.status not in _SKIP_STATUSES and ingestion.Stages(j).has("chunks.json")]
+    embedder = get_embedder()
+    t0 = time.perf_counter()
+    counts: dict[str, int] = {}
+    try:
+        counts = ingestion.stage_embed(jobs, embedder)
+    except Exception:  # noqa: BLE001 - retry per document so one bad input does not sink the batch
+        for job in jobs:
+            try:
+                counts.update(ingestion.stage_embed([job], embedder))
+            except Exception as exc:  # noqa: BLE001
+                ingestion.mark_failed(job, "embed", exc)
+    secs = time.perf_counter() - t0
+    total = sum(counts.values())
+    return dg.MaterializeResult(metadata={
+        "documents": len(keys), "embedded_documents": len(counts), "chunks": total,
+        "model": embedder.name, "dimension": embedder.dim, "seconds": round(secs, 3),
+        "chunks_per_second": round(total / secs, 1) if secs > 0 else 0.0,
+    })
+
+
+class IndexConfig(dg.Config):
+    """Leave empty for pipeline runs. A data steward sets all three to approve or reject a
+    Class III/IV document (one partition per run)."""
+
+    decision: str | None = Field(default=None, description="approve | reject")
+    steward: str | None = Field(default=None, description="who decides (recorded in the audit log)")
+    reason: str | None = Field(default=None, description="why (recorded in the audit log)")
+
+
+@dg.asset(**_COMMON, deps=[document_embeddings],
+          description="Chunks written atomically to pgvector HNSW + BM25 postings; Class III/IV wait for a steward.")
+def search_index(context: dg.AssetExecutionContext, config: IndexConfig, db: PlatformDatabase) -> dg.MaterializeResult:
+    keys = list(context.partition_keys)
+    review = None
+    if config.decision is not None or config.steward is not None or config.reason is not None:
+        if len(keys) != 1:
+            raise dg.Failure("a steward review covers exactly one document: select one partition")
+        if config.decision not in ("approve", "reject") or not (config.steward or "").strip() or not (
+            config.reason or ""
+        ).strip():
+            raise dg.Failure("steward review needs decision (approve|reject), steward and reason")
+        review = ingestion.Review(config.decision, config.steward or "", config.reason or "")
+    jobs = ingestion.load_jobs(keys)
+    outcomes: dict[str, str] = {}
+    for key in keys:
+        job = jobs.get(key)
+        if job is None:
+            outcomes[key] = "deleted"
+            continue
+        if review is None and (job.status in _SKIP_STATUSES or not ingestion.Stages(job).has("embeddings.npy")):
+            outcomes[key] = f"skipped ({job.status})"
+            continue
+        if review is not None and not ingestion.Stages(job).has("embeddings.npy") and review.decision == "approve":
+            raise dg.Failure(f"document {key} has no processed version waiting for review (status {job.status})")
+        try:
+            outcomes[key] = ingestion.stage_index(job, review)
+        except Exception as exc:  # noqa: BLE001
+            if review is not None:
+                raise dg.Failure(f"review of {key} failed: {exc}") from exc
+            outcomes[key] = "failed: " + ingestion.mark_failed(job, "index", exc)
+    summary: dict[str, int] = {}
+    for v in outcomes.values():
+        summary[v.split(":")[0].split(" ")[0]] = summary.get(v.split(":")[0].split(" ")[0], 0) + 1
+    for key, outcome in outcomes.items():
+        if outcome == "awaiting_approval":
+            context.log.info(f"document {key} awaits a data steward: launch job steward_review for partition {key}")
+    return dg.MaterializeResult(metadata={
+        "documents": len(keys), **{f"outcome_{k}": v for k, v in summary.items()},
+        "outcomes": dg.MetadataValue.json(outcomes),
+        **({"review": dg.MetadataValue.json({"decision": review.decision, "steward": review.steward,
+                                            "reason": review.reason})} if review else {}),
+    })
+
+
+# --------------------------------------------------------------------------- checks
+
+
+@dg.asset_check(asset=search_index, description="No empty chunk is serving.")
+def chunks_have_text(db: PlatformDatabase) -> dg.AssetCheckResult:
+    from core.index_checks import count_empty_chunks
+
+    n = count_empty_chunks()
+    return dg.AssetCheckResult(passed=n == 0, metadata={"empty_chunks": n})
+
+
+@dg.asset_check(asset=search_index, description="Every vector has the dimension its model declares.")
+def embedding_dimension(db: PlatformDatabase) -> dg.AssetCheckResult:
+    from core.index_checks import embedding_dimension_problems
+
+    bad, dims = embedding_dimension_problems()
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"mismatched": bad, "models": dg.MetadataValue.json(dims)})
+
+
+@dg.asset_check(asset=search_index, description="No PII left in Class III/IV chunks.")
+def no_pii_in_restricted_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
+    from core.index_checks import restricted_chunks_with_pii
+
+    scanned, leaks = restricted_chunks_with_pii()
+    return dg.AssetCheckResult(passed=not leaks, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata={"scanned": scanned, "chunks_with_pii": len(leaks),
+                                         "chunk_ids": dg.MetadataValue.json(leaks[:20])})
+
+
+@dg.asset_check(asset=search_index, description="No chunk without an indexed, non-rejected document.")
+def no_orphan_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
+    from core.index_checks import orphan_chunks
+
+    n = orphan_chunks()
+    return dg.AssetCheckResult(passed=n == 0, metadata={"orphans": n})
+
+
+ASSETS = [document_raw, document_parsed, document_classified, document_sanitised, document_chunks,
+          document_embeddings, search_index]
+CHECKS = [chunks_have_text, embedding_dimension, no_pii_in_restricted_chunks, no_orphan_chunks]

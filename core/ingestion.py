@@ -1,0 +1,513 @@
+"""Document ingestion: submission (API, inbox, CLI share it) and the pipeline stages that the
+Dagster assets wrap. Stage products are kept per document *version* (content hash) under
+EAP_HOME/pipeline, so a steward's approval run indexes exactly what was reviewed."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from compliance.classification import CLASS_NAMES, classify, parse_class
+from compliance.pii import contains_pii, sanitise
+from core import audit
+from core.chunking import ChunkDraft, chunk_elements
+from core.database import system_session, tenant_session
+from core.errors import InvalidInput, NotFound
+from core.filestore import FileStore
+from core.lexical import term_frequencies
+from core.models import Chunk, Document, LexicalStats
+from core.parsing import EXTENSIONS, MIME, Element, ParsedDocument, UnsupportedFormat, detect_format, parse
+from core.settings import get_settings
+
+_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")
+GATED_FROM_CLASS = 3
+
+
+def file_store() -> FileStore:
+    return FileStore(get_settings().file_store_dir)
+
+
+def clean_filename(name: str | None) -> str:
+    base = os.path.basename((name or "").replace("\\", "/")).strip()
+    base = "".join(ch for ch in base if ch.isprintable())
+    if not base or base in (".", ".."):
+        raise InvalidInput("a file name is required", code="invalid_filename")
+    return base[:255]
+
+
+def parse_acl(groups: list[str] | str | None) -> list[str]:
+    if groups is None:
+        return []
+    items = groups.split(",") if isinstance(groups, str) else [g for x in groups for g in str(x).split(",")]
+    out = sorted({g.strip() for g in items if g and g.strip()})
+    bad = [g for g in out if not _GROUP.match(g)]
+    if bad:
+        raise InvalidInput(f"invalid ACL group name(s): {', '.join(bad)}", code="invalid_acl")
+    return out
+
+
+@dataclass(frozen=True)
+class Submission:
+    document_id: uuid.UUID
+    status: str
+    created: bool
+    unchanged: bool
+    content_hash: str
+
+
+def submit_document(
+    tenant_id: uuid.UUID,
+    *,
+    filename: str,
+    stream: BinaryIO,
+    classification: str | int | None = None,
+    acl_groups: list[str] | str | None = None,
+    title: str | None = None,
+    actor: str,
+    actor_role: str | None = None,
+    source: str = "upload",
+    source_key: str | None = None,
+) -> Submission:
+    """Validate, store the original bytes and queue the document. Nothing is written unless every
+    check passes; an unchanged re-submission changes nothing."""
+    settings = get_settings()
+    filename = clean_filename(filename)
+    try:
+        cls = parse_class(classification)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), code="invalid_classification") from None
+    acl = parse_acl(acl_groups)
+    if cls >= 3 and not acl:
+        raise InvalidInput(
+            f"Class {CLASS_NAMES[cls]} documents need at least one need-to-know ACL group (acl_groups)",
+            code="acl_required",
+        )
+    ext = os.path.splitext(filename.lower())[1]
+    if ext not in EXTENSIONS:
+        raise UnsupportedFormat(f"unsupported file type {ext or '(no extension)'!r}; supported: "
+                                + ", ".join(sorted(EXTENSIONS)))
+    if title is not None and len(title) > 500:
+        raise InvalidInput("title is longer than 500 characters", code="invalid_title")
+    store = file_store()
+    blob = store.put_stream(stream, settings.max_upload_bytes)
+    try:
+        fmt = detect_format(filename, blob.path.read_bytes())
+    except Exception:
+        store.discard(blob)
+        raise
+    key = source_key or f"{source}:{filename}"
+    with tenant_session(tenant_id) as s:
+        s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"doc:{tenant_id}:{key}"})
+        doc = s.execute(
+            select(Document).where(Document.tenant_id == tenant_id, Document.source_key == key).with_for_update()
+        ).scalar()
+        if (
+            doc is not None
+            and doc.content_hash == blob.sha256
+            and doc.declared_classification == cls
+            and sorted(doc.acl_groups) == acl
+            and (title is None or title == doc.title)
+            and doc.status != "failed"
+        ):
+            return Submission(doc.id, doc.status, created=False, unchanged=True, content_hash=blob.sha256)
+        created = doc is None
+        if created:
+            doc = Document(id=uuid.uuid4(), tenant_id=tenant_id, source_key=key, source=source,
+                           created_by=actor, metadata_={})
+            s.add(doc)
+        doc.title = title or (doc.title if not created else os.path.splitext(filename)[0])
+        doc.filename = filename
+        doc.mime_type = MIME[fmt]
+        doc.format = fmt
+        doc.size_bytes = blob.size
+        doc.content_hash = blob.sha256
+        doc.storage_path = str(blob.path)
+        doc.declared_classification = cls
+        doc.classification = max(cls, doc.classification or cls) if not created else cls
+        doc.acl_groups = acl
+        doc.status = "queued"
+        doc.status_reason = None
+        doc.queued_at = dt.datetime.now(dt.UTC)
+        doc.updated_at = doc.queued_at
+        if doc.reviewed_hash != blob.sha256:
+            doc.review_status = None
+        s.flush()
+        audit.record(s, tenant_id=tenant_id, actor=actor, actor_role=actor_role,
+                     action="document.submit" if created else "document.resubmit",
+                     resource_type="document", resource_id=str(doc.id),
+                     details={"filename": filename, "sha256": blob.sha256, "size": blob.size,
+                              "declared_class": CLASS_NAMES[cls], "acl_groups": acl, "source": source})
+        return Submission(doc.id, "queued", created=created, unchanged=False, content_hash=blob.sha256)
+
+
+def delete_document(tenant_id: uuid.UUID, document_id: uuid.UUID, *, actor: str, actor_role: str | None) -> None:
+    with tenant_session(tenant_id) as s:
+        doc = s.execute(select(Document).where(Document.id == document_id).with_for_update()).scalar()
+        if doc is None:
+            raise NotFound("document not found", code="document_not_found")
+        _remove_chunks(s, tenant_id, document_id)
+        s.delete(doc)
+        audit.record(s, tenant_id=tenant_id, actor=actor, actor_role=actor_role, action="document.delete",
+                     resource_type="document", resource_id=str(document_id),
+                     details={"filename": doc.filename, "sha256": doc.content_hash})
+    Stages.clear_document(document_id)
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+@dataclass
+class DocumentJob:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    filename: str
+    title: str
+    content_hash: str
+    storage_path: str
+    declared_classification: int
+    classification: int
+    acl_groups: list[str]
+    status: str
+    review_status: str | None
+    reviewed_hash: str | None
+
+    @property
+    def gated(self) -> bool:
+        return self.classification >= GATED_FROM_CLASS
+
+
+def load_jobs(document_ids: list[str]) -> dict[str, DocumentJob]:
+    """Pipeline view of documents across tenants (owner role: a run may span tenants)."""
+    ids = [uuid.UUID(d) for d in document_ids]
+    with system_session() as s:
+        rows = s.execute(select(Document).where(Document.id.in_(ids))).scalars().all()
+        return {
+            str(d.id): DocumentJob(d.id, d.tenant_id, d.filename, d.title, d.content_hash, d.storage_path,
+                                   d.declared_classification, d.classification, list(d.acl_groups), d.status,
+                                   d.review_status, d.reviewed_hash)
+            for d in rows
+        }
+
+
+def set_status(job: DocumentJob, status: str, reason: str | None = None, **fields) -> bool:
+    """Update status only if the document still has the version this run is processing."""
+    with tenant_session(job.tenant_id) as s:
+        res = s.execute(
+            update(Document)
+            .where(Document.id == job.id, Document.content_hash == job.content_hash)
+            .values(status=status, status_reason=reason, updated_at=func.now(), **fields)
+        )
+        return res.rowcount == 1
+
+
+def mark_failed(job: DocumentJob, stage: str, exc: BaseException) -> str:
+    reason = f"{stage}: {getattr(exc, 'message', None) or str(exc) or type(exc).__name__}"[:1000]
+    if set_status(job, "failed", reason):
+        with tenant_session(job.tenant_id) as s:
+            audit.record(s, tenant_id=job.tenant_id, actor="pipeline", action="document.failed",
+                         resource_type="document", resource_id=str(job.id), outcome="failure",
+                         details={"stage": stage, "reason": reason})
+    return reason
+
+
+class Stages:
+    """Per-version stage products: EAP_HOME/pipeline/<document>/<sha256[:16]>/<stage>."""
+
+    def __init__(self, job: DocumentJob) -> None:
+        self.dir = get_settings().pipeline_dir / str(job.id) / job.content_hash[:16]
+
+    def has(self, name: str) -> bool:
+        return (self.dir / name).exists()
+
+    def write_json(self, name: str, obj) -> None:  # noqa: ANN001
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{name}.tmp"
+        tmp.write_text(json.dumps(obj, ensure_ascii=False))
+        os.replace(tmp, self.dir / name)
+
+    def read_json(self, name: str):  # noqa: ANN201
+        return json.loads((self.dir / name).read_text())
+
+    def write_array(self, name: str, arr: np.ndarray) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{name}.tmp.npy"
+        np.save(tmp, arr)
+        os.replace(tmp, self.dir / name)
+
+    def read_array(self, name: str) -> np.ndarray:
+        return np.load(self.dir / name)
+
+    @staticmethod
+    def clear_document(document_id: uuid.UUID | str, keep: str | None = None) -> None:
+        root: Path = get_settings().pipeline_dir / str(document_id)
+        if not root.exists():
+            return
+        for child in root.iterdir():
+            if child.name != keep:
+                shutil.rmtree(child, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _elements_to_json(els: list[Element]) -> list[dict]:
+    return [dataclasses.asdict(e) for e in els]
+
+
+def _elements_from_json(rows: list[dict]) -> list[Element]:
+    return [Element(**r) for r in rows]
+
+
+def stage_raw(job: DocumentJob) -> dict:
+    path = Path(job.storage_path)
+    if not path.exists():
+        raise FileNotFoundError(f"original file missing from the store ({path.name})")
+    Stages.clear_document(job.id, keep=job.content_hash[:16])
+    set_status(job, "parsing")
+    return {"bytes": path.stat().st_size}
+
+
+def stage_parse(job: DocumentJob) -> ParsedDocument:
+    data = Path(job.storage_path).read_bytes()
+    doc = parse(job.filename, data)
+    Stages(job).write_json("parsed.json", {"format": doc.format, "pages": doc.pages, "ocr_pages": doc.ocr_pages,
+                                           "title": doc.title(), "elements": _elements_to_json(doc.elements)})
+    return doc
+
+
+def stage_classify(job: DocumentJob) -> dict:
+    st = Stages(job)
+    parsed = st.read_json("parsed.json")
+    full = "\n".join(e["text"] for e in parsed["elements"])
+    decision = classify(full, job.declared_classification)
+    with tenant_session(job.tenant_id) as s:
+        doc = s.get(Document, job.id, with_for_update=True)
+        if doc is not None and doc.content_hash == job.content_hash:
+            doc.classification = decision.final
+            doc.classification_reasons = decision.reasons
+            doc.metadata_ = {**doc.metadata_, "pages": parsed["pages"], "ocr_pages": parsed["ocr_pages"],
+                             "format": parsed["format"]}
+        if decision.raised:
+            audit.record(s, tenant_id=job.tenant_id, actor="pipeline", action="document.classification_raised",
+                         resource_type="document", resource_id=str(job.id),
+                         details={"from": CLASS_NAMES[decision.declared], "to": CLASS_NAMES[decision.final],
+                                  "reasons": decision.reasons})
+    job.classification = decision.final
+    result = {"declared": decision.declared, "final": decision.final, "reasons": decision.reasons}
+    st.write_json("classified.json", result)
+    return result
+
+
+def stage_sanitise(job: DocumentJob, sanitise_all: bool) -> dict:
+    st = Stages(job)
+    parsed = st.read_json("parsed.json")
+    cls = st.read_json("classified.json")["final"]
+    els = _elements_from_json(parsed["elements"])
+    counts: dict[str, int] = {}
+    applied = cls >= 3 or sanitise_all
+    if applied:
+        for e in els:
+            res = sanitise(e.text)
+            e.text = res.text
+            for k, v in res.counts.items():
+                counts[k] = counts.get(k, 0) + v
+            if e.section:
+                e.section = sanitise(e.section).text
+    title = parsed["title"]
+    if applied and title:
+        title = sanitise(title).text
+    st.write_json("sanitised.json", {"applied": applied, "counts": counts, "title": title,
+                                     "elements": _elements_to_json(els)})
+    return {"applied": applied, "counts": counts}
+
+
+def stage_chunk(job: DocumentJob) -> list[ChunkDraft]:
+    st = Stages(job)
+    san = st.read_json("sanitised.json")
+    chunks = chunk_elements(_elements_from_json(san["elements"]), san["title"] or job.title)
+    if not chunks:
+        raise ValueError("no chunks produced (document has no text)")
+    st.write_json("chunks.json", [dataclasses.asdict(c) for c in chunks])
+    return chunks
+
+
+def read_chunks(job: DocumentJob) -> list[ChunkDraft]:
+    return [ChunkDraft(**c) for c in Stages(job).read_json("chunks.json")]
+
+
+def embedding_text(c: ChunkDraft) -> str:
+    if c.section and not c.text.startswith(c.section.split(" > ")[-1]):
+        return f"{c.section}\n{c.text}"
+    return c.text
+
+
+def stage_embed(jobs: list[DocumentJob], embedder) -> dict[str, int]:  # noqa: ANN001
+    """Embed the chunks of several documents in shared batches (throughput), store per document."""
+    per_doc = [(job, read_chunks(job)) for job in jobs]
+    texts = [embedding_text(c) for _, chunks in per_doc for c in chunks]
+    vectors = embedder.embed(texts)
+    out, i = {}, 0
+    for job, chunks in per_doc:
+        arr = vectors[i : i + len(chunks)]
+        i += len(chunks)
+        st = Stages(job)
+        st.write_array("embeddings.npy", arr)
+        st.write_json("embedding.json", {"model": embedder.name, "dim": int(arr.shape[1])})
+        out[str(job.id)] = len(chunks)
+    return out
+
+
+@dataclass(frozen=True)
+class Review:
+    decision: str  # approve | reject
+    steward: str
+    reason: str
+
+
+def record_review(job: DocumentJob, review: Review) -> None:
+    if review.decision not in ("approve", "reject"):
+        raise InvalidInput("decision must be 'approve' or 'reject'", code="invalid_decision")
+    if not review.steward.strip() or not review.reason.strip():
+        raise InvalidInput("a steward review needs the steward's name and a reason", code="review_incomplete")
+    status = "approved" if review.decision == "approve" else "rejected"
+    with tenant_session(job.tenant_id) as s:
+        s.execute(
+            update(Document)
+            .where(Document.id == job.id, Document.content_hash == job.content_hash)
+            .values(review_status=status, reviewed_by=review.steward.strip(), reviewed_at=func.now(),
+                    review_reason=review.reason.strip(), reviewed_hash=job.content_hash)
+        )
+        audit.record(s, tenant_id=job.tenant_id, actor=review.steward.strip(), actor_role="data_steward",
+                     action=f"document.review.{status}", resource_type="document", resource_id=str(job.id),
+                     details={"reason": review.reason.strip(), "sha256": job.content_hash,
+                              "class": CLASS_NAMES[job.classification]})
+    job.review_status, job.reviewed_hash = status, job.content_hash
+
+
+def _remove_chunks(s, tenant_id: uuid.UUID, document_id: uuid.UUID) -> int:  # noqa: ANN001
+    old = s.execute(
+        select(func.count(), func.coalesce(func.sum(Chunk.lexical_len), 0)).where(Chunk.document_id == document_id)
+    ).one()
+    if old[0]:
+        s.execute(delete(Chunk).where(Chunk.document_id == document_id))
+        s.execute(
+            update(LexicalStats)
+            .where(LexicalStats.tenant_id == tenant_id)
+            .values(n_chunks=LexicalStats.n_chunks - old[0], total_len=LexicalStats.total_len - old[1])
+        )
+    return int(old[0])
+
+
+def write_index(job: DocumentJob, chunks: list[ChunkDraft], vectors: np.ndarray, model: str) -> str:
+    """Replace the document's chunks in one transaction: readers see the old chunks or the new
+    ones, never a mix, and a failure leaves the old ones serving."""
+    if len(chunks) != len(vectors):
+        raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+    with tenant_session(job.tenant_id) as s:
+        doc = s.execute(select(Document).where(Document.id == job.id).with_for_update()).scalar()
+        if doc is None or doc.content_hash != job.content_hash:
+            return "superseded"
+        _remove_chunks(s, job.tenant_id, job.id)
+        version = (doc.index_version or 0) + 1
+        rows, postings, total_len = [], [], 0
+        for c, vec in zip(chunks, vectors, strict=True):
+            cid = uuid.uuid4()
+            tf, length = term_frequencies(f"{c.section or ''}\n{c.text}")
+            total_len += length
+            rows.append({
+                "id": cid, "tenant_id": job.tenant_id, "document_id": job.id, "ordinal": c.ordinal,
+                "text": c.text, "page": c.page, "section": c.section, "classification": doc.classification,
+                "acl_groups": list(doc.acl_groups), "content_hash": c.content_hash, "token_count": c.token_count,
+                "embedding": vec.tolist(), "embedding_model": model, "embedding_dim": int(vec.shape[0]),
+                "lexical_len": length, "index_version": version, "metadata_": c.metadata,
+            })
+            postings.extend((cid, term, n) for term, n in tf.items())
+        s.execute(pg_insert(Chunk), rows)
+        if postings:
+            s.execute(
+                text(
+                    "INSERT INTO chunk_terms (tenant_id, chunk_id, term, tf) "
+                    "SELECT :t, c, term, tf FROM unnest(CAST(:c AS uuid[]), CAST(:terms AS text[]), "
+                    "CAST(:tfs AS int[])) AS u(c, term, tf)"
+                ),
+                {"t": job.tenant_id, "c": [p[0] for p in postings], "terms": [p[1] for p in postings],
+                 "tfs": [p[2] for p in postings]},
+            )
+        s.execute(
+            pg_insert(LexicalStats)
+            .values(tenant_id=job.tenant_id, n_chunks=len(rows), total_len=total_len)
+            .on_conflict_do_update(
+                index_elements=["tenant_id"],
+                set_={"n_chunks": LexicalStats.n_chunks + len(rows), "total_len": LexicalStats.total_len + total_len},
+            )
+        )
+        doc.status, doc.status_reason = "indexed", None
+        doc.chunk_count, doc.index_version, doc.indexed_hash = len(rows), version, job.content_hash
+        doc.updated_at = dt.datetime.now(dt.UTC)
+        audit.record(s, tenant_id=job.tenant_id, actor="pipeline", action="document.indexed",
+                     resource_type="document", resource_id=str(job.id),
+                     details={"chunks": len(rows), "index_version": version, "embedding_model": model,
+                              "class": CLASS_NAMES[doc.classification]})
+    return "indexed"
+
+
+def stage_index(job: DocumentJob, review: Review | None) -> str:
+    """The gate: Class III/IV wait for a steward; approved or ungated documents are indexed."""
+    if review is not None:
+        if not job.gated:
+            raise InvalidInput(f"document {job.id} is Class {CLASS_NAMES[job.classification]}: no review needed",
+                               code="review_not_required")
+        if job.status not in ("awaiting_approval", "parsing", "queued"):
+            raise InvalidInput(f"document {job.id} is {job.status}, not awaiting approval", code="not_awaiting")
+        record_review(job, review)
+    if job.gated:
+        decided = job.reviewed_hash == job.content_hash
+        if decided and job.review_status == "rejected":
+            with tenant_session(job.tenant_id) as s:
+                _remove_chunks(s, job.tenant_id, job.id)
+                s.execute(update(Document).where(Document.id == job.id).values(
+                    status="rejected", status_reason=f"rejected by data steward: {review.reason if review else ''}"
+                    .rstrip(": "), chunk_count=0, indexed_hash=None, updated_at=func.now()))
+            Stages.clear_document(job.id)
+            return "rejected"
+        if not (decided and job.review_status == "approved"):
+            set_status(job, "awaiting_approval", f"Class {CLASS_NAMES[job.classification]}: waiting for a data "
+                       "steward (Dagster job steward_review)", review_status="pending")
+            return "awaiting_approval"
+    st = Stages(job)
+    chunks = read_chunks(job)
+    if job.classification >= 3:
+        leaked = [c.ordinal for c in chunks if contains_pii(c.text)]
+        if leaked:
+            raise ValueError(f"PII left in Class {CLASS_NAMES[job.classification]} chunks {leaked[:5]}: not indexed")
+    model = st.read_json("embedding.json")["model"]
+    outcome = write_index(job, chunks, st.read_array("embeddings.npy"), model)
+    if outcome == "indexed":
+        Stages.clear_document(job.id)
+    return outcome
+
+
+def wait_for(tenant_id: uuid.UUID, ids: list[uuid.UUID], timeout_s: float, on_progress=None) -> dict:  # noqa: ANN001
+    """Poll until every document is indexed, awaiting approval, rejected or failed."""
+    final = {"indexed", "awaiting_approval", "rejected", "failed"}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with tenant_session(tenant_id) as s:
+            rows = dict(s.execute(select(Document.id, Document.status).where(Document.id.in_(ids))).all())
+        if on_progress:
+            on_progress(rows)
+        if all(rows.get(i) in final for i in ids) or time.monotonic() > deadline:
+            return rows
+        time.sleep(1.0)
