@@ -19,9 +19,9 @@ import dagster as dg
 from pydantic import Field
 
 from assets.resources import PlatformDatabase
-from core import ingestion
 from core.embedding import get_embedder
 from core.settings import get_settings
+from pipeline import ingestion
 
 # BackfillPolicy is marked beta, but single-run backfills are what makes a batch of uploads one run.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -209,7 +209,7 @@ def search_index(context: dg.AssetExecutionContext, config: IndexConfig, db: Pla
 
 @dg.asset_check(asset=search_index, description="No empty chunk is serving.")
 def chunks_have_text(db: PlatformDatabase) -> dg.AssetCheckResult:
-    from core.index_checks import count_empty_chunks
+    from pipeline.index_checks import count_empty_chunks
 
     n = count_empty_chunks()
     return dg.AssetCheckResult(passed=n == 0, metadata={"empty_chunks": n})
@@ -217,7 +217,7 @@ def chunks_have_text(db: PlatformDatabase) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=search_index, description="Every vector has the dimension its model declares.")
 def embedding_dimension(db: PlatformDatabase) -> dg.AssetCheckResult:
-    from core.index_checks import embedding_dimension_problems
+    from pipeline.index_checks import embedding_dimension_problems
 
     bad, dims = embedding_dimension_problems()
     return dg.AssetCheckResult(passed=bad == 0, metadata={"mismatched": bad, "models": dg.MetadataValue.json(dims)})
@@ -225,7 +225,7 @@ def embedding_dimension(db: PlatformDatabase) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=search_index, description="No PII left in Class III/IV chunks.")
 def no_pii_in_restricted_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
-    from core.index_checks import restricted_chunks_with_pii
+    from pipeline.index_checks import restricted_chunks_with_pii
 
     scanned, leaks = restricted_chunks_with_pii()
     return dg.AssetCheckResult(passed=not leaks, severity=dg.AssetCheckSeverity.ERROR,
@@ -235,7 +235,7 @@ def no_pii_in_restricted_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=search_index, description="No chunk without an indexed, non-rejected document.")
 def no_orphan_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
-    from core.index_checks import orphan_chunks
+    from pipeline.index_checks import orphan_chunks
 
     n = orphan_chunks()
     return dg.AssetCheckResult(passed=n == 0, metadata={"orphans": n})

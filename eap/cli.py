@@ -4,6 +4,7 @@
     eap db upgrade
     eap tenant create NAME
     eap token --tenant NAME --role admin|operator|viewer [--user U] [--groups g1,g2]
+    eap ingest PATH... --tenant NAME [--classification II] [--acl g1,g2] [--no-wait]
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("name")
     tc.add_argument("--display-name")
 
+    ing = sub.add_parser("ingest", help="submit files/folders for ingestion and wait for the pipeline")
+    ing.add_argument("paths", nargs="+")
+    ing.add_argument("--tenant", required=True)
+    ing.add_argument("--classification", default="II", help="I, II, III or IV (default II)")
+    ing.add_argument("--acl", default=None, help="comma-separated need-to-know groups (required for III/IV)")
+    ing.add_argument("--no-wait", action="store_true", help="return after submitting")
+    ing.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (default 900)")
+
     tok = sub.add_parser("token", help="mint a development HS256 token")
     tok.add_argument("--tenant", required=True)
     tok.add_argument("--role", required=True, choices=["admin", "operator", "viewer"])
@@ -86,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             ref, created = create_tenant(args.name, args.display_name)
             print(f"tenant {ref.name} {'created' if created else 'exists'} id={ref.id}")
             return 0
+        if args.command == "ingest":
+            from eap.ingest import run_ingest
+
+            return run_ingest(args.paths, args.tenant, args.classification, args.acl, not args.no_wait, args.timeout)
         if args.command == "token":
             from core.database import bootstrap
             from core.models import Role

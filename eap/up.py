@@ -184,6 +184,15 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None) -> int:
         print(f"  database ready ({where})", flush=True)
         tenant, _ = create_tenant(settings.default_tenant)
         ensure_user(tenant, "admin", Role.admin)
+        samples = sorted((REPO_ROOT / "samples").glob("*.*"))
+        if samples:
+            from eap.ingest import submit_paths
+
+            queued, _ = submit_paths(tenant.id, samples, classification="II", acl=None, actor="eap-up",
+                                     root=REPO_ROOT)
+            fresh = sum(1 for _, s in queued if not s.unchanged)
+            print(f"  sample documents: {len(queued)} submitted ({fresh} new; the Dagster daemon ingests them)",
+                  flush=True)
 
         prepare_dagster_home(settings.dagster_home)
         env = child_env(settings, urls)

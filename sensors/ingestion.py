@@ -18,10 +18,10 @@ import dagster as dg
 
 from assets.ingestion import documents_partitions
 from assets.resources import PlatformDatabase
-from core import ingestion, intake
 from core.errors import PlatformError
 from core.settings import get_settings
 from jobs import ingest_job
+from pipeline import ingestion, intake
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from core.database import dispose_engines
 from core.logging import configure_logging
 from serving import errors
-from serving.routes import health, me
+from serving.routes import documents, health, me
 
 
 @asynccontextmanager
@@ -30,4 +30,5 @@ def create_app() -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(me.router)
+    app.include_router(documents.router)
     return app

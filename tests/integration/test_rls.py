@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from core import audit
 from core.database import app_engine, system_session, tenant_session
-from core.models import Chunk, Document, Role, User
+from core.models import Chunk, ChunkTerm, Document, LexicalStats, Role, User
 from core.settings import get_settings
 from core.tenancy import ensure_user
 
@@ -37,8 +37,12 @@ def _seed(tenant) -> None:
                        content_hash=hashlib.sha256(tenant.name.encode()).hexdigest(), storage_path="/x")
         s.add(doc)
         s.flush()
-        s.add(Chunk(tenant_id=tenant.id, document_id=doc.id, ordinal=0, text=f"secret of {tenant.name}",
-                    classification=2, content_hash="h", embedding=[0.1] * 384))
+        chunk = Chunk(tenant_id=tenant.id, document_id=doc.id, ordinal=0, text=f"secret of {tenant.name}",
+                      classification=2, content_hash="h", embedding=[0.1] * 384, embedding_dim=384)
+        s.add(chunk)
+        s.flush()
+        s.add(ChunkTerm(tenant_id=tenant.id, chunk_id=chunk.id, term="secret", tf=1))
+        s.add(LexicalStats(tenant_id=tenant.id, n_chunks=1, total_len=3))
         audit.record(s, tenant_id=tenant.id, actor="t", action="seed")
 
 
@@ -113,6 +117,8 @@ def test_unfiltered_updates_and_deletes_touch_zero_rows_of_other_tenant(two_tena
         assert s.execute(text("UPDATE chunks SET text = 'pwned'")).rowcount == 1
         assert s.execute(text("UPDATE users SET role = 'admin'")).rowcount == 1
         assert s.execute(text("UPDATE tenants SET display_name = 'pwned'")).rowcount == 1
+        assert s.execute(text("UPDATE lexical_stats SET n_chunks = 99")).rowcount == 1
+        assert s.execute(text("DELETE FROM chunk_terms")).rowcount == 1
         assert s.execute(text("DELETE FROM chunks")).rowcount == 1
         assert s.execute(text("DELETE FROM documents")).rowcount == 1
         assert s.execute(text("DELETE FROM users")).rowcount == 1

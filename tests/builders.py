@@ -1,0 +1,72 @@
+"""Real test documents built at run time (no binary fixtures in the repo)."""
+
+from __future__ import annotations
+
+import io
+
+
+def text_pdf(pages: list[list[str]]) -> bytes:
+    """A minimal valid PDF with a real text layer (Helvetica), one list of lines per page."""
+    objs: list[bytes] = []
+    n_pages = len(pages)
+    page_ids = [4 + 2 * i for i in range(n_pages)]
+    objs.append(b"<< /Type /Catalog /Pages 2 0 R >>")
+    kids = " ".join(f"{p} 0 R" for p in page_ids).encode()
+    objs.append(b"<< /Type /Pages /Kids [" + kids + b"] /Count " + str(n_pages).encode() + b" >>")
+    objs.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    for i, lines in enumerate(pages):
+        content = b"BT /F1 12 Tf 72 720 Td 16 TL\n"
+        for ln in lines:
+            esc = ln.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").encode("latin-1")
+            content += b"(" + esc + b") Tj T*\n"
+        content += b"ET"
+        objs.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
+            b"/Contents " + str(page_ids[i] + 1).encode() + b" 0 R >>"
+        )
+        objs.append(b"<< /Length " + str(len(content)).encode() + b" >>\nstream\n" + content + b"\nendstream")
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for num, body in enumerate(objs, start=1):
+        offsets.append(out.tell())
+        out.write(f"{num} 0 obj\n".encode() + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode())
+    for off in offsets:
+        out.write(f"{off:010d} 00000 n \n".encode())
+    out.write(f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
+    return out.getvalue()
+
+
+def text_image(lines: list[str], fmt: str = "PNG") -> bytes:
+    """A 'scan': text rendered into pixels only, so only OCR can read it."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", (1240, 120 + 70 * len(lines)), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=36)
+    for i, line in enumerate(lines):
+        draw.text((60, 60 + i * 70), line, fill="black", font=font)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def docx_bytes(title: str, sections: list[tuple[str, list[str]]], table: list[list[str]] | None = None) -> bytes:
+    import docx
+
+    d = docx.Document()
+    d.add_heading(title, 0)
+    for heading, paras in sections:
+        d.add_heading(heading, 1)
+        for p in paras:
+            d.add_paragraph(p)
+    if table:
+        t = d.add_table(rows=len(table), cols=len(table[0]))
+        for r, row in enumerate(table):
+            for c, val in enumerate(row):
+                t.cell(r, c).text = val
+    buf = io.BytesIO()
+    d.save(buf)
+    return buf.getvalue()
