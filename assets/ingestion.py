@@ -174,6 +174,7 @@ def search_index(context: dg.AssetExecutionContext, config: IndexConfig, db: Pla
         review = ingestion.Review(config.decision, config.steward or "", config.reason or "")
     jobs = ingestion.load_jobs(keys)
     outcomes: dict[str, str] = {}
+    t0 = time.perf_counter()
     for key in keys:
         job = jobs.get(key)
         if job is None:
@@ -197,7 +198,8 @@ def search_index(context: dg.AssetExecutionContext, config: IndexConfig, db: Pla
         if outcome == "awaiting_approval":
             context.log.info(f"document {key} awaits a data steward: launch job steward_review for partition {key}")
     return dg.MaterializeResult(metadata={
-        "documents": len(keys), **{f"outcome_{k}": v for k, v in summary.items()},
+        "documents": len(keys), "seconds": round(time.perf_counter() - t0, 3),
+        **{f"outcome_{k}": v for k, v in summary.items()},
         "outcomes": dg.MetadataValue.json(outcomes),
         **({"review": dg.MetadataValue.json({"decision": review.decision, "steward": review.steward,
                                             "reason": review.reason})} if review else {}),
