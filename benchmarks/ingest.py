@@ -29,6 +29,7 @@ def main() -> int:
     ap.add_argument("folder", nargs="?", default="/usr/share/doc/python3.11/html")
     ap.add_argument("--limit", type=int, default=0, help="ingest at most N files (0 = all)")
     ap.add_argument("--batch", type=int, default=50, help="documents per Dagster run (sensor batch size)")
+    ap.add_argument("--ext", default="html", help="comma-separated extensions to ingest (default html; 'all')")
     args = ap.parse_args()
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -50,6 +51,9 @@ def main() -> int:
     bootstrap()
     tenant, _ = create_tenant("bench")
     files = collect([str(folder)])
+    if args.ext != "all":
+        wanted = {"." + e.strip().lstrip(".").lower() for e in args.ext.split(",")}
+        files = [f for f in files if f.suffix.lower() in wanted]
     if args.limit:
         files = files[: args.limit]
     t0 = time.perf_counter()

@@ -54,8 +54,12 @@ class LocalEmbedder:
 
 
 class LiteLLMEmbedder:
-    def __init__(self, model: str, api_base: str | None, dim: int, batch_size: int = 64) -> None:
+    def __init__(self, model: str, api_base: str | None, dim: int, batch_size: int = 64,
+                 api_key: str | None = None) -> None:
         self.name, self.api_base, self.dim, self.batch_size = model, api_base, dim, batch_size
+        # On-prem vLLM/Ollama endpoints ignore the key, but the OpenAI client refuses to send
+        # a request without one; "EMPTY" is the value vLLM documents for that case.
+        self.api_key = api_key or "EMPTY"
 
     def embed(self, texts: list[str]) -> np.ndarray:
         import litellm
@@ -64,7 +68,7 @@ class LiteLLMEmbedder:
         for i in range(0, len(texts), self.batch_size):
             try:
                 resp = litellm.embedding(model=self.name, input=texts[i : i + self.batch_size],
-                                         api_base=self.api_base, timeout=60)
+                                         api_base=self.api_base, api_key=self.api_key, timeout=60)
             except Exception as exc:  # noqa: BLE001 - provider errors vary; report one line
                 raise EmbeddingError(f"embedding endpoint {self.api_base or self.name} failed: {exc}") from None
             vectors.extend(d["embedding"] for d in resp.data)
@@ -76,14 +80,15 @@ class LiteLLMEmbedder:
 
 
 @functools.lru_cache(maxsize=4)
-def _build(model: str, api_base: str | None, dim: int | None) -> Embedder:
+def _build(model: str, api_base: str | None, dim: int | None, api_key: str | None) -> Embedder:
     if model in ("local", LOCAL_MODEL_NAME, "all-MiniLM-L6-v2"):
         return LocalEmbedder()
     if not dim:
         raise ConfigurationError("EAP_EMBEDDING_DIM is required for a LiteLLM embedding model")
-    return LiteLLMEmbedder(model, api_base, dim)
+    return LiteLLMEmbedder(model, api_base, dim, api_key=api_key)
 
 
 def get_embedder() -> Embedder:
     s = get_settings()
-    return _build(s.embedding_model, s.embedding_api_base, s.embedding_dim)
+    key = s.embedding_api_key.get_secret_value() if s.embedding_api_key else None
+    return _build(s.embedding_model, s.embedding_api_base, s.embedding_dim, key)

@@ -335,3 +335,92 @@ def test_unknown_document_id_is_404_not_500(client, make_tenant):
     t = make_tenant("x")
     assert client.get(f"/v1/documents/{uuid.uuid4()}", headers=_headers(t)).status_code == 404
     assert client.get("/v1/documents/not-a-uuid", headers=_headers(t)).status_code == 422
+
+
+def test_changed_version_failing_in_the_pipeline_leaves_previous_chunks_serving(client, dagster_env, make_tenant):
+    _, run_pipeline, _ = dagster_env
+    t = make_tenant("keep")
+    v1 = _upload(client, t, "spec.pdf", text_pdf([["Spec S-1", "Hardness 58 HRC after tempering."]])).json()
+    assert run_pipeline()[0].success
+    before = _chunks(t.id, v1["document_id"])
+    assert before
+    v2 = _upload(client, t, "spec.pdf", b"%PDF-1.7\n% truncated upload, no objects").json()
+    assert v2["document_id"] == v1["document_id"] and v2["status"] == "queued"
+    assert run_pipeline()[0].success  # the run succeeds; the document fails alone
+    row = _doc(t.id, v1["document_id"])
+    assert row["status"] == "failed" and "corrupt PDF" in row["status_reason"]
+    assert _chunks(t.id, v1["document_id"]) == before  # last good version keeps serving
+    assert row["indexed_hash"] != row["content_hash"]
+
+
+def test_eap_ingest_waits_until_the_pipeline_finishes(dagster_env, make_tenant, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    _, run_pipeline, _ = dagster_env
+    t = make_tenant("cli")
+    (tmp_path / "a.md").write_text("# A\n\nConveyor C-2 speed is 0.5 m/s.")
+    (tmp_path / "b.txt").write_text("Coolant must be changed monthly.")
+    (tmp_path / "skip.exe").write_bytes(b"MZ")  # not a supported type: not collected from a folder
+    eap = str(Path(sys.executable).parent / "eap")
+    proc = subprocess.Popen([eap, "ingest", str(tmp_path), "--tenant", t.name, "--timeout", "120"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    deadline = time.monotonic() + 60
+    ran = []
+    while time.monotonic() < deadline and not ran:
+        ran = run_pipeline()
+        time.sleep(0.5)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (out, err)
+    assert "2 submitted (0 unchanged), 0 refused" in out
+    assert "2/2" in out and "indexed 2" in out
+    with tenant_session(t.id) as s:
+        n = s.execute(text("SELECT count(*) FROM documents WHERE status = 'indexed' AND source = 'cli'")).scalar()
+    assert n == 2
+
+
+def test_litellm_embedding_seam_against_an_openai_compatible_server():
+    """The alternative embedder speaks the OpenAI embeddings API through LiteLLM (here to a
+    loopback server standing in for Ollama/vLLM)."""
+    import http.server
+    import threading
+
+    from core.embedding import LiteLLMEmbedder
+
+    calls = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            calls.append((self.path, body["model"], len(body["input"])))
+            data = [{"object": "embedding", "index": i, "embedding": [float(len(s)), 1.0, 0.0, 2.0]}
+                    for i, s in enumerate(body["input"])]
+            payload = json.dumps({"object": "list", "data": data, "model": body["model"],
+                                  "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):  # noqa: ANN002
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        emb = LiteLLMEmbedder("openai/nomic-embed-text", f"http://127.0.0.1:{srv.server_port}/v1", dim=4)
+        out = emb.embed(["abc", "defgh"])
+    finally:
+        srv.shutdown()
+    assert calls == [("/v1/embeddings", "nomic-embed-text", 2)]
+    assert out.shape == (2, 4)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0)
+    wrong = LiteLLMEmbedder("openai/x", "http://127.0.0.1:9/v1", dim=4)
+    from core.embedding import EmbeddingError
+
+    with pytest.raises(EmbeddingError):
+        wrong.embed(["a"])
