@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     embedding_api_base: str | None = None
     embedding_dim: int | None = None
     embedding_api_key: SecretStr | None = None
+    reranker_model_path: str | None = None  # a local FlagEmbedding cross-encoder folder (bge-reranker-v2-m3)
     ingest_batch_size: int = Field(default=50, ge=1, le=1000)
     pii_sanitise_all: bool = True  # Class III/IV are always sanitised; this extends it to I/II
 

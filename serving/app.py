@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from core.database import dispose_engines
 from core.logging import configure_logging
 from serving import errors
-from serving.routes import documents, health, me
+from serving.routes import documents, health, me, search
 
 
 @asynccontextmanager
@@ -31,4 +31,5 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(me.router)
     app.include_router(documents.router)
+    app.include_router(search.router)
     return app

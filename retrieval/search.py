@@ -1,0 +1,215 @@
+"""Hybrid search.
+
+- dense: cosine distance on the per-dimension HNSW index, with pgvector 0.8 iterative scans so a
+  selective tenant/ACL/metadata filter still yields k rows (HNSW filters *after* the scan);
+- lexical: exact BM25 (k1=1.2, b=0.75, Lucene IDF) over the postings written at index time;
+- fusion: reciprocal-rank fusion (k=60). RRF needs no score calibration between cosine and BM25,
+  which differ in scale per query and per corpus; a weighted sum would have to be re-tuned per tenant;
+- optional cross-encoder re-ranking (FlagEmbedding `FlagReranker`) when `EAP_RERANKER_MODEL_PATH`
+  is set; the response says which path ran.
+Access control (role ceiling, need-to-know ACL) is a predicate of both SQL queries; the tenant is
+enforced by row-level security on every table touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from compliance.access import ceiling
+from core.embedding import get_embedder
+from core.lexical import K1, B, tokenize
+from core.settings import get_settings
+
+RRF_K = 60
+CANDIDATES = 50
+EF_SEARCH = 100
+
+
+@dataclass
+class Filters:
+    document_ids: list[uuid.UUID] | None = None
+    formats: list[str] | None = None  # txt | md | html | docx | pdf | image
+    section: str | None = None  # case-insensitive substring of the section path
+    created_after: dt.datetime | None = None
+    created_before: dt.datetime | None = None
+    max_classification: int | None = None
+
+
+@dataclass
+class Caller:
+    role: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass
+class Hit:
+    chunk_id: uuid.UUID
+    document_id: uuid.UUID
+    title: str
+    text: str
+    page: int | None
+    section: str | None
+    classification: int
+    score: float
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+    dense_similarity: float | None = None
+    bm25: float | None = None
+    rerank_score: float | None = None
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    fusion: str = "rrf"
+    reranker: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _where(caller: Caller, filters: Filters, params: dict) -> str:
+    """Access + metadata predicate on `c` (chunks). Values are bound, never interpolated."""
+    top = ceiling(caller.role)
+    if filters.max_classification is not None:
+        top = min(top, filters.max_classification)
+    params["ceiling"] = top
+    params["groups"] = list(caller.groups)
+    parts = ["c.classification <= :ceiling", "(c.classification < 3 OR c.acl_groups && CAST(:groups AS text[]))"]
+    if filters.document_ids:
+        params["doc_ids"] = [str(d) for d in filters.document_ids]
+        parts.append("c.document_id = ANY(CAST(:doc_ids AS uuid[]))")
+    if filters.section:
+        escaped = filters.section.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params["section"] = "%" + escaped + "%"
+        parts.append("c.section ILIKE :section")
+    doc_parts = []
+    if filters.formats:
+        params["formats"] = list(filters.formats)
+        doc_parts.append("d.format = ANY(CAST(:formats AS text[]))")
+    if filters.created_after:
+        params["after"] = filters.created_after
+        doc_parts.append("d.created_at >= :after")
+    if filters.created_before:
+        params["before"] = filters.created_before
+        doc_parts.append("d.created_at < :before")
+    if doc_parts:
+        parts.append("c.document_id IN (SELECT d.id FROM documents d WHERE " + " AND ".join(doc_parts) + ")")
+    return " AND ".join(parts)
+
+
+def dense(session: Session, caller: Caller, vector: np.ndarray, n: int, filters: Filters) -> list[tuple]:
+    dim = int(vector.shape[0])
+    params: dict = {"q": json.dumps([float(x) for x in vector]), "n": n, "dim": dim}
+    where = _where(caller, filters, params)
+    # Iterative scan: keep walking the HNSW graph until n rows pass the filters (pgvector 0.8).
+    session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+    session.execute(text(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, n)}"))
+    sql = (
+        f"SELECT c.id, c.embedding::vector({dim}) <=> CAST(:q AS vector({dim})) AS dist FROM chunks c "
+        f"WHERE c.embedding_dim = :dim AND {where} "
+        f"ORDER BY c.embedding::vector({dim}) <=> CAST(:q AS vector({dim})) LIMIT :n"
+    )
+    rows = session.execute(text(sql), params).all()
+    # relaxed_order may return slightly out-of-order rows: order exactly on the returned set.
+    return sorted(((r[0], 1.0 - float(r[1])) for r in rows), key=lambda x: -x[1])
+
+
+def lexical(session: Session, caller: Caller, query: str, n: int, filters: Filters) -> list[tuple]:
+    qtf = Counter(tokenize(query))
+    if not qtf:
+        return []
+    params: dict = {"terms": list(qtf), "qtfs": list(qtf.values()), "n": n, "k1": K1, "b": B}
+    where = _where(caller, filters, params)
+    sql = f"""
+        WITH q AS (SELECT * FROM unnest(CAST(:terms AS text[]), CAST(:qtfs AS int[])) AS q(term, qtf)),
+        st AS (SELECT n_chunks::float8 AS n, total_len::float8 / greatest(n_chunks, 1) AS avgdl FROM lexical_stats),
+        df AS (SELECT term, count(*)::float8 AS df FROM chunk_terms WHERE term = ANY(CAST(:terms AS text[]))
+               GROUP BY term)
+        SELECT ct.chunk_id,
+               sum(q.qtf * ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5))
+                   * ct.tf * (:k1 + 1) / (ct.tf + :k1 * (1 - :b + :b * c.lexical_len / greatest(st.avgdl, 1))))
+                 AS score
+        FROM chunk_terms ct
+        JOIN q ON q.term = ct.term
+        JOIN df ON df.term = ct.term
+        JOIN chunks c ON c.id = ct.chunk_id
+        CROSS JOIN st
+        WHERE {where}
+        GROUP BY ct.chunk_id
+        ORDER BY score DESC, ct.chunk_id
+        LIMIT :n
+    """
+    return [(r[0], float(r[1])) for r in session.execute(text(sql), params).all()]
+
+
+def rrf(rankings: list[list[tuple]], k: int = RRF_K) -> dict[uuid.UUID, float]:
+    scores: dict[uuid.UUID, float] = {}
+    for ranking in rankings:
+        for rank, (cid, _) in enumerate(ranking, start=1):
+            scores[cid] = scores.get(cid, 0.0) + 1.0 / (k + rank)
+    return scores
+
+
+@functools.lru_cache(maxsize=2)
+def _reranker(path: str):  # noqa: ANN202
+    from FlagEmbedding import FlagReranker
+
+    return FlagReranker(path, use_fp16=False, devices="cpu")
+
+
+def search(session: Session, caller: Caller, query: str, k: int = 8, filters: Filters | None = None,
+           candidates: int = CANDIDATES) -> SearchResult:
+    filters = filters or Filters()
+    n = max(candidates, k)
+    vec = get_embedder().embed([query])[0]
+    d = dense(session, caller, vec, n, filters)
+    lx = lexical(session, caller, query, n, filters)
+    fused = rrf([d, lx])
+    order = sorted(fused, key=lambda cid: (-fused[cid], str(cid)))[: max(k, candidates if _rerank_path() else k)]
+    if not order:
+        return SearchResult([], notes=["no readable chunk matched"])
+    rows = session.execute(
+        text("SELECT c.id, c.document_id, d.title, c.text, c.page, c.section, c.classification "
+             "FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ANY(CAST(:ids AS uuid[]))"),
+        {"ids": [str(c) for c in order]},
+    ).all()
+    by_id = {r[0]: r for r in rows}
+    d_rank = {cid: (i + 1, s) for i, (cid, s) in enumerate(d)}
+    l_rank = {cid: (i + 1, s) for i, (cid, s) in enumerate(lx)}
+    hits = []
+    for cid in order:
+        r = by_id.get(cid)
+        if r is None:
+            continue
+        hits.append(Hit(chunk_id=cid, document_id=r[1], title=r[2], text=r[3], page=r[4], section=r[5],
+                        classification=r[6], score=fused[cid],
+                        dense_rank=d_rank.get(cid, (None, None))[0], dense_similarity=d_rank.get(cid, (None, None))[1],
+                        lexical_rank=l_rank.get(cid, (None, None))[0], bm25=l_rank.get(cid, (None, None))[1]))
+    result = SearchResult(hits)
+    path = _rerank_path()
+    if path:
+        scores = _reranker(path).compute_score([[query, h.text] for h in hits])
+        scores = [scores] if isinstance(scores, float) else list(scores)
+        for h, s in zip(hits, scores, strict=True):
+            h.rerank_score = float(s)
+        hits.sort(key=lambda h: -(h.rerank_score or 0.0))
+        result.reranker = path
+    else:
+        result.notes.append("no cross-encoder configured (EAP_RERANKER_MODEL_PATH): reciprocal-rank fusion only")
+    result.hits = hits[:k]
+    return result
+
+
+def _rerank_path() -> str | None:
+    return get_settings().reranker_model_path
+
+
+
