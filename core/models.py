@@ -184,3 +184,29 @@ class LexicalStats(Base):
                                                  primary_key=True)
     n_chunks: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, server_default="0")
     total_len: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, server_default="0")
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    user_subject: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    title: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        sa.Uuid, sa.ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+    )
+    role: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    content: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    citations: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    model: Mapped[str | None] = mapped_column(sa.Text)
+    specialist: Mapped[str | None] = mapped_column(sa.Text)
+    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
+    created_at: Mapped[dt.datetime] = _now()

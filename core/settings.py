@@ -77,9 +77,17 @@ class Settings(BaseSettings):
     embedding_api_base: str | None = None
     embedding_dim: int | None = None
     embedding_api_key: SecretStr | None = None
+    # LLM (through LiteLLM). Unset model: the grounded extractive responder.
+    llm_model: str | None = None
+    llm_api_base: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_timeout_s: float = Field(default=60.0, gt=0)
     reranker_model_path: str | None = None  # a local FlagEmbedding cross-encoder folder (bge-reranker-v2-m3)
     ingest_batch_size: int = Field(default=50, ge=1, le=1000)
     pii_sanitise_all: bool = True  # Class III/IV are always sanitised; this extends it to I/II
+
+    rate_limit_user_per_minute: int = Field(default=120, ge=1)
+    rate_limit_tenant_per_minute: int = Field(default=1200, ge=1)
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)

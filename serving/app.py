@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from core.database import dispose_engines
 from core.logging import configure_logging
 from serving import errors
-from serving.routes import documents, health, me, search
+from serving.routes import chat, documents, health, me, search
 
 
 @asynccontextmanager
@@ -32,4 +32,5 @@ def create_app() -> FastAPI:
     app.include_router(me.router)
     app.include_router(documents.router)
     app.include_router(search.router)
+    app.include_router(chat.router)
     return app

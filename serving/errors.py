@@ -22,6 +22,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PlatformError)
     async def _platform(_req: Request, exc: PlatformError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        if exc.status_code == 429 and "retry_after_s" in exc.details:
+            headers = {"Retry-After": str(exc.details["retry_after_s"])}
         return JSONResponse(error_body(exc.code, exc.message, exc.details), exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)

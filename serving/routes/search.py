@@ -14,6 +14,7 @@ from core import audit
 from core.database import tenant_session
 from retrieval.search import Caller, Filters, search
 from serving.deps import PrincipalDep
+from serving.ratelimit import RateLimit
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
@@ -79,7 +80,7 @@ def run_search(principal, body: SearchIn) -> SearchOut:  # noqa: ANN001
     )
 
 
-@router.post("", response_model=SearchOut)
+@router.post("", response_model=SearchOut, dependencies=[RateLimit])
 async def post_search(body: SearchIn, principal: PrincipalDep) -> SearchOut:
     """Hybrid search over the chunks the caller may read, ranked by reciprocal-rank fusion."""
     return await run_in_threadpool(run_search, principal, body)

@@ -1,0 +1,144 @@
+"""The grounded extractive responder: a LiteLLM custom provider that answers from the sources in
+the prompt, without a generative model.
+
+It reads the SOURCES block the prompt builder writes, ranks the sources' sentences against the
+question (embedding similarity + term overlap), quotes the best few with [n] citations and says
+plainly that the answer is extractive. Deterministic: same prompt, same answer.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.lexical import tokenize
+
+PROVIDER = "eap-extractive"
+MODEL = f"{PROVIDER}/grounded"
+SOURCES_START = "<<<SOURCES"
+SOURCES_END = "SOURCES>>>"
+NO_ANSWER = ("I could not find an answer to this question in the documents you have access to. "
+             "Try rephrasing it, or ask a data steward whether the relevant document has been ingested.")
+PREFIX = "Extractive answer (quoted from your documents; no generative model was used):"
+MAX_SENTENCES = 4
+MIN_SCORE = 0.32
+REDUNDANT = 0.92
+
+_HEADER = re.compile(r"^\[(\d+)\][^\n]*$", re.M)
+_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
+
+
+@dataclass
+class Source:
+    n: int
+    text: str
+
+
+def parse_sources(prompt: str) -> list[Source]:
+    start = prompt.find(SOURCES_START)
+    end = prompt.find(SOURCES_END, start + 1)
+    if start == -1 or end == -1:
+        return []
+    block = prompt[start + len(SOURCES_START) : end]
+    heads = list(_HEADER.finditer(block))
+    out = []
+    for i, m in enumerate(heads):
+        body = block[m.end() : heads[i + 1].start() if i + 1 < len(heads) else len(block)].strip()
+        if body:
+            out.append(Source(int(m.group(1)), body))
+    return out
+
+
+def _sentences(src: Source) -> list[tuple[int, str]]:
+    out = []
+    for part in _SPLIT.split(src.text):
+        s = part.strip(" -•\t")
+        if len(s) >= 12 and sum(c.isalpha() for c in s) >= 6:
+            out.append((src.n, s))
+    return out
+
+
+def _question(messages: list[dict]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            content = m.get("content")
+            return content if isinstance(content, str) else " ".join(
+                p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def compose(messages: list[dict]) -> str:
+    from core.embedding import get_embedder
+
+    prompt = "\n".join(
+        m["content"] for m in messages if m.get("role") == "system" and isinstance(m.get("content"), str)
+    )
+    question = _question(messages)
+    sents = [s for src in parse_sources(prompt) for s in _sentences(src)]
+    if not question.strip() or not sents:
+        return NO_ANSWER
+    emb = get_embedder()
+    vecs = emb.embed([question] + [s for _, s in sents])
+    q, sv = vecs[0], vecs[1:]
+    cos = sv @ q
+    q_terms = set(tokenize(question))
+    overlap = np.array([len(q_terms & set(tokenize(s))) / max(1, len(q_terms)) for _, s in sents])
+    score = 0.75 * cos + 0.25 * overlap
+    chosen: list[int] = []
+    for i in np.argsort(-score, kind="stable"):
+        if score[i] < MIN_SCORE or len(chosen) >= MAX_SENTENCES:
+            break
+        if any(float(sv[i] @ sv[j]) > REDUNDANT for j in chosen):
+            continue
+        chosen.append(int(i))
+    if not chosen:
+        return NO_ANSWER
+    lines = [f"- {sents[i][1]} [{sents[i][0]}]" for i in chosen]
+    return PREFIX + "\n" + "\n".join(lines)
+
+
+def _words(text: str) -> Iterator[str]:
+    for m in re.finditer(r"\S+\s*", text):
+        yield m.group(0)
+
+
+def build_handler():  # noqa: ANN201
+    """The LiteLLM CustomLLM subclass (built lazily: importing litellm costs ~1 s)."""
+    import litellm
+    from litellm import CustomLLM
+    from litellm.types.utils import GenericStreamingChunk
+
+    class ExtractiveLLM(CustomLLM):
+        def completion(self, model, messages, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+            t0 = time.perf_counter()
+            text = compose(messages)
+            resp = litellm.ModelResponse(
+                model=MODEL,
+                choices=[{"message": {"role": "assistant", "content": text}, "finish_reason": "stop", "index": 0}],
+            )
+            resp.usage = litellm.Usage(prompt_tokens=sum(len(str(m.get("content", "")).split()) for m in messages),
+                                       completion_tokens=len(text.split()),
+                                       total_tokens=0)
+            resp._response_ms = (time.perf_counter() - t0) * 1000  # noqa: SLF001
+            return resp
+
+        def streaming(self, model, messages, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+            text = compose(messages)
+            for word in _words(text):
+                yield GenericStreamingChunk(text=word, is_finished=False, finish_reason="", usage=None, index=0,
+                                            tool_use=None)
+            yield GenericStreamingChunk(text="", is_finished=True, finish_reason="stop", usage=None, index=0,
+                                        tool_use=None)
+
+        async def acompletion(self, model, messages, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+            return self.completion(model, messages, *args, **kwargs)
+
+        async def astreaming(self, model, messages, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+            for chunk in self.streaming(model, messages, *args, **kwargs):
+                yield chunk
+
+    return ExtractiveLLM()
