@@ -1,21 +1,32 @@
-"""Token minting and verification (HS256 for development; OIDC/JWKS arrives with the auth issue).
+"""Token verification and minting.
 
-Algorithms are allow-listed, and issuer, audience, expiry and not-before are always validated.
+- Development: HS256 tokens minted by `eap token` / `POST /v1/auth/login` with EAP_JWT_SECRET.
+- Production: OIDC access tokens (RS256/ES256 …) verified against the IdP's JWKS, fetched from
+  `EAP_JWKS_URL` or, on air-gapped sites, read from `EAP_JWKS_LOCAL_PATH`.
+Algorithms are allow-listed per key type (no alg=none, no HS/RS confusion: an HS256 token is only
+ever checked against the platform's own secret, an RS/ES token only against JWKS public keys).
+Issuer, audience, expiry and not-before are always validated; `kid` must match a known key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
+import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jwt
 
-from core.errors import Unauthorized
+from core.errors import ConfigurationError, Unauthorized
 from core.models import Role
 from core.settings import Settings
 
-ALLOWED_ALGORITHMS = ["HS256"]
+PLATFORM_ALGORITHMS = ["HS256"]
+OIDC_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
+REQUIRED = ["exp", "iat", "iss", "aud", "sub"]
 
 
 @dataclass(frozen=True)
@@ -27,55 +38,124 @@ class Principal:
     groups: tuple[str, ...] = field(default_factory=tuple)
 
 
-def mint_token(
-    settings: Settings,
-    *,
-    tenant_id: uuid.UUID,
-    tenant: str,
-    role: Role,
-    subject: str,
-    groups: list[str] | None = None,
-    ttl_seconds: int | None = None,
-) -> str:
+def mint_token(settings: Settings, *, tenant_id: uuid.UUID, tenant: str, role: Role, subject: str,
+               groups: list[str] | None = None, ttl_seconds: int | None = None, extra: dict | None = None) -> str:
     now = dt.datetime.now(dt.UTC)
     ttl = ttl_seconds if ttl_seconds is not None else settings.jwt_ttl_seconds
     claims = {
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "sub": subject,
-        "iat": now,
-        "nbf": now,
-        "exp": now + dt.timedelta(seconds=ttl),
-        "jti": str(uuid.uuid4()),
-        "tid": str(tenant_id),
-        "tenant": tenant,
-        "role": role.value,
-        "groups": list(groups or []),
+        "iss": settings.jwt_issuer, "aud": settings.jwt_audience, "sub": subject, "iat": now, "nbf": now,
+        "exp": now + dt.timedelta(seconds=ttl), "jti": str(uuid.uuid4()), "tid": str(tenant_id), "tenant": tenant,
+        "role": role.value, "groups": list(groups or []), **(extra or {}),
     }
     return jwt.encode(claims, settings.jwt_signing_secret(), algorithm="HS256")
 
 
-def verify_token(settings: Settings, token: str) -> Principal:
+class _JWKS:
+    """Keys by kid from a local file (re-read when it changes) or a URL (cached, refreshed on an
+    unknown kid at most once a minute)."""
+
+    def __init__(self, path: str | None, url: str | None, ttl_s: int = 600) -> None:
+        self.path, self.url, self.ttl_s = path, url, ttl_s
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._loaded_at = 0.0
+        self._mtime = None
+
+    def _load(self) -> None:
+        if self.path:
+            p = Path(self.path)
+            try:
+                mtime = p.stat().st_mtime_ns
+                if mtime == self._mtime:
+                    return
+                data = json.loads(p.read_text())
+            except (OSError, ValueError) as exc:
+                raise ConfigurationError(f"cannot read JWKS from {self.path}: {exc}") from None
+            self._mtime = mtime
+        else:
+            import httpx
+
+            try:
+                resp = httpx.get(self.url, timeout=5)
+                resp.raise_for_status()
+                data = resp.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                raise Unauthorized(f"identity provider keys unavailable ({exc.__class__.__name__})",
+                                   code="jwks_unavailable") from None
+        keys = {}
+        for k in jwt.PyJWKSet.from_dict(data).keys:
+            if k.key_id:
+                keys[k.key_id] = k
+        self._keys = keys
+        self._loaded_at = time.monotonic()
+
+    def get(self, kid: str | None) -> jwt.PyJWK:
+        if kid is None:
+            raise Unauthorized("invalid token: missing kid", code="invalid_token")
+        stale = time.monotonic() - self._loaded_at > (self.ttl_s if kid in self._keys else 60)
+        if self.path or stale or not self._keys:
+            self._load()
+        key = self._keys.get(kid)
+        if key is None:
+            raise Unauthorized("invalid token: unknown signing key (kid)", code="unknown_kid")
+        return key
+
+
+@functools.lru_cache(maxsize=4)
+def _jwks(path: str | None, url: str | None) -> _JWKS:
+    return _JWKS(path, url)
+
+
+def _decode(token: str, key, algorithms: list[str], issuer: str, audience: str) -> dict:  # noqa: ANN001
     try:
-        claims = jwt.decode(
-            token,
-            settings.jwt_signing_secret(),
-            algorithms=ALLOWED_ALGORITHMS,
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "tid", "role"]},
-            leeway=30,
-        )
+        return jwt.decode(token, key, algorithms=algorithms, audience=audience, issuer=issuer,
+                          options={"require": REQUIRED}, leeway=30)
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token expired", code="token_expired") from None
+    except jwt.ImmatureSignatureError:
+        raise Unauthorized("token not yet valid", code="invalid_token") from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from None
+
+
+def verify_claims(settings: Settings, token: str) -> dict:
     try:
-        role = Role(claims["role"])
-        tid = uuid.UUID(str(claims["tid"]))
-    except (ValueError, KeyError):
-        raise Unauthorized("invalid token: bad role or tenant claim", code="invalid_token") from None
-    groups = claims.get("groups") or []
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        raise Unauthorized("invalid token: malformed", code="invalid_token") from None
+    alg = header.get("alg")
+    if alg in PLATFORM_ALGORITHMS and settings.accept_platform_tokens:
+        return _decode(token, settings.jwt_signing_secret(), PLATFORM_ALGORITHMS, settings.jwt_issuer,
+                       settings.jwt_audience)
+    if alg in OIDC_ALGORITHMS and (settings.jwks_local_path or settings.jwks_url):
+        key = _jwks(settings.jwks_local_path, settings.jwks_url).get(header.get("kid"))
+        if key.algorithm_name and key.algorithm_name != alg:
+            raise Unauthorized("invalid token: algorithm does not match the key", code="invalid_token")
+        return _decode(token, key.key, [alg], settings.oidc_issuer or "", settings.oidc_audience or "")
+    raise Unauthorized(f"invalid token: algorithm {alg!r} not allowed", code="invalid_token")
+
+
+def principal_from_claims(settings: Settings, claims: dict, tenant_lookup=None) -> Principal:  # noqa: ANN001
+    role_claim = claims.get("role") or claims.get(settings.oidc_role_claim)
+    if isinstance(role_claim, list):  # IdPs send app roles as a list: take the strongest we know
+        known = [r for r in ("admin", "operator", "viewer") if r in role_claim]
+        role_claim = known[0] if known else None
+    try:
+        role = Role(role_claim)
+    except ValueError:
+        raise Unauthorized("invalid token: no platform role (admin/operator/viewer)", code="invalid_token") from None
+    groups = claims.get(settings.oidc_groups_claim, claims.get("groups")) or []
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise Unauthorized("invalid token: groups must be a list of strings", code="invalid_token")
-    return Principal(str(claims["sub"]), tid, str(claims.get("tenant", "")), role, tuple(groups))
+    tid = claims.get("tid")
+    tenant = str(claims.get("tenant", "") or "")
+    try:
+        tenant_id = uuid.UUID(str(tid))
+    except ValueError:
+        if not tenant or tenant_lookup is None:
+            raise Unauthorized("invalid token: no tenant claim", code="invalid_token") from None
+        tenant_id = tenant_lookup(tenant)
+    return Principal(str(claims["sub"]), tenant_id, tenant, role, tuple(groups))
+
+
+def verify_token(settings: Settings, token: str, tenant_lookup=None) -> Principal:  # noqa: ANN001
+    return principal_from_claims(settings, verify_claims(settings, token), tenant_lookup)

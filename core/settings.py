@@ -89,6 +89,19 @@ class Settings(BaseSettings):
     rate_limit_user_per_minute: int = Field(default=120, ge=1)
     rate_limit_tenant_per_minute: int = Field(default=1200, ge=1)
 
+    # OIDC (production identity): JWKS from a URL, or from a file on air-gapped sites.
+    jwks_url: str | None = None
+    jwks_local_path: str | None = Field(default=None, validation_alias=AliasChoices("JWKS_LOCAL_PATH",
+                                                                                    "EAP_JWKS_LOCAL_PATH"))
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_role_claim: str = "roles"
+    oidc_groups_claim: str = "groups"
+    # HS256 platform tokens (dev tokens and break-glass logins); on by default.
+    accept_platform_tokens: bool = True
+    login_max_failures: int = Field(default=6, ge=1)
+    login_lockout_minutes: int = Field(default=15, ge=1)
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     dagster_port: int = Field(default=3000, ge=1, le=65535)

@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--no-wait", action="store_true", help="return after submitting")
     ing.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (default 900)")
 
+    user = sub.add_parser("user", help="local (break-glass) accounts")
+    usub = user.add_subparsers(dest="user_command", required=True)
+    uc = usub.add_parser("set-password", help="create/update a local account; reads the password from stdin")
+    uc.add_argument("--tenant", required=True)
+    uc.add_argument("--username", required=True)
+    uc.add_argument("--role", required=True, choices=["admin", "operator", "viewer"])
+    uc.add_argument("--groups", default="")
+
     tok = sub.add_parser("token", help="mint a development HS256 token")
     tok.add_argument("--tenant", required=True)
     tok.add_argument("--role", required=True, choices=["admin", "operator", "viewer"])
@@ -99,6 +107,20 @@ def main(argv: list[str] | None = None) -> int:
             from eap.ingest import run_ingest
 
             return run_ingest(args.paths, args.tenant, args.classification, args.acl, not args.no_wait, args.timeout)
+        if args.command == "user":
+            from core.accounts import set_local_password
+            from core.database import bootstrap
+            from core.models import Role
+            from core.tenancy import get_tenant
+
+            bootstrap()
+            password = sys.stdin.readline().rstrip("\n")
+            groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+            enrol = set_local_password(get_tenant(args.tenant), args.username, Role(args.role), password, groups)
+            print(f"local account {args.username} set (id={enrol.user_id})")
+            if enrol.totp_uri:
+                print(f"TOTP enrolment (admins must use it at login): {enrol.totp_uri}")
+            return 0
         if args.command == "token":
             from core.database import bootstrap
             from core.models import Role

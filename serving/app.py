@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from core.database import dispose_engines
 from core.logging import configure_logging
 from serving import errors
-from serving.routes import chat, documents, health, me, search
+from serving.routes import auth, chat, documents, health, me, search
 
 
 @asynccontextmanager
@@ -29,6 +29,7 @@ def create_app() -> FastAPI:
     )
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(auth.router)
     app.include_router(me.router)
     app.include_router(documents.router)
     app.include_router(search.router)

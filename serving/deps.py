@@ -23,7 +23,18 @@ def current_principal(settings: SettingsDep, authorization: Annotated[str | None
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization header must be 'Bearer <token>'", code="invalid_token")
-    return verify_token(settings, token.strip())
+    return verify_token(settings, token.strip(), tenant_lookup=_tenant_id)
+
+
+def _tenant_id(name: str):  # noqa: ANN202
+    """OIDC tokens may name the tenant instead of carrying its id."""
+    from core.errors import NotFound, PlatformError
+    from core.tenancy import get_tenant
+
+    try:
+        return get_tenant(name).id
+    except (NotFound, PlatformError):
+        raise Unauthorized("token names a tenant that does not exist", code="unknown_tenant") from None
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from core.accounts import login
+from core.errors import InvalidInput, NotFound, Unauthorized
+from core.models import Role
+from core.security import mint_token
+from core.settings import get_settings
+from core.tenancy import get_tenant
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+
+class LoginIn(BaseModel):
+    tenant: Annotated[str, Field(min_length=1, max_length=63)]
+    username: Annotated[str, Field(min_length=1, max_length=200)]
+    password: Annotated[str, Field(min_length=1, max_length=1000)]
+    totp: Annotated[str | None, Field(pattern=r"^\d{6}$")] = None
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type, not a secret
+    expires_in: int
+
+
+def _login(body: LoginIn) -> TokenOut:
+    try:
+        tenant = get_tenant(body.tenant)
+    except (NotFound, InvalidInput):  # unknown and malformed tenants look like bad credentials
+        raise Unauthorized("invalid username or password", code="invalid_credentials") from None
+    user = login(tenant, body.username, body.password, body.totp)
+    s = get_settings()
+    token = mint_token(s, tenant_id=tenant.id, tenant=tenant.name, role=Role(user.role), subject=user.username,
+                       groups=list(user.groups), extra={"amr": ["pwd", "otp"] if user.role == "admin" else ["pwd"]})
+    return TokenOut(access_token=token, expires_in=s.jwt_ttl_seconds)
+
+
+@router.post("/login", response_model=TokenOut)
+async def post_login(body: LoginIn) -> TokenOut:
+    """Local break-glass login (argon2 password; TOTP required for admins; lock-out after 6 failures)."""
+    return await run_in_threadpool(_login, body)
