@@ -5,6 +5,8 @@
     eap tenant create NAME
     eap token --tenant NAME --role admin|operator|viewer [--user U] [--groups g1,g2]
     eap ingest PATH... --tenant NAME [--classification II] [--acl g1,g2] [--no-wait]
+    eap ask "QUESTION" [--tenant default] [--role viewer] [--groups g1,g2]
+    eap user set-password --tenant NAME --username U --role R   (password on stdin)
 """
 
 from __future__ import annotations
@@ -64,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--no-wait", action="store_true", help="return after submitting")
     ing.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (default 900)")
 
+    ask = sub.add_parser("ask", help="ask a question; prints the answer and its citations")
+    ask.add_argument("question")
+    ask.add_argument("--tenant", default="default")
+    ask.add_argument("--role", default="viewer", choices=["admin", "operator", "viewer"])
+    ask.add_argument("--groups", default="", help="comma-separated need-to-know groups")
+    ask.add_argument("--k", type=int, default=6)
+
     user = sub.add_parser("user", help="local (break-glass) accounts")
     usub = user.add_subparsers(dest="user_command", required=True)
     uc = usub.add_parser("set-password", help="create/update a local account; reads the password from stdin")
@@ -107,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             from eap.ingest import run_ingest
 
             return run_ingest(args.paths, args.tenant, args.classification, args.acl, not args.no_wait, args.timeout)
+        if args.command == "ask":
+            from eap.ask import run_ask
+
+            return run_ask(args.question, args.tenant, args.role, args.groups, args.k)
         if args.command == "user":
             from core.accounts import set_local_password
             from core.database import bootstrap

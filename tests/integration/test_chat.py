@@ -175,3 +175,22 @@ def test_bad_chat_input_and_rate_limit(client, corpus, monkeypatch):
     finally:
         monkeypatch.delenv("EAP_RATE_LIMIT_USER_PER_MINUTE")
         get_settings.cache_clear()
+
+
+def test_eap_ask_prints_answer_and_citations(corpus):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    a, _, _ = corpus
+    eap = str(Path(sys.executable).parent / "eap")
+    r = subprocess.run([eap, "ask", "how often is the hydraulic oil changed on press P3?", "--tenant", a.name],
+                       capture_output=True, text=True, timeout=180, env=os.environ.copy())
+    assert r.returncode == 0, r.stderr
+    assert "4000 operating hours" in r.stdout
+    assert "Sources:\n  [1] oil (p. 1, oil)" in r.stdout
+    assert "AI system" in r.stdout
+    secret = subprocess.run([eap, "ask", "alloy formula nickel", "--tenant", a.name, "--role", "viewer"],
+                            capture_output=True, text=True, timeout=180, env=os.environ.copy())
+    assert "nickel" not in secret.stdout.split("Sources:")[0].replace("alloy formula nickel", "")
