@@ -29,9 +29,6 @@ def create_app() -> FastAPI:
     )
     errors.install(app)
     app.include_router(health.router)
-    app.include_router(auth.router)
-    app.include_router(me.router)
-    app.include_router(documents.router)
-    app.include_router(search.router)
-    app.include_router(chat.router)
+    for router in (auth.router, me.router, documents.router, search.router, chat.router):
+        app.include_router(router, responses=errors.ERROR_RESPONSES)
     return app

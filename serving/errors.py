@@ -7,11 +7,41 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import PlatformError
 
 log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict | list = {}
+
+
+class ErrorOut(BaseModel):
+    """The one error shape of this API."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES = {
+    status: {"model": ErrorOut, "description": desc}
+    for status, desc in {
+        401: "missing, invalid or expired credentials",
+        403: "authenticated but not allowed",
+        404: "not found (or not visible to you)",
+        413: "upload too large",
+        415: "unsupported or mismatched file type",
+        422: "invalid request",
+        423: "account locked",
+        429: "rate limit exceeded (see Retry-After)",
+        502: "a model or embedding endpoint failed",
+        503: "database unavailable",
+    }.items()
+}
 
 
 def error_body(code: str, message: str, details: dict | list | None = None) -> dict:
