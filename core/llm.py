@@ -32,6 +32,8 @@ def _litellm():
     global _registered
     # LiteLLM fetches a model cost map from the internet at import unless told not to.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # Its aiohttp transport raises in __del__ at interpreter exit; httpx is enough for on-prem calls.
+    os.environ.setdefault("DISABLE_AIOHTTP_TRANSPORT", "True")
     import litellm
 
     with _lock:
