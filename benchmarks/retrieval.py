@@ -72,7 +72,7 @@ def main() -> int:
             s.add(Document(id=doc_id, tenant_id=tenant.id, source_key="bench", title="bench", filename="b.txt",
                            content_hash="b", storage_path="/dev/null", status="indexed", format="txt"))
         assign = rng.integers(0, len(centers), n)
-        vecs = centers[assign] + rng.normal(scale=0.35 / np.sqrt(384) * 8, size=(n, 384)).astype(np.float32)
+        vecs = centers[assign] + rng.normal(scale=0.6 / np.sqrt(384), size=(n, 384)).astype(np.float32)
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
         cls = np.where(rng.random(n) < 0.3, 3, rng.integers(1, 3, n))
         if tenant is a:
@@ -120,7 +120,7 @@ def main() -> int:
     caller = Caller("operator", ())  # no 'secret' group: Class III chunks are invisible to it
     visible = np.where(cls_a <= 2)[0]
     q_assign = rng.integers(0, len(centers), args.queries)
-    qvecs = centers[q_assign] + rng.normal(scale=0.35 / np.sqrt(384) * 8, size=(args.queries, 384)).astype(np.float32)
+    qvecs = centers[q_assign] + rng.normal(scale=0.6 / np.sqrt(384), size=(args.queries, 384)).astype(np.float32)
     qvecs /= np.linalg.norm(qvecs, axis=1, keepdims=True)
     qtexts = [" ".join(vocab[w] for w in rng.choice(len(vocab), size=3, p=zipf)) for _ in range(args.queries)]
     embedder = get_embedder()

@@ -31,7 +31,7 @@ from core.settings import get_settings
 
 RRF_K = 60
 CANDIDATES = 50
-EF_SEARCH = 100
+EF_SEARCH = 200
 
 
 @dataclass
