@@ -176,6 +176,19 @@ class ChunkTerm(Base):
                                                 primary_key=True)
     term: Mapped[str] = mapped_column(sa.Text, primary_key=True)
     tf: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    # Denormalised from the chunk so top postings are read from one index, without a join.
+    classification: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False, server_default="1")
+    acl_groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
+    lexical_len: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
+    impact: Mapped[float] = mapped_column(sa.Float(precision=24), nullable=False, server_default="0")
+
+
+class TermStats(Base):
+    __tablename__ = "term_stats"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+    term: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    df: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
 
 
 class LexicalStats(Base):

@@ -12,6 +12,7 @@ import re
 import shutil
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -396,11 +397,28 @@ def record_review(job: DocumentJob, review: Review) -> None:
     job.review_status, job.reviewed_hash = status, job.content_hash
 
 
+def _lock_stats(s, tenant_id: uuid.UUID) -> tuple[int, int]:  # noqa: ANN001
+    """Lock the tenant's lexical statistics row: index writers of one tenant serialise here (so
+    BM25 statistics stay exact and term_stats upserts cannot deadlock)."""
+    s.execute(pg_insert(LexicalStats).values(tenant_id=tenant_id, n_chunks=0, total_len=0)
+              .on_conflict_do_nothing(index_elements=["tenant_id"]))
+    row = s.execute(select(LexicalStats.n_chunks, LexicalStats.total_len)
+                    .where(LexicalStats.tenant_id == tenant_id).with_for_update()).one()
+    return int(row[0]), int(row[1])
+
+
 def _remove_chunks(s, tenant_id: uuid.UUID, document_id: uuid.UUID) -> int:  # noqa: ANN001
+    _lock_stats(s, tenant_id)
     old = s.execute(
         select(func.count(), func.coalesce(func.sum(Chunk.lexical_len), 0)).where(Chunk.document_id == document_id)
     ).one()
     if old[0]:
+        s.execute(
+            text("UPDATE term_stats ts SET df = ts.df - x.n FROM (SELECT ct.term, count(*) AS n FROM chunk_terms ct "
+                 "JOIN chunks c ON c.id = ct.chunk_id WHERE c.document_id = :d GROUP BY ct.term ORDER BY ct.term) x "
+                 "WHERE ts.tenant_id = :t AND ts.term = x.term"),
+            {"d": document_id, "t": tenant_id},
+        )
         s.execute(delete(Chunk).where(Chunk.document_id == document_id))
         s.execute(
             update(LexicalStats)
@@ -408,6 +426,14 @@ def _remove_chunks(s, tenant_id: uuid.UUID, document_id: uuid.UUID) -> int:  # n
             .values(n_chunks=LexicalStats.n_chunks - old[0], total_len=LexicalStats.total_len - old[1])
         )
     return int(old[0])
+
+
+def impact(tf: int, length: int, avgdl: float) -> float:
+    """The BM25 term-frequency component for the current average length: orders postings so the
+    best ones for a term are read first (the exact score is recomputed at query time)."""
+    from core.lexical import K1, B
+
+    return tf * (K1 + 1) / (tf + K1 * (1 - B + B * length / max(avgdl, 1.0)))
 
 
 def write_index(job: DocumentJob, chunks: list[ChunkDraft], vectors: np.ndarray, model: str) -> str:
@@ -420,12 +446,16 @@ def write_index(job: DocumentJob, chunks: list[ChunkDraft], vectors: np.ndarray,
         if doc is None or doc.content_hash != job.content_hash:
             return "superseded"
         _remove_chunks(s, job.tenant_id, job.id)
+        n_before, len_before = _lock_stats(s, job.tenant_id)
         version = (doc.index_version or 0) + 1
-        rows, postings, total_len = [], [], 0
-        for c, vec in zip(chunks, vectors, strict=True):
+        analysed = [term_frequencies(f"{c.section or ''}\n{c.text}") for c in chunks]
+        total_len = sum(length for _, length in analysed)
+        n_all = n_before + len(chunks)
+        avgdl = (len_before + total_len) / n_all if n_all else 1.0
+        rows, postings = [], []
+        df_new: Counter = Counter()
+        for c, vec, (tf, length) in zip(chunks, vectors, analysed, strict=True):
             cid = uuid.uuid4()
-            tf, length = term_frequencies(f"{c.section or ''}\n{c.text}")
-            total_len += length
             rows.append({
                 "id": cid, "tenant_id": job.tenant_id, "document_id": job.id, "ordinal": c.ordinal,
                 "text": c.text, "page": c.page, "section": c.section, "classification": doc.classification,
@@ -433,17 +463,27 @@ def write_index(job: DocumentJob, chunks: list[ChunkDraft], vectors: np.ndarray,
                 "embedding": vec.tolist(), "embedding_model": model, "embedding_dim": int(vec.shape[0]),
                 "lexical_len": length, "index_version": version, "metadata_": c.metadata,
             })
-            postings.extend((cid, term, n) for term, n in tf.items())
+            postings.extend((cid, term, n, length, impact(n, length, avgdl)) for term, n in tf.items())
+            df_new.update(tf.keys())
         s.execute(pg_insert(Chunk), rows)
         if postings:
             s.execute(
                 text(
-                    "INSERT INTO chunk_terms (tenant_id, chunk_id, term, tf) "
-                    "SELECT :t, c, term, tf FROM unnest(CAST(:c AS uuid[]), CAST(:terms AS text[]), "
-                    "CAST(:tfs AS int[])) AS u(c, term, tf)"
+                    "INSERT INTO chunk_terms (tenant_id, chunk_id, term, tf, classification, acl_groups, lexical_len, "
+                    "impact) SELECT :t, c, term, tf, :cls, CAST(:acl AS text[]), len, imp FROM unnest("
+                    "CAST(:c AS uuid[]), CAST(:terms AS text[]), CAST(:tfs AS int[]), CAST(:lens AS int[]), "
+                    "CAST(:imps AS real[])) AS u(c, term, tf, len, imp)"
                 ),
-                {"t": job.tenant_id, "c": [p[0] for p in postings], "terms": [p[1] for p in postings],
-                 "tfs": [p[2] for p in postings]},
+                {"t": job.tenant_id, "cls": doc.classification, "acl": list(doc.acl_groups),
+                 "c": [p[0] for p in postings], "terms": [p[1] for p in postings], "tfs": [p[2] for p in postings],
+                 "lens": [p[3] for p in postings], "imps": [p[4] for p in postings]},
+            )
+            terms = sorted(df_new)
+            s.execute(
+                text("INSERT INTO term_stats (tenant_id, term, df) SELECT :t, term, n FROM unnest("
+                     "CAST(:terms AS text[]), CAST(:ns AS bigint[])) AS u(term, n) ORDER BY term "
+                     "ON CONFLICT (tenant_id, term) DO UPDATE SET df = term_stats.df + EXCLUDED.df"),
+                {"t": job.tenant_id, "terms": terms, "ns": [df_new[t] for t in terms]},
             )
         s.execute(
             pg_insert(LexicalStats)

@@ -32,6 +32,8 @@ from core.settings import get_settings
 RRF_K = 60
 CANDIDATES = 50
 EF_SEARCH = 200
+# BM25 candidates per query term, best impact first (see lexical()).
+POSTINGS_PER_TERM = 2000
 
 
 @dataclass
@@ -122,29 +124,54 @@ def dense(session: Session, caller: Caller, vector: np.ndarray, n: int, filters:
     return sorted(((r[0], 1.0 - float(r[1])) for r in rows), key=lambda x: -x[1])
 
 
+def _has_metadata_filters(f: Filters) -> bool:
+    return bool(f.document_ids or f.formats or f.section or f.created_after or f.created_before)
+
+
 def lexical(session: Session, caller: Caller, query: str, n: int, filters: Filters) -> list[tuple]:
+    """BM25 over the postings. Without metadata filters each query term contributes its
+    POSTINGS_PER_TERM highest-impact readable postings, read in order from one index (no join): exact
+    BM25 whenever a term has fewer readable postings than that, and otherwise only the weakest
+    postings of very common (low-IDF) terms are left out. With metadata filters the candidate set is
+    exact (postings joined to the filtered chunks)."""
     qtf = Counter(tokenize(query))
     if not qtf:
         return []
-    params: dict = {"terms": list(qtf), "qtfs": list(qtf.values()), "n": n, "k1": K1, "b": B}
-    where = _where(caller, filters, params)
-    sql = f"""
+    top = ceiling(caller.role)
+    if filters.max_classification is not None:
+        top = min(top, filters.max_classification)
+    params: dict = {"terms": list(qtf), "qtfs": list(qtf.values()), "n": n, "k1": K1, "b": B, "ceiling": top,
+                    "groups": list(caller.groups), "m": POSTINGS_PER_TERM}
+    score = ("sum(cand.qtf * ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5)) * cand.tf * (:k1 + 1) "
+             "/ (cand.tf + :k1 * (1 - :b + :b * cand.len / greatest(st.avgdl, 1))))")
+    head = """
         WITH q AS (SELECT * FROM unnest(CAST(:terms AS text[]), CAST(:qtfs AS int[])) AS q(term, qtf)),
         st AS (SELECT n_chunks::float8 AS n, total_len::float8 / greatest(n_chunks, 1) AS avgdl FROM lexical_stats),
-        df AS (SELECT term, count(*)::float8 AS df FROM chunk_terms WHERE term = ANY(CAST(:terms AS text[]))
-               GROUP BY term)
-        SELECT ct.chunk_id,
-               sum(q.qtf * ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5))
-                   * ct.tf * (:k1 + 1) / (ct.tf + :k1 * (1 - :b + :b * c.lexical_len / greatest(st.avgdl, 1))))
-                 AS score
-        FROM chunk_terms ct
-        JOIN q ON q.term = ct.term
-        JOIN df ON df.term = ct.term
-        JOIN chunks c ON c.id = ct.chunk_id
-        CROSS JOIN st
-        WHERE {where}
-        GROUP BY ct.chunk_id
-        ORDER BY score DESC, ct.chunk_id
+        df AS (SELECT term, df::float8 AS df FROM term_stats WHERE term = ANY(CAST(:terms AS text[]))),
+    """
+    access = ("ct.classification <= :ceiling AND (ct.classification < 3 OR ct.acl_groups && CAST(:groups AS text[]))")
+    if not _has_metadata_filters(filters):
+        cand = f"""
+        cand AS (
+            SELECT q.term, q.qtf, p.chunk_id, p.tf, p.lexical_len AS len FROM q CROSS JOIN LATERAL (
+                SELECT ct.chunk_id, ct.tf, ct.lexical_len FROM chunk_terms ct
+                WHERE ct.tenant_id = eap_current_tenant() AND ct.term = q.term AND {access}
+                ORDER BY ct.impact DESC LIMIT :m) p)
+        """
+    else:
+        where = _where(caller, filters, params)
+        cand = f"""
+        cand AS (
+            SELECT q.term, q.qtf, ct.chunk_id, ct.tf, ct.lexical_len AS len FROM q
+            JOIN chunk_terms ct ON ct.term = q.term
+            JOIN chunks c ON c.id = ct.chunk_id
+            WHERE {access} AND {where})
+        """
+    sql = head + cand + f"""
+        SELECT cand.chunk_id, {score} AS score
+        FROM cand JOIN df ON df.term = cand.term CROSS JOIN st
+        GROUP BY cand.chunk_id
+        ORDER BY score DESC, cand.chunk_id
         LIMIT :n
     """
     return [(r[0], float(r[1])) for r in session.execute(text(sql), params).all()]

@@ -244,3 +244,26 @@ def test_cross_encoder_path_runs_when_configured(corpus, monkeypatch):
     assert res.reranker and len(res.hits) == 4
     scores = [h.rerank_score for h in res.hits]
     assert all(s is not None for s in scores) and scores == sorted(scores, reverse=True)
+
+
+def test_bm25_statistics_stay_exact_through_reindex_and_delete(platform_db):
+    from core.tenancy import create_tenant
+    from pipeline.ingestion import delete_document
+
+    t, _ = create_tenant(f"df-{uuid.uuid4().hex[:8]}")
+    vec = np.zeros(384, dtype=np.float32)
+    vec[1] = 1.0
+    ids = [_index(t, f"d{i}", 1, [], body, vector=vec) for i, body in
+           enumerate(["press oil change", "press guard check", "robot cell oil"])]
+    delete_document(t.id, ids[0], actor="test", actor_role="admin")
+
+    with tenant_session(t.id) as s:
+        stored = dict(s.execute(text("SELECT term, df FROM term_stats WHERE df > 0")).all())
+        actual = dict(s.execute(text("SELECT term, count(*) FROM chunk_terms GROUP BY term")).all())
+        n, total = s.execute(text("SELECT n_chunks, total_len FROM lexical_stats")).one()
+        real_n, real_total = s.execute(text("SELECT count(*), sum(lexical_len) FROM chunks")).one()
+        with_pruning = lexical(s, Caller("admin"), "press oil", 10, Filters())
+        with_filter = lexical(s, Caller("admin"), "press oil", 10, Filters(section="d"))
+    assert stored == actual and (n, total) == (real_n, real_total) == (2, real_total)
+    assert [c for c, _ in with_pruning] == [c for c, _ in with_filter]  # both query paths agree
+    assert [round(x, 9) for _, x in with_pruning] == [round(x, 9) for _, x in with_filter]

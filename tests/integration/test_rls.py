@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from core import audit
 from core.database import app_engine, system_session, tenant_session
-from core.models import Chunk, ChunkTerm, Conversation, Document, LexicalStats, Message, Role, User
+from core.models import Chunk, ChunkTerm, Conversation, Document, LexicalStats, Message, Role, TermStats, User
 from core.settings import get_settings
 from core.tenancy import ensure_user
 
@@ -43,6 +43,7 @@ def _seed(tenant) -> None:
         s.flush()
         s.add(ChunkTerm(tenant_id=tenant.id, chunk_id=chunk.id, term="secret", tf=1))
         s.add(LexicalStats(tenant_id=tenant.id, n_chunks=1, total_len=3))
+        s.add(TermStats(tenant_id=tenant.id, term="secret", df=1))
         conv = Conversation(tenant_id=tenant.id, user_subject="u", title="t")
         s.add(conv)
         s.flush()
@@ -123,6 +124,7 @@ def test_unfiltered_updates_and_deletes_touch_zero_rows_of_other_tenant(two_tena
         assert s.execute(text("UPDATE tenants SET display_name = 'pwned'")).rowcount == 1
         assert s.execute(text("UPDATE lexical_stats SET n_chunks = 99")).rowcount == 1
         assert s.execute(text("UPDATE messages SET content = 'pwned'")).rowcount == 1
+        assert s.execute(text("UPDATE term_stats SET df = 1000")).rowcount == 1
         assert s.execute(text("DELETE FROM conversations")).rowcount == 1
         assert s.execute(text("DELETE FROM chunk_terms")).rowcount == 1
         assert s.execute(text("DELETE FROM chunks")).rowcount == 1
