@@ -81,14 +81,15 @@ def main() -> int:
         for start in range(0, n, 2000):
             end = min(n, start + 2000)
             ids = [str(uuid.uuid4()) for _ in range(end - start)]
-            terms, tfs, owners = [], [], []
-            for cid in ids:
+            terms, tfs, owners, ccls = [], [], [], []
+            for cid, c in zip(ids, cls[start:end], strict=True):
                 words = rng.choice(len(vocab), size=20, p=zipf)
                 uniq, counts = np.unique(words, return_counts=True)
                 for w, c in zip(uniq, counts, strict=True):
                     terms.append(vocab[w])
                     tfs.append(int(c))
                     owners.append(cid)
+                    ccls.append(int(c))
                 total_len += 20
             with tenant_session(tenant.id) as s:
                 s.execute(
@@ -100,10 +101,15 @@ def main() -> int:
                     {"t": tenant.id, "d": doc_id, "ids": ids, "ords": list(range(start, end)),
                      "cls": [int(x) for x in cls[start:end]],
                      "embs": [json.dumps(v.tolist()) for v in vecs[start:end]]})
-                s.execute(text("INSERT INTO chunk_terms (tenant_id, chunk_id, term, tf) SELECT :t, c, term, tf "
-                               "FROM unnest(CAST(:c AS uuid[]), CAST(:terms AS text[]), CAST(:tfs AS int[])) "
-                               "AS u(c, term, tf)"), {"t": tenant.id, "c": owners, "terms": terms, "tfs": tfs})
+                s.execute(text("INSERT INTO chunk_terms (tenant_id, chunk_id, term, tf, classification, acl_groups, "
+                               "lexical_len, impact) SELECT :t, c, term, tf, k, CASE WHEN k = 3 THEN "
+                               "ARRAY['secret'] ELSE '{}' END, 20, tf * 2.2 / (tf + 1.2) "
+                               "FROM unnest(CAST(:c AS uuid[]), CAST(:terms AS text[]), CAST(:tfs AS int[]), "
+                               "CAST(:k AS int[])) AS u(c, term, tf, k)"),
+                          {"t": tenant.id, "c": owners, "terms": terms, "tfs": tfs, "k": ccls})
         with tenant_session(tenant.id) as s:
+            s.execute(text("INSERT INTO term_stats (tenant_id, term, df) SELECT :t, term, count(*) FROM chunk_terms "
+                           "GROUP BY term"), {"t": tenant.id})
             s.execute(text("INSERT INTO lexical_stats (tenant_id, n_chunks, total_len) VALUES (:t, :n, :l) "
                            "ON CONFLICT (tenant_id) DO UPDATE SET n_chunks = :n, total_len = :l"),
                       {"t": tenant.id, "n": n, "l": total_len})
