@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class SearchResult:
     fusion: str = "rrf"
     reranker: str | None = None
     notes: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 def _where(caller: Caller, filters: Filters, params: dict) -> str:
@@ -196,13 +198,21 @@ def search(session: Session, caller: Caller, query: str, k: int = 8, filters: Fi
            candidates: int = CANDIDATES) -> SearchResult:
     filters = filters or Filters()
     n = max(candidates, k)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
     vec = get_embedder().embed([query])[0]
+    timings["embed"] = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
     d = dense(session, caller, vec, n, filters)
+    timings["dense"] = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
     lx = lexical(session, caller, query, n, filters)
+    timings["lexical"] = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
     fused = rrf([d, lx])
     order = sorted(fused, key=lambda cid: (-fused[cid], str(cid)))[: max(k, candidates if _rerank_path() else k)]
     if not order:
-        return SearchResult([], notes=["no readable chunk matched"])
+        return SearchResult([], notes=["no readable chunk matched"], timings_ms=timings)
     rows = session.execute(
         text("SELECT c.id, c.document_id, d.title, c.text, c.page, c.section, c.classification "
              "FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ANY(CAST(:ids AS uuid[]))"),
@@ -220,7 +230,8 @@ def search(session: Session, caller: Caller, query: str, k: int = 8, filters: Fi
                         classification=r[6], score=fused[cid],
                         dense_rank=d_rank.get(cid, (None, None))[0], dense_similarity=d_rank.get(cid, (None, None))[1],
                         lexical_rank=l_rank.get(cid, (None, None))[0], bm25=l_rank.get(cid, (None, None))[1]))
-    result = SearchResult(hits)
+    timings["fuse_fetch"] = (time.perf_counter() - t) * 1000
+    result = SearchResult(hits, timings_ms=timings)
     path = _rerank_path()
     if path:
         scores = _reranker(path).compute_score([[query, h.text] for h in hits])
@@ -229,6 +240,7 @@ def search(session: Session, caller: Caller, query: str, k: int = 8, filters: Fi
             h.rerank_score = float(s)
         hits.sort(key=lambda h: -(h.rerank_score or 0.0))
         result.reranker = path
+        timings["rerank"] = (time.perf_counter() - t) * 1000 - timings["fuse_fetch"]
     else:
         result.notes.append("no cross-encoder configured (EAP_RERANKER_MODEL_PATH): reciprocal-rank fusion only")
     result.hits = hits[:k]
