@@ -223,3 +223,66 @@ class Message(Base):
     specialist: Mapped[str | None] = mapped_column(sa.Text)
     metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
     created_at: Mapped[dt.datetime] = _now()
+
+
+class MESObservation(Base):
+    __tablename__ = "mes_observations"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    kind: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    source_id: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    observed_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
+    payload: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    digest: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class AlertRule(Base):
+    __tablename__ = "alert_rules"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    name: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    kind: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    threshold: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    scope: Mapped[str | None] = mapped_column(sa.Text)
+    severity: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="warning")
+    channels: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    enabled: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, server_default=sa.true())
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Alert(Base):
+    __tablename__ = "alerts"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    rule_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, sa.ForeignKey("alert_rules.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    status: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="open")
+    severity: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    value: Mapped[float | None] = mapped_column(sa.Float)
+    message: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    root_cause: Mapped[str | None] = mapped_column(sa.Text)
+    evidence: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    notify_count: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
+    last_notified_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    acknowledged_by: Mapped[str | None] = mapped_column(sa.Text)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    resolved_by: Mapped[str | None] = mapped_column(sa.Text)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    opened_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class AlertDelivery(Base):
+    __tablename__ = "alert_deliveries"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    alert_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, sa.ForeignKey("alerts.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    target: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    status: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    payload: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    created_at: Mapped[dt.datetime] = _now()

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     ingest_batch_size: int = Field(default=50, ge=1, le=1000)
     pii_sanitise_all: bool = True  # Class III/IV are always sanitised; this extends it to I/II
 
+    # Monitoring and alerts
+    mes_status_interval_s: int = Field(default=60, ge=5)
+    mes_quality_interval_s: int = Field(default=300, ge=5)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "eap-alerts@localhost"
+    alert_webhook_timeout_s: float = Field(default=5.0, gt=0)
+
     rate_limit_user_per_minute: int = Field(default=120, ge=1)
     rate_limit_tenant_per_minute: int = Field(default=1200, ge=1)
 

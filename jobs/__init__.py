@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.ingestion import GROUP, documents_partitions, search_index
+from jobs.mes import mes_alert_job
 
 ingest_job = dg.define_asset_job(
     "ingest_documents",
@@ -24,4 +25,4 @@ steward_review_job = dg.define_asset_job(
 
 
 def defs() -> dg.Definitions:
-    return dg.Definitions(jobs=[ingest_job, steward_review_job])
+    return dg.Definitions(jobs=[ingest_job, steward_review_job, mes_alert_job])

@@ -3,6 +3,7 @@ tenant A set, runs statements that carry no tenant filter at all against every t
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import uuid
 
@@ -12,7 +13,21 @@ from sqlalchemy import text
 
 from core import audit
 from core.database import app_engine, system_session, tenant_session
-from core.models import Chunk, ChunkTerm, Conversation, Document, LexicalStats, Message, Role, TermStats, User
+from core.models import (
+    Alert,
+    AlertDelivery,
+    AlertRule,
+    Chunk,
+    ChunkTerm,
+    Conversation,
+    Document,
+    LexicalStats,
+    MESObservation,
+    Message,
+    Role,
+    TermStats,
+    User,
+)
 from core.settings import get_settings
 from core.tenancy import ensure_user
 
@@ -44,6 +59,17 @@ def _seed(tenant) -> None:
         s.add(ChunkTerm(tenant_id=tenant.id, chunk_id=chunk.id, term="secret", tf=1))
         s.add(LexicalStats(tenant_id=tenant.id, n_chunks=1, total_len=3))
         s.add(TermStats(tenant_id=tenant.id, term="secret", df=1))
+        s.add(MESObservation(tenant_id=tenant.id, kind="machine_status", source_id="M-1",
+                             observed_at=dt.datetime.now(dt.UTC), payload={"t": tenant.name}, digest="d"))
+        rule = AlertRule(id=uuid.uuid4(), tenant_id=tenant.id, name="r", kind="downtime_minutes", threshold=30)
+        s.add(rule)
+        s.flush()
+        alert = Alert(id=uuid.uuid4(), tenant_id=tenant.id, rule_id=rule.id, subject="M-1", severity="warning",
+                      message=f"alert of {tenant.name}")
+        s.add(alert)
+        s.flush()
+        s.add(AlertDelivery(tenant_id=tenant.id, alert_id=alert.id, channel="webhook", target="x",
+                            status="delivered", attempts=1))
         conv = Conversation(tenant_id=tenant.id, user_subject="u", title="t")
         s.add(conv)
         s.flush()
@@ -125,6 +151,9 @@ def test_unfiltered_updates_and_deletes_touch_zero_rows_of_other_tenant(two_tena
         assert s.execute(text("UPDATE lexical_stats SET n_chunks = 99")).rowcount == 1
         assert s.execute(text("UPDATE messages SET content = 'pwned'")).rowcount == 1
         assert s.execute(text("UPDATE term_stats SET df = 1000")).rowcount == 1
+        assert s.execute(text("UPDATE alerts SET status = 'resolved'")).rowcount == 1
+        assert s.execute(text("DELETE FROM mes_observations")).rowcount == 1
+        assert s.execute(text("DELETE FROM alert_rules")).rowcount == 1
         assert s.execute(text("DELETE FROM conversations")).rowcount == 1
         assert s.execute(text("DELETE FROM chunk_terms")).rowcount == 1
         assert s.execute(text("DELETE FROM chunks")).rowcount == 1

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import AnyHttpUrl, BaseModel, Field, model_validator
+from sqlalchemy import delete, select
+
+from core import audit
+from core.database import tenant_session
+from core.models import Alert, AlertDelivery, AlertRule, Role, Tenant
+from monitoring.service import set_alert_status
+from serving.deps import PrincipalDep, require_role
+
+router = APIRouter(prefix="/v1", tags=["alerts"])
+
+
+Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+
+
+class Channels(BaseModel):
+    webhooks: list[AnyHttpUrl] = Field(default_factory=list, max_length=10)
+    emails: list[Email] = Field(default_factory=list, max_length=50)
+
+
+class RuleIn(BaseModel):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    kind: Literal["downtime_minutes", "defect_rate", "inventory_below_min"]
+    threshold: Annotated[float, Field(gt=0)]
+    scope: Annotated[str | None, Field(max_length=100)] = None
+    severity: Literal["info", "warning", "critical"] = "warning"
+    channels: Channels = Field(default_factory=Channels)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _units(self) -> RuleIn:
+        if self.kind == "defect_rate" and self.threshold >= 1:
+            raise ValueError("defect_rate threshold is a fraction (0.05 = 5 %)")
+        return self
+
+
+class RuleOut(RuleIn):
+    id: uuid.UUID
+
+
+class RulesIn(BaseModel):
+    rules: list[RuleIn] = Field(max_length=200)
+
+    @model_validator(mode="after")
+    def _unique(self) -> RulesIn:
+        names = [r.name for r in self.rules]
+        if len(names) != len(set(names)):
+            raise ValueError("rule names must be unique")
+        return self
+
+
+class AlertOut(BaseModel):
+    id: uuid.UUID
+    rule_id: uuid.UUID
+    subject: str
+    status: str
+    severity: str
+    value: float | None
+    message: str
+    root_cause: str | None
+    evidence: dict
+    notify_count: int
+    deliveries: list[dict]
+    opened_at: dt.datetime
+    acknowledged_by: str | None
+    resolved_by: str | None
+
+
+class MESIntegrationIn(BaseModel):
+    base_url: AnyHttpUrl
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+
+
+def _rule_out(r: AlertRule) -> RuleOut:
+    return RuleOut(id=r.id, name=r.name, kind=r.kind, threshold=r.threshold, scope=r.scope, severity=r.severity,
+                   channels=Channels(**r.channels), enabled=r.enabled)
+
+
+@router.get("/alert-rules", response_model=list[RuleOut], dependencies=[require_role(Role.admin)])
+def get_rules(principal: PrincipalDep) -> list[RuleOut]:
+    with tenant_session(principal.tenant_id) as s:
+        return [_rule_out(r) for r in s.execute(select(AlertRule).order_by(AlertRule.name)).scalars()]
+
+
+@router.put("/alert-rules", response_model=list[RuleOut], dependencies=[require_role(Role.admin)])
+def put_rules(body: RulesIn, principal: PrincipalDep) -> list[RuleOut]:
+    """Replace the tenant's rule set (rules keep their id when their name stays)."""
+    with tenant_session(principal.tenant_id) as s:
+        existing = {r.name: r for r in s.execute(select(AlertRule)).scalars()}
+        keep = set()
+        for rin in body.rules:
+            r = existing.get(rin.name) or AlertRule(id=uuid.uuid4(), tenant_id=principal.tenant_id, name=rin.name)
+            r.kind, r.threshold, r.scope, r.severity, r.enabled = (rin.kind, rin.threshold, rin.scope, rin.severity,
+                                                                    rin.enabled)
+            r.channels = rin.channels.model_dump(mode="json")
+            r.updated_at = dt.datetime.now(dt.UTC)
+            s.add(r)
+            keep.add(rin.name)
+        gone = [n for n in existing if n not in keep]
+        if gone:
+            s.execute(delete(AlertRule).where(AlertRule.name.in_(gone)))
+        audit.record(s, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
+                     action="alert_rules.replace", resource_type="alert_rules",
+                     details={"rules": [r.model_dump(mode="json") for r in body.rules], "removed": gone})
+        s.flush()
+        return [_rule_out(r) for r in s.execute(select(AlertRule).order_by(AlertRule.name)).scalars()]
+
+
+@router.get("/alerts", response_model=list[AlertOut])
+def list_alerts(principal: PrincipalDep,
+                status: Annotated[Literal["open", "acknowledged", "resolved"] | None, Query()] = None,
+                limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[AlertOut]:
+    with tenant_session(principal.tenant_id) as s:
+        q = select(Alert).order_by(Alert.opened_at.desc()).limit(limit)
+        if status:
+            q = q.where(Alert.status == status)
+        alerts = s.execute(q).scalars().all()
+        deliveries: dict = {}
+        for d in s.execute(select(AlertDelivery).where(AlertDelivery.alert_id.in_([a.id for a in alerts]))).scalars():
+            deliveries.setdefault(d.alert_id, []).append(
+                {"channel": d.channel, "target": d.target, "status": d.status, "attempts": d.attempts,
+                 "last_error": d.last_error, "at": d.created_at.isoformat()})
+        return [AlertOut(id=a.id, rule_id=a.rule_id, subject=a.subject, status=a.status, severity=a.severity,
+                         value=a.value, message=a.message, root_cause=a.root_cause, evidence=a.evidence,
+                         notify_count=a.notify_count, deliveries=deliveries.get(a.id, []), opened_at=a.opened_at,
+                         acknowledged_by=a.acknowledged_by, resolved_by=a.resolved_by) for a in alerts]
+
+
+async def _transition(alert_id: uuid.UUID, principal, status: str) -> dict:  # noqa: ANN001
+    a = await run_in_threadpool(set_alert_status, principal.tenant_id, alert_id, status, actor=principal.subject,
+                                actor_role=principal.role.value)
+    return {"id": str(a.id), "status": a.status}
+
+
+@router.post("/alerts/{alert_id}/acknowledge", dependencies=[require_role(Role.operator)])
+async def acknowledge(alert_id: uuid.UUID, principal: PrincipalDep) -> dict:
+    """Acknowledge an open alert (audited)."""
+    return await _transition(alert_id, principal, "acknowledged")
+
+
+@router.post("/alerts/{alert_id}/resolve", dependencies=[require_role(Role.operator)])
+async def resolve(alert_id: uuid.UUID, principal: PrincipalDep) -> dict:
+    """Resolve an alert (audited). A later breach of the same rule opens a new alert."""
+    return await _transition(alert_id, principal, "resolved")
+
+
+@router.put("/integrations/mes", dependencies=[require_role(Role.admin)])
+def put_mes(body: MESIntegrationIn, principal: PrincipalDep) -> dict:
+    """Point this tenant's monitoring at its MES REST endpoint (polled by the Dagster MES sensors)."""
+    cfg = body.model_dump(mode="json")
+    with tenant_session(principal.tenant_id) as s:
+        t = s.get(Tenant, principal.tenant_id)
+        t.settings = {**(t.settings or {}), "mes": cfg}
+        audit.record(s, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
+                     action="integration.mes.set", resource_type="tenant", resource_id=str(principal.tenant_id),
+                     details=cfg)
+    return {"mes": cfg}
