@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start database, Dagster webserver + daemon and the API")
     up.add_argument("--api-port", type=_port, default=None, help="API port (default 8000)")
     up.add_argument("--dagster-port", type=_port, default=None, help="Dagster UI port (default 3000)")
+    up.add_argument("--mes-simulator", action="store_true",
+                    help="start the MES simulator on loopback and point the default tenant at it (demo)")
 
     db = sub.add_parser("db", help="database maintenance")
     dbsub = db.add_subparsers(dest="db_command", required=True)
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             from eap.up import run_up
 
-            return run_up(api_port=args.api_port, dagster_port=args.dagster_port)
+            return run_up(api_port=args.api_port, dagster_port=args.dagster_port, mes_simulator=args.mes_simulator)
         if args.command == "db":
             from core.database import bootstrap
 

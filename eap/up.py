@@ -147,7 +147,7 @@ def child_env(settings, urls) -> dict[str, str]:
     return env
 
 
-def run_up(api_port: int | None = None, dagster_port: int | None = None) -> int:
+def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_simulator: bool = False) -> int:
     from core.database import bootstrap, stop_embedded
     from core.logging import configure_logging
     from core.models import Role
@@ -177,6 +177,7 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
 
     children: list[Child] = []
+    sim = None
     try:
         print(f"EAP_HOME={settings.home}", flush=True)
         urls = bootstrap(settings)
@@ -194,6 +195,15 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None) -> int:
             print(f"  sample documents: {len(queued)} submitted ({fresh} new; the Dagster daemon ingests them)",
                   flush=True)
 
+        if mes_simulator:
+            from connectors.mes_simulator import MESSimulator
+            from monitoring.service import configure_mes
+
+            sim = MESSimulator(seed=7).start()
+            configure_mes(tenant.id, {"base_url": sim.url, "timeout_s": 5.0, "retries": 2}, actor="eap-up",
+                          actor_role="system")
+            print(f"  MES simulator at {sim.url} (tenant {tenant.name}; add rules with PUT /v1/alert-rules)",
+                  flush=True)
         prepare_dagster_home(settings.dagster_home)
         env = child_env(settings, urls)
         bindir = Path(sys.executable).parent
@@ -255,6 +265,8 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop(children)
+        if sim is not None:
+            sim.stop()
         from core.database import dispose_engines
 
         dispose_engines()

@@ -11,8 +11,8 @@ from sqlalchemy import delete, select
 
 from core import audit
 from core.database import tenant_session
-from core.models import Alert, AlertDelivery, AlertRule, Role, Tenant
-from monitoring.service import set_alert_status
+from core.models import Alert, AlertDelivery, AlertRule, Role
+from monitoring.service import configure_mes, set_alert_status
 from serving.deps import PrincipalDep, require_role
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
@@ -153,14 +153,19 @@ async def resolve(alert_id: uuid.UUID, principal: PrincipalDep) -> dict:
     return await _transition(alert_id, principal, "resolved")
 
 
+@router.get("/integrations/mes", dependencies=[require_role(Role.admin)])
+def get_mes(principal: PrincipalDep) -> dict:
+    """This tenant's MES endpoint, if configured."""
+    from core.models import Tenant
+
+    with tenant_session(principal.tenant_id) as s:
+        t = s.get(Tenant, principal.tenant_id)
+        return {"mes": (t.settings or {}).get("mes")}
+
+
 @router.put("/integrations/mes", dependencies=[require_role(Role.admin)])
 def put_mes(body: MESIntegrationIn, principal: PrincipalDep) -> dict:
     """Point this tenant's monitoring at its MES REST endpoint (polled by the Dagster MES sensors)."""
-    cfg = body.model_dump(mode="json")
-    with tenant_session(principal.tenant_id) as s:
-        t = s.get(Tenant, principal.tenant_id)
-        t.settings = {**(t.settings or {}), "mes": cfg}
-        audit.record(s, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
-                     action="integration.mes.set", resource_type="tenant", resource_id=str(principal.tenant_id),
-                     details=cfg)
+    cfg = configure_mes(principal.tenant_id, body.model_dump(mode="json"), actor=principal.subject,
+                        actor_role=principal.role.value)
     return {"mes": cfg}

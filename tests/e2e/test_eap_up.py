@@ -37,13 +37,13 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
 
 
 class Instance:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, *extra: str):
         self.home = home
         self.api_port, self.dagster_port = _free_port(), _free_port()
         env = os.environ.copy()
         env["EAP_HOME"] = str(home)
         self.proc = subprocess.Popen(
-            [EAP, "up", "--api-port", str(self.api_port), "--dagster-port", str(self.dagster_port)],
+            [EAP, "up", "--api-port", str(self.api_port), "--dagster-port", str(self.dagster_port), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         self.lines: list[str] = []
@@ -112,11 +112,15 @@ def test_restart_reuses_the_database(tmp_path):
     first = Instance(tmp_path)
     first.wait_ready()
     assert first.stop() == 0
-    second = Instance(tmp_path)
+    second = Instance(tmp_path, "--mes-simulator")
     try:
         second.wait_ready()
         status, body = _get(f"http://127.0.0.1:{second.api_port}/v1/me", second.token)
         assert status == 200
+        status, mes = _get(f"http://127.0.0.1:{second.api_port}/v1/integrations/mes", second.token)
+        sim_url = json.loads(mes)["mes"]["base_url"]
+        status_sim, machines = _get(f"{sim_url}/api/v1/machines")
+        assert status_sim == 200 and len(json.loads(machines)["machines"]) == 9
         # Same tenant row: the data folder was reused, not re-initialised.
         assert json.loads(body)["tenant_id"] in "\n".join(first.lines)
     finally:
