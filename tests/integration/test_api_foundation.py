@@ -2,19 +2,10 @@ import uuid
 
 import jwt
 import pytest
-from fastapi.testclient import TestClient
 
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
-
-
-@pytest.fixture(scope="module")
-def client(platform_db):
-    from serving.app import create_app
-
-    with TestClient(create_app()) as c:
-        yield c
 
 
 def _token(tenant, role=Role.viewer, **kw):

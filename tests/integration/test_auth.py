@@ -14,21 +14,12 @@ import pyotp
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from fastapi.testclient import TestClient
 
 from core.accounts import set_local_password
 from core.models import Role
 from core.settings import get_settings
 
 ISS, AUD = "https://login.plant.local/realms/eap", "eap-api-prod"
-
-
-@pytest.fixture(scope="module")
-def client(platform_db):
-    from serving.app import create_app
-
-    with TestClient(create_app()) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

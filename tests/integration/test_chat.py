@@ -6,7 +6,6 @@ import json
 import uuid
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from agents.answer import answer
@@ -16,28 +15,12 @@ from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
 from retrieval.search import Caller
-from tests.integration.test_retrieval import CALLERS, CORPUS_A, CORPUS_B, QUERIES, _index
-
-
-@pytest.fixture(scope="module")
-def client(platform_db):
-    from serving.app import create_app
-
-    with TestClient(create_app()) as c:
-        yield c
+from tests.integration.test_retrieval import CALLERS, CORPUS_A, CORPUS_B, QUERIES, index_two_tenant_corpus
 
 
 @pytest.fixture(scope="module")
 def corpus(platform_db):
-    from core.tenancy import create_tenant
-
-    a, _ = create_tenant(f"ca-{uuid.uuid4().hex[:8]}")
-    b, _ = create_tenant(f"cb-{uuid.uuid4().hex[:8]}")
-    ids = {}
-    for t, corpus in ((a, CORPUS_A), (b, CORPUS_B)):
-        for name, (cls, acl, body) in corpus.items():
-            ids[_index(t, name, cls, acl, body)] = (t.id, name, cls, acl)
-    return a, b, ids
+    return index_two_tenant_corpus("c")
 
 
 def _h(tenant, role=Role.operator, groups=(), user=None):

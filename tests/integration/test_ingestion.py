@@ -10,7 +10,6 @@ import uuid
 import dagster as dg
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import text
 
@@ -19,14 +18,6 @@ from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
 from tests.builders import docx_bytes, text_image, text_pdf
-
-
-@pytest.fixture(scope="module")
-def client(platform_db):
-    from serving.app import create_app
-
-    with TestClient(create_app()) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

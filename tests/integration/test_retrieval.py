@@ -9,7 +9,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from compliance.access import can_read
@@ -31,14 +30,6 @@ CORPUS_A = {
 CORPUS_B = {"b-oil": (1, [], "Press P3 maintenance at plant B: change the hydraulic oil HLP 68 every 3000 hours.")}
 QUERIES = ["hydraulic oil change interval for press P3", "weld porosity shielding gas", "anneal housings recipe",
            "alloy nickel formula valve body", "firmware signing procedure export", "press maintenance"]
-
-
-@pytest.fixture(scope="module")
-def client(platform_db):
-    from serving.app import create_app
-
-    with TestClient(create_app()) as c:
-        yield c
 
 
 def _token(tenant, role, groups=()):
@@ -66,17 +57,22 @@ def _index(tenant, name, cls, acl, body, vector=None):
     return doc_id
 
 
-@pytest.fixture(scope="module")
-def corpus(platform_db):
+def index_two_tenant_corpus(prefix: str):
+    """Tenant A with CORPUS_A, tenant B with CORPUS_B, indexed through the pipeline's index writer."""
     from core.tenancy import create_tenant
 
-    a, _ = create_tenant(f"ra-{uuid.uuid4().hex[:8]}")
-    b, _ = create_tenant(f"rb-{uuid.uuid4().hex[:8]}")
+    a, _ = create_tenant(f"{prefix}a-{uuid.uuid4().hex[:8]}")
+    b, _ = create_tenant(f"{prefix}b-{uuid.uuid4().hex[:8]}")
     ids = {}
     for t, corpus in ((a, CORPUS_A), (b, CORPUS_B)):
         for name, (cls, acl, body) in corpus.items():
             ids[_index(t, name, cls, acl, body)] = (t.id, name, cls, acl)
     return a, b, ids
+
+
+@pytest.fixture(scope="module")
+def corpus(platform_db):
+    return index_two_tenant_corpus("r")
 
 
 CALLERS = [
