@@ -51,6 +51,7 @@ class Prepared:
     messages: list[dict]
     hits: list[Hit]
     retrieval_notes: list[str] = field(default_factory=list)
+    timings_ms: dict = field(default_factory=dict)
 
 
 def retrieval_query(message: str, history: list[dict]) -> str:
@@ -62,17 +63,22 @@ def retrieval_query(message: str, history: list[dict]) -> str:
 
 
 def prepare(session: Session, caller: Caller, message: str, history: list[dict], k: int = 6,
-            filters: Filters | None = None) -> Prepared:
+            filters: Filters | None = None, role_prompt: str | None = None,
+            prefer_titles: tuple[str, ...] = ()) -> Prepared:
     res = search(session, caller, retrieval_query(message, history), k=k, filters=filters)
+    if prefer_titles:
+        # Specialist preference (e.g. SOPs for the Procedure Expert): a stable reorder, never a filter.
+        res.hits.sort(key=lambda h: not any(p in h.title.lower() for p in prefer_titles))
     blocks = []
     for i, h in enumerate(res.hits, start=1):
         where = ", ".join(p for p in (h.title, f"p. {h.page}" if h.page else None, h.section) if p)
         blocks.append(f"[{i}] {where}\n{h.text}")
-    system = f"{SYSTEM_PROMPT}\n\n{SOURCES_START}\n" + "\n\n".join(blocks) + f"\n{SOURCES_END}"
+    head = f"{SYSTEM_PROMPT}\n{role_prompt}" if role_prompt else SYSTEM_PROMPT
+    system = f"{head}\n\n{SOURCES_START}\n" + "\n\n".join(blocks) + f"\n{SOURCES_END}"
     msgs = [{"role": "system", "content": system}]
     msgs += [{"role": m["role"], "content": m["content"]} for m in history[-2 * HISTORY_TURNS :]]
     msgs.append({"role": "user", "content": message})
-    return Prepared(msgs, res.hits, res.notes)
+    return Prepared(msgs, res.hits, res.notes, res.timings_ms)
 
 
 def citations_for(answer: str, hits: list[Hit]) -> list[Citation]:

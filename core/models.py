@@ -286,3 +286,20 @@ class AlertDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     payload: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
     created_at: Mapped[dt.datetime] = _now()
+
+
+class AgentRun(Base):
+    __tablename__ = "agent_runs"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    user_subject: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    message_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    specialist: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    model_tier: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    model: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    route_confidence: Mapped[float | None] = mapped_column(sa.Float)
+    outcome: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    escalations: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
+    trace: Mapped[list] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[dt.datetime] = _now()

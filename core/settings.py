@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     llm_api_base: str | None = None
     llm_api_key: SecretStr | None = None
     llm_timeout_s: float = Field(default=60.0, gt=0)
+    # Model per tier (LiteLLM names, e.g. openai/eap-light); unset tiers use EAP_LLM_MODEL.
+    llm_model_light: str | None = None
+    llm_model_standard: str | None = None
+    llm_model_heavy: str | None = None
     reranker_model_path: str | None = None  # a local FlagEmbedding cross-encoder folder (bge-reranker-v2-m3)
     ingest_batch_size: int = Field(default=50, ge=1, le=1000)
     pii_sanitise_all: bool = True  # Class III/IV are always sanitised; this extends it to I/II

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from agents.answer import AI_DISCLOSURE, Citation, citations_for, prepare
+from agents import orchestrator
+from agents.answer import AI_DISCLOSURE, Citation
 from compliance.classification import CLASS_NAMES
 from core import audit, llm
 from core.database import tenant_session
@@ -51,7 +53,11 @@ class ChatOut(BaseModel):
     conversation_id: uuid.UUID
     message_id: uuid.UUID
     model: str
-    specialist: str | None = None
+    specialist: str
+    model_tier: str
+    outcome: str
+    trace_id: uuid.UUID
+    trace: list[dict]
     ai_disclosure: str
     retrieval_notes: list[str]
 
@@ -93,15 +99,20 @@ def _history(s: Session, conv: Conversation) -> list[dict]:
     return [{"role": r, "content": c} for r, c in rows]
 
 
+def _check_conversation(principal, conversation_id: uuid.UUID) -> None:  # noqa: ANN001
+    with tenant_session(principal.tenant_id) as s:
+        _conversation(s, principal, conversation_id, "")
+
+
 def _audit(s: Session, principal, body: ChatIn, conv_id, msg_id, model: str, latency_ms: float,  # noqa: ANN001
-           hits, cites: list[Citation], streamed: bool) -> None:
+           hits, cites: list[Citation], streamed: bool, extra: dict | None = None) -> None:
     qhash = hashlib.sha256(body.message.encode()).hexdigest()
     audit.record(s, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
                  action="chat", resource_type="message", resource_id=str(msg_id),
                  details={"conversation_id": str(conv_id), "question_sha256": qhash, "model": model,
                           "latency_ms": round(latency_ms, 1), "streamed": streamed,
                           "cited_chunk_ids": [str(c.chunk_id) for c in cites],
-                          "retrieved_chunk_ids": [str(h.chunk_id) for h in hits]})
+                          "retrieved_chunk_ids": [str(h.chunk_id) for h in hits], **(extra or {})})
     for h in hits:  # the model saw these: each Class III/IV chunk is its own record
         if h.classification >= 3:
             audit.record(s, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
@@ -110,60 +121,68 @@ def _audit(s: Session, principal, body: ChatIn, conv_id, msg_id, model: str, lat
                                   "via": "chat", "message_id": str(msg_id)})
 
 
-def _store_reply(principal, body: ChatIn, conv_id, prepared, text: str, model: str, latency_ms: float,  # noqa: ANN001
-                 streamed: bool) -> tuple[uuid.UUID, list[Citation]]:
-    cites = citations_for(text, prepared.hits)
+def _store_reply(principal, body: ChatIn, conv_id, out: orchestrator.Outcome, latency_ms: float,  # noqa: ANN001
+                 streamed: bool) -> tuple[uuid.UUID, uuid.UUID]:
     msg_id = uuid.uuid4()
     with tenant_session(principal.tenant_id) as s:
         s.add(Message(id=msg_id, tenant_id=principal.tenant_id, conversation_id=conv_id, role="assistant",
-                      content=text, citations=[c.as_dict() for c in cites], model=model,
-                      metadata_={"latency_ms": round(latency_ms, 1), "ai_disclosure": AI_DISCLOSURE}))
+                      content=out.text, citations=[c.as_dict() for c in out.citations], model=out.model,
+                      specialist=out.specialist,
+                      metadata_={"latency_ms": round(latency_ms, 1), "ai_disclosure": AI_DISCLOSURE,
+                                 "model_tier": out.tier, "outcome": out.outcome}))
         s.execute(update(Conversation).where(Conversation.id == conv_id).values(updated_at=dt.datetime.now(dt.UTC)))
-        _audit(s, principal, body, conv_id, msg_id, model, latency_ms, prepared.hits, cites, streamed)
-    return msg_id, cites
+        run_id = orchestrator.record(s, principal.tenant_id, principal.subject, out, conv_id, msg_id)
+        _audit(s, principal, body, conv_id, msg_id, out.model, latency_ms, out.prepared.hits, out.citations, streamed,
+               extra={"specialist": out.specialist, "model_tier": out.tier, "outcome": out.outcome,
+                      "trace_id": str(run_id), "tools": [st.get("tool") for st in out.trace if st.get("tool")]})
+    return msg_id, run_id
 
 
-def _begin(principal, body: ChatIn):  # noqa: ANN001, ANN202
+def _answer(principal, body: ChatIn) -> tuple[uuid.UUID, orchestrator.Outcome, float]:  # noqa: ANN001
+    t0 = time.perf_counter()
     with tenant_session(principal.tenant_id) as s:
         conv = _conversation(s, principal, body.conversation_id, body.message)
         history = _history(s, conv)
-        prepared = prepare(s, Caller(principal.role.value, principal.groups), body.message, history, k=body.k)
         s.add(Message(id=uuid.uuid4(), tenant_id=principal.tenant_id, conversation_id=conv.id, role="user",
                       content=body.message))
-        return conv.id, prepared
+        out = orchestrator.run(s, Caller(principal.role.value, principal.groups), principal.subject, body.message,
+                               history, k=body.k)
+        conv_id = conv.id
+    return conv_id, out, (time.perf_counter() - t0) * 1000
 
 
 def _chat_sync(principal, body: ChatIn) -> ChatOut:  # noqa: ANN001
-    conv_id, prepared = _begin(principal, body)
-    c = llm.complete(prepared.messages)
-    msg_id, cites = _store_reply(principal, body, conv_id, prepared, c.text, c.model, c.latency_ms, False)
-    return ChatOut(answer=c.text, citations=[CitationOut(**c.as_dict()) for c in cites], conversation_id=conv_id,
-                   message_id=msg_id, model=c.model, ai_disclosure=AI_DISCLOSURE,
-                   retrieval_notes=prepared.retrieval_notes)
+    conv_id, out, ms = _answer(principal, body)
+    msg_id, run_id = _store_reply(principal, body, conv_id, out, ms, False)
+    return ChatOut(answer=out.text, citations=[CitationOut(**c.as_dict()) for c in out.citations],
+                   conversation_id=conv_id, message_id=msg_id, model=out.model, specialist=out.specialist,
+                   model_tier=out.tier, outcome=out.outcome, trace_id=run_id, trace=out.trace,
+                   ai_disclosure=AI_DISCLOSURE, retrieval_notes=out.prepared.retrieval_notes)
 
 
 def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
-def _chat_stream(principal, body: ChatIn, conv_id, prepared) -> Iterator[str]:  # noqa: ANN001
-    t0 = time.perf_counter()
-    model = llm.model_name()
-    yield _sse("start", {"conversation_id": str(conv_id), "model": model, "ai_disclosure": AI_DISCLOSURE})
-    parts: list[str] = []
+_WORD = re.compile(r"\S+\s*")
+
+
+def _chat_stream(principal, body: ChatIn) -> Iterator[str]:  # noqa: ANN001
+    # The start event goes out at once; the answer is streamed after VERIFY has passed it.
+    yield _sse("start", {"model": llm.model_name(), "ai_disclosure": AI_DISCLOSURE})
     try:
-        for delta in llm.stream(prepared.messages):
-            parts.append(delta)
-            yield _sse("delta", {"text": delta})
-        text = "".join(parts)
-        msg_id, cites = _store_reply(principal, body, conv_id, prepared, text, model,
-                                     (time.perf_counter() - t0) * 1000, True)
+        conv_id, out, ms = _answer(principal, body)
+        for word in _WORD.findall(out.text):
+            yield _sse("delta", {"text": word})
+        msg_id, run_id = _store_reply(principal, body, conv_id, out, ms, True)
     except PlatformError as exc:
         yield _sse("error", error_body(exc.code, exc.message)["error"])
         return
-    yield _sse("citations", {"citations": [c.as_dict() for c in cites]})
-    yield _sse("done", {"conversation_id": str(conv_id), "message_id": str(msg_id), "model": model,
-                        "ai_disclosure": AI_DISCLOSURE, "retrieval_notes": prepared.retrieval_notes})
+    yield _sse("citations", {"citations": [c.as_dict() for c in out.citations]})
+    yield _sse("done", {"conversation_id": str(conv_id), "message_id": str(msg_id), "model": out.model,
+                        "specialist": out.specialist, "model_tier": out.tier, "outcome": out.outcome,
+                        "trace_id": str(run_id), "ai_disclosure": AI_DISCLOSURE,
+                        "retrieval_notes": out.prepared.retrieval_notes})
 
 
 @router.post("/chat", response_model=ChatOut, dependencies=[RateLimit],
@@ -173,8 +192,9 @@ def _chat_stream(principal, body: ChatIn, conv_id, prepared) -> Iterator[str]:  
 async def chat(body: ChatIn, principal: PrincipalDep, accept: Annotated[str | None, Header()] = None):  # noqa: ANN201
     """Ask a question; the answer is grounded in, and cites, documents the caller may read."""
     if accept and "text/event-stream" in accept:
-        conv_id, prepared = await run_in_threadpool(_begin, principal, body)
-        return StreamingResponse(_chat_stream(principal, body, conv_id, prepared), media_type="text/event-stream",
+        if body.conversation_id is not None:  # a bad conversation id is a 404 before the stream starts
+            await run_in_threadpool(_check_conversation, principal, body.conversation_id)
+        return StreamingResponse(_chat_stream(principal, body), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return await run_in_threadpool(_chat_sync, principal, body)
 
@@ -197,3 +217,32 @@ def get_conversation(conversation_id: uuid.UUID, principal: PrincipalDep) -> Con
         return ConversationOut(id=conv.id, title=conv.title, created_at=conv.created_at, updated_at=conv.updated_at,
                                messages=[MessageOut(id=m.id, role=m.role, content=m.content, citations=m.citations,
                                                     model=m.model, created_at=m.created_at) for m in msgs])
+
+
+class TraceOut(BaseModel):
+    id: uuid.UUID
+    user_subject: str
+    conversation_id: uuid.UUID | None
+    message_id: uuid.UUID | None
+    specialist: str
+    model_tier: str
+    model: str
+    outcome: str
+    escalations: int
+    trace: list[dict]
+    created_at: dt.datetime
+
+
+@router.get("/traces/{trace_id}", response_model=TraceOut)
+def get_trace(trace_id: uuid.UUID, principal: PrincipalDep) -> TraceOut:
+    """The reasoning trace of one answer (its asker, or an admin for audit)."""
+    from core.models import AgentRun, Role
+
+    with tenant_session(principal.tenant_id) as s:
+        run = s.get(AgentRun, trace_id)
+        if run is None or (run.user_subject != principal.subject and principal.role != Role.admin):
+            raise NotFound("trace not found", code="trace_not_found")
+        return TraceOut(id=run.id, user_subject=run.user_subject, conversation_id=run.conversation_id,
+                        message_id=run.message_id, specialist=run.specialist, model_tier=run.model_tier,
+                        model=run.model, outcome=run.outcome, escalations=run.escalations, trace=run.trace,
+                        created_at=run.created_at)

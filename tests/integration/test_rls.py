@@ -14,6 +14,7 @@ from sqlalchemy import text
 from core import audit
 from core.database import app_engine, system_session, tenant_session
 from core.models import (
+    AgentRun,
     Alert,
     AlertDelivery,
     AlertRule,
@@ -70,6 +71,8 @@ def _seed(tenant) -> None:
         s.flush()
         s.add(AlertDelivery(tenant_id=tenant.id, alert_id=alert.id, channel="webhook", target="x",
                             status="delivered", attempts=1))
+        s.add(AgentRun(tenant_id=tenant.id, user_subject="u", specialist="document_analyst", model_tier="LIGHT",
+                       model="m", outcome="verified", trace=[{"step": "OBSERVE"}]))
         conv = Conversation(tenant_id=tenant.id, user_subject="u", title="t")
         s.add(conv)
         s.flush()

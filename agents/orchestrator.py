@@ -1,0 +1,148 @@
+"""The orchestrator: OBSERVE → THINK → VERIFY → LEARN for every message.
+
+OBSERVE  conversation history and the caller's access (role ceiling, groups)
+THINK    route to a specialist (embeddings + rules), pick its model tier, retrieve with its preference
+VERIFY   every [n] cites a retrieved chunk the caller may read; every number in the answer appears in
+         the sources; no Class IV chunk unless approved; failing answers escalate to the next tier, and
+         if the last tier fails too the answer is downgraded with a notice; PII sanitised for III/IV
+LEARN    the run (specialist, tier, outcome, trace) is stored and retrievable by id
+All I/O comes in through the session and the model seam; nothing here knows about HTTP or Dagster.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from agents.answer import Citation, Prepared, citations_for, prepare
+from agents.router import route
+from agents.specialists import SPECIALISTS
+from compliance.access import ceiling
+from compliance.pii import sanitise
+from core import llm
+from core.extractive import NO_ANSWER
+from core.models import AgentRun
+from core.settings import get_settings
+from retrieval.search import Caller
+
+TIERS = ("LIGHT", "STANDARD", "HEAVY")
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w.])")
+_CITE = re.compile(r"\[\d{1,2}\]")
+
+
+def tier_model(tier: str) -> str:
+    s = get_settings()
+    return {"LIGHT": s.llm_model_light, "STANDARD": s.llm_model_standard, "HEAVY": s.llm_model_heavy}.get(
+        tier) or llm.model_name()
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    abstained: bool
+    problems: list[str] = field(default_factory=list)
+
+
+def verify(text: str, prepared: Prepared, caller: Caller) -> Verdict:
+    if text.strip().startswith(NO_ANSWER[:40]) or ("could not find" in text.lower() and not _CITE.search(text)):
+        return Verdict(True, True)
+    problems: list[str] = []
+    markers = [int(m[1:-1]) for m in _CITE.findall(text)]
+    if not markers:
+        problems.append("no citation")
+    bad = [n for n in markers if not 1 <= n <= len(prepared.hits)]
+    if bad:
+        problems.append(f"citations to sources that were not retrieved: {sorted(set(bad))}")
+    top = ceiling(caller.role)
+    for h in prepared.hits:
+        if h.classification > top:
+            problems.append(f"source above the caller's ceiling: {h.chunk_id}")
+    sources = " ".join(h.text for h in prepared.hits)
+    unsupported = [n for n in _NUMBER.findall(_CITE.sub("", text)) if n not in sources]
+    if unsupported:
+        problems.append(f"numbers not found in the sources: {sorted(set(unsupported))[:5]}")
+    return Verdict(not problems, False, problems)
+
+
+@dataclass
+class Outcome:
+    text: str
+    citations: list[Citation]
+    model: str
+    tier: str
+    specialist: str
+    route_confidence: float
+    outcome: str
+    escalations: int
+    trace: list[dict]
+    prepared: Prepared
+    run_id: uuid.UUID | None = None
+
+
+def run(session: Session, caller: Caller, subject: str, message: str, history: list[dict], *, k: int = 6,
+        scripted: list[str] | None = None) -> Outcome:
+    """`scripted`: replies for successive model calls through the LiteLLM seam (tests)."""
+    trace: list[dict] = []
+
+    def step(name: str, t0: float, **detail) -> None:
+        trace.append({"step": name, "ms": round((time.perf_counter() - t0) * 1000, 1), **detail})
+
+    t = time.perf_counter()
+    step("OBSERVE", t, history_turns=len(history) // 2, role=caller.role, ceiling=ceiling(caller.role),
+         groups=list(caller.groups))
+
+    t = time.perf_counter()
+    r = route(message)
+    spec = SPECIALISTS[r.specialist]
+    step("THINK.route", t, specialist=spec.key, confidence=round(r.confidence, 4), fallback=r.fallback,
+         reason=r.reason, scores={k2: round(v, 4) for k2, v in r.scores.items()})
+
+    t = time.perf_counter()
+    prepared = prepare(session, caller, message, history, k, role_prompt=spec.prompt, prefer_titles=spec.prefer_titles)
+    step("THINK.retrieve", t, tool="hybrid_search", hits=len(prepared.hits),
+         chunk_ids=[str(h.chunk_id) for h in prepared.hits], timings_ms=prepared.timings_ms)
+
+    tier_index = TIERS.index(spec.tier)
+    escalations, text, model, verdict = 0, "", "", Verdict(False, False, ["not run"])
+    replies = list(scripted or [])
+    while True:
+        tier = TIERS[tier_index]
+        model = tier_model(tier)
+        t = time.perf_counter()
+        c = llm.complete(prepared.messages, model=model, mock_response=replies.pop(0) if replies else None)
+        text = c.text
+        step("THINK.generate", t, tier=tier, model=model)
+        t = time.perf_counter()
+        verdict = verify(text, prepared, caller)
+        step("VERIFY", t, ok=verdict.ok, abstained=verdict.abstained, problems=verdict.problems)
+        if verdict.ok or tier_index == len(TIERS) - 1:
+            break
+        escalations += 1
+        tier_index += 1
+        trace.append({"step": "ESCALATE", "ms": 0.0, "to": TIERS[tier_index], "because": verdict.problems})
+    outcome = "abstained" if verdict.abstained else "verified" if verdict.ok else "downgraded"
+    if outcome == "downgraded":
+        text = (f"{text}\n\nNotice: this answer failed automatic verification ({'; '.join(verdict.problems)}). "
+                "Check the cited documents before relying on it.")
+    cites = citations_for(text, prepared.hits)
+    if any(c.classification >= 3 for c in cites):
+        text = sanitise(text).text
+    t = time.perf_counter()
+    step("LEARN", t, specialist=spec.key, tier=TIERS[tier_index], outcome=outcome, escalations=escalations)
+    return Outcome(text, cites, model, TIERS[tier_index], spec.key, r.confidence, outcome, escalations, trace,
+                   prepared)
+
+
+def record(session: Session, tenant_id: uuid.UUID, subject: str, out: Outcome, conversation_id: uuid.UUID | None,
+           message_id: uuid.UUID | None) -> uuid.UUID:
+    run_id = uuid.uuid4()
+    session.add(AgentRun(id=run_id, tenant_id=tenant_id, user_subject=subject, conversation_id=conversation_id,
+                         message_id=message_id, specialist=out.specialist, model_tier=out.tier, model=out.model,
+                         route_confidence=out.route_confidence, outcome=out.outcome, escalations=out.escalations,
+                         trace=out.trace))
+    out.run_id = run_id
+    return run_id

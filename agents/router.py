@@ -1,0 +1,58 @@
+"""Intent routing without a generative model: embedding similarity to each specialist's
+description and example requests, plus keyword rules; ambiguous requests go to the Document
+Analyst, and the trace says so."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from agents.specialists import DEFAULT, SPECIALISTS
+from core.embedding import get_embedder
+
+MIN_MARGIN = 0.005  # top-1 minus top-2 score below this is "ambiguous"
+KEYWORD_WEIGHT = 0.06
+
+
+@dataclass
+class Route:
+    specialist: str
+    confidence: float
+    scores: dict[str, float]
+    fallback: bool
+    reason: str
+
+
+@functools.lru_cache(maxsize=1)
+def _profiles() -> tuple[list[str], np.ndarray]:
+    keys = list(SPECIALISTS)
+    texts, owners = [], []
+    for k in keys:
+        s = SPECIALISTS[k]
+        for t in (s.description, *s.examples):
+            texts.append(t)
+            owners.append(k)
+    vecs = get_embedder().embed(texts)
+    prof = np.stack([vecs[[i for i, o in enumerate(owners) if o == k]] for k in keys])  # (K, n, d)
+    return keys, prof
+
+
+def route(question: str) -> Route:
+    keys, prof = _profiles()
+    q = get_embedder().embed([question])[0]
+    sims = prof @ q  # (K, n)
+    # Mean of the best three matches: robust to one lucky example.
+    base = np.sort(sims, axis=1)[:, -3:].mean(axis=1)
+    low = question.lower()
+    scores = {}
+    for i, k in enumerate(keys):
+        hits = sum(1 for kw in SPECIALISTS[k].keywords if kw in low)
+        scores[k] = float(base[i] + KEYWORD_WEIGHT * min(hits, 3))
+    ranked = sorted(scores, key=lambda k: -scores[k])
+    margin = scores[ranked[0]] - scores[ranked[1]]
+    if margin < MIN_MARGIN:
+        return Route(DEFAULT, margin, scores, True,
+                     f"ambiguous between {ranked[0]} and {ranked[1]} (margin {margin:.3f}): Document Analyst")
+    return Route(ranked[0], margin, scores, False, f"best match {ranked[0]} (margin {margin:.3f})")
