@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
+from agents import budget
 from agents.answer import Citation, Prepared, citations_for, prepare
 from agents.router import route
 from agents.specialists import SPECIALISTS
@@ -80,13 +81,17 @@ class Outcome:
     escalations: int
     trace: list[dict]
     prepared: Prepared
+    calls: list[dict] = field(default_factory=list)  # one per model call: tier, model, tokens
     run_id: uuid.UUID | None = None
 
 
 def run(session: Session, caller: Caller, subject: str, message: str, history: list[dict], *, k: int = 6,
-        scripted: list[str] | None = None) -> Outcome:
-    """`scripted`: replies for successive model calls through the LiteLLM seam (tests)."""
+        scripted: list[str] | None = None, tenant_id: uuid.UUID | None = None) -> Outcome:
+    """`scripted`: replies for successive model calls through the LiteLLM seam (tests).
+    With `tenant_id`, the tenant's token budget is checked first (BudgetExceeded → 429)."""
     trace: list[dict] = []
+    if tenant_id is not None:
+        budget.check(session, tenant_id)
 
     def step(name: str, t0: float, **detail) -> None:
         trace.append({"step": name, "ms": round((time.perf_counter() - t0) * 1000, 1), **detail})
@@ -108,6 +113,7 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
 
     tier_index = TIERS.index(spec.tier)
     escalations, text, model, verdict = 0, "", "", Verdict(False, False, ["not run"])
+    calls: list[dict] = []
     replies = list(scripted or [])
     while True:
         tier = TIERS[tier_index]
@@ -115,7 +121,10 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
         t = time.perf_counter()
         c = llm.complete(prepared.messages, model=model, mock_response=replies.pop(0) if replies else None)
         text = c.text
-        step("THINK.generate", t, tier=tier, model=model)
+        p_tok = c.prompt_tokens or sum(len(str(m["content"]).split()) for m in prepared.messages)
+        c_tok = c.completion_tokens or len(text.split())
+        calls.append({"tier": tier, "model": model, "prompt_tokens": int(p_tok), "completion_tokens": int(c_tok)})
+        step("THINK.generate", t, tier=tier, model=model, prompt_tokens=int(p_tok), completion_tokens=int(c_tok))
         t = time.perf_counter()
         verdict = verify(text, prepared, caller)
         step("VERIFY", t, ok=verdict.ok, abstained=verdict.abstained, problems=verdict.problems)
@@ -134,7 +143,7 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
     t = time.perf_counter()
     step("LEARN", t, specialist=spec.key, tier=TIERS[tier_index], outcome=outcome, escalations=escalations)
     return Outcome(text, cites, model, TIERS[tier_index], spec.key, r.confidence, outcome, escalations, trace,
-                   prepared)
+                   prepared, calls)
 
 
 def record(session: Session, tenant_id: uuid.UUID, subject: str, out: Outcome, conversation_id: uuid.UUID | None,
@@ -145,4 +154,8 @@ def record(session: Session, tenant_id: uuid.UUID, subject: str, out: Outcome, c
                          route_confidence=out.route_confidence, outcome=out.outcome, escalations=out.escalations,
                          trace=out.trace))
     out.run_id = run_id
+    session.flush()
+    for c in out.calls:
+        budget.record(session, tenant_id, subject, out.specialist, c["tier"], c["model"], c["prompt_tokens"],
+                      c["completion_tokens"], run_id)
     return run_id

@@ -303,3 +303,18 @@ class AgentRun(Base):
     escalations: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
     trace: Mapped[list] = mapped_column(JSONB, nullable=False)
     created_at: Mapped[dt.datetime] = _now()
+
+
+class UsageRecord(Base):
+    __tablename__ = "usage_records"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    user_subject: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    agent: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    tier: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    model: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    prompt_tokens: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    completion_tokens: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    cost: Mapped[float] = mapped_column(sa.Numeric(14, 6), nullable=False)
+    run_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    created_at: Mapped[dt.datetime] = _now()

@@ -146,7 +146,7 @@ def _answer(principal, body: ChatIn) -> tuple[uuid.UUID, orchestrator.Outcome, f
         s.add(Message(id=uuid.uuid4(), tenant_id=principal.tenant_id, conversation_id=conv.id, role="user",
                       content=body.message))
         out = orchestrator.run(s, Caller(principal.role.value, principal.groups), principal.subject, body.message,
-                               history, k=body.k)
+                               history, k=body.k, tenant_id=principal.tenant_id)
         conv_id = conv.id
     return conv_id, out, (time.perf_counter() - t0) * 1000
 

@@ -107,3 +107,50 @@ def test_prompt_injection_in_a_document_changes_nothing(client, corpus):
 def test_unknown_trace_is_404(client, corpus):
     a, _, _ = corpus
     assert client.get(f"/v1/traces/{uuid.uuid4()}", headers=_h(a)).status_code == 404
+
+
+def test_usage_rows_add_up_and_cost_by_tier(client, corpus, monkeypatch):
+    a, _, _ = corpus
+    monkeypatch.setenv("EAP_LLM_MODEL_LIGHT", "openai/eap-light")
+    monkeypatch.setenv("EAP_LLM_MODEL_STANDARD", "openai/eap-standard")
+    get_settings.cache_clear()
+    try:
+        with tenant_session(a.id) as s:
+            out = orchestrator.run(s, Caller("operator"), "cost-user", "Which hydraulic oil does the press need?", [],
+                                   scripted=["Use HLP 99 [1].", "Use HLP 46 [1]."], tenant_id=a.id)
+            run_id = orchestrator.record(s, a.id, "cost-user", out, None, None)
+    finally:
+        monkeypatch.delenv("EAP_LLM_MODEL_LIGHT")
+        monkeypatch.delenv("EAP_LLM_MODEL_STANDARD")
+        get_settings.cache_clear()
+    assert [c["model"] for c in out.calls] == ["openai/eap-light", "openai/eap-standard"]
+    with tenant_session(a.id) as s:
+        rows = s.execute(text("SELECT tier, prompt_tokens, completion_tokens, cost FROM usage_records "
+                              "WHERE run_id = :r ORDER BY tier"), {"r": run_id}).all()
+    assert [r.tier for r in rows] == ["LIGHT", "STANDARD"]
+    from agents.budget import cost
+
+    for r, call in zip(rows, sorted(out.calls, key=lambda c: c["tier"]), strict=True):
+        assert (r.prompt_tokens, r.completion_tokens) == (call["prompt_tokens"], call["completion_tokens"])
+        assert r.cost == cost(r.tier, r.prompt_tokens, r.completion_tokens, call["model"]) > 0
+    usage = client.get("/v1/usage?group_by=tier", headers=_h(a, Role.admin)).json()
+    mine = client.get("/v1/usage?group_by=user", headers=_h(a, user="cost-user")).json()
+    other = client.get("/v1/usage?group_by=user", headers=_h(a, user="somebody-else")).json()
+    assert [r["key"] for r in mine["rows"]] == ["cost-user"] and other["rows"] == []  # non-admins: own use only
+    by_tier = {r["key"]: r for r in usage["rows"]}
+    with tenant_session(a.id) as s:
+        total = s.execute(text("SELECT sum(prompt_tokens + completion_tokens) FROM usage_records")).scalar()
+    assert usage["total_tokens"] == total and by_tier["STANDARD"]["cost"] > 0
+
+
+def test_budget_overrun_is_429(client, make_tenant):
+    t = make_tenant("budget")
+    assert client.put("/v1/budgets", json={"daily_tokens": 50}, headers=_h(t, Role.operator)).status_code == 403
+    assert client.put("/v1/budgets", json={"daily_tokens": 50}, headers=_h(t, Role.admin)).status_code == 200
+    first = client.post("/v1/chat", json={"message": "What does alarm A-117 mean?"}, headers=_h(t))
+    assert first.status_code == 200  # under budget when it started; its tokens are now counted
+    r = client.post("/v1/chat", json={"message": "What does alarm A-117 mean?"}, headers=_h(t))
+    assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
+    assert int(r.headers["retry-after"]) > 0 and r.json()["error"]["details"]["budget"] == "daily"
+    u = client.get("/v1/usage", headers=_h(t, Role.admin)).json()
+    assert u["total_tokens"] >= 50 and sum(row["calls"] for row in u["rows"]) == 1

@@ -27,6 +27,7 @@ from core.models import (
     Message,
     Role,
     TermStats,
+    UsageRecord,
     User,
 )
 from core.settings import get_settings
@@ -73,6 +74,8 @@ def _seed(tenant) -> None:
                             status="delivered", attempts=1))
         s.add(AgentRun(tenant_id=tenant.id, user_subject="u", specialist="document_analyst", model_tier="LIGHT",
                        model="m", outcome="verified", trace=[{"step": "OBSERVE"}]))
+        s.add(UsageRecord(tenant_id=tenant.id, user_subject="u", agent="a", tier="LIGHT", model="m",
+                          prompt_tokens=1, completion_tokens=1, cost=0))
         conv = Conversation(tenant_id=tenant.id, user_subject="u", title="t")
         s.add(conv)
         s.flush()

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from core import audit
+from core.database import tenant_session
+from core.models import Role, Tenant, UsageRecord
+from serving.deps import PrincipalDep, require_role
+
+router = APIRouter(prefix="/v1", tags=["usage"])
+
+
+class UsageRow(BaseModel):
+    key: str
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+
+
+class UsageOut(BaseModel):
+    since: dt.datetime
+    group_by: str
+    rows: list[UsageRow]
+    total_tokens: int
+    total_cost: float
+
+
+class BudgetsIn(BaseModel):
+    daily_tokens: Annotated[int | None, Field(ge=1)] = None
+    monthly_tokens: Annotated[int | None, Field(ge=1)] = None
+
+
+@router.get("/usage", response_model=UsageOut)
+def get_usage(principal: PrincipalDep,
+              group_by: Annotated[Literal["user", "agent", "tier", "model"], Query()] = "agent",
+              days: Annotated[int, Query(ge=1, le=366)] = 30) -> UsageOut:
+    """Token use and cost. Admins see the whole tenant; everyone else sees their own use."""
+    col = {"user": UsageRecord.user_subject, "agent": UsageRecord.agent, "tier": UsageRecord.tier,
+           "model": UsageRecord.model}[group_by]
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    q = (select(col, func.count(), func.sum(UsageRecord.prompt_tokens), func.sum(UsageRecord.completion_tokens),
+                func.sum(UsageRecord.cost)).where(UsageRecord.created_at >= since).group_by(col).order_by(col))
+    if principal.role != Role.admin:
+        q = q.where(UsageRecord.user_subject == principal.subject)
+    with tenant_session(principal.tenant_id) as s:
+        rows = [UsageRow(key=k, calls=n, prompt_tokens=int(p), completion_tokens=int(c), cost=float(cost))
+                for k, n, p, c, cost in s.execute(q).all()]
+    return UsageOut(since=since, group_by=group_by, rows=rows,
+                    total_tokens=sum(r.prompt_tokens + r.completion_tokens for r in rows),
+                    total_cost=round(sum(r.cost for r in rows), 6))
+
+
+@router.put("/budgets", dependencies=[require_role(Role.admin)])
+def put_budgets(body: BudgetsIn, principal: PrincipalDep) -> dict:
+    """The tenant's token budgets (unset = unlimited)."""
+    cfg = body.model_dump(exclude_none=True)
+    with tenant_session(principal.tenant_id) as s:
+        t = s.get(Tenant, principal.tenant_id)
+        t.settings = {**(t.settings or {}), "budgets": cfg}
+        audit.record(s, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
+                     action="budgets.set", resource_type="tenant", resource_id=str(principal.tenant_id), details=cfg)
+    return {"budgets": cfg}
