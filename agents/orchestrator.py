@@ -18,14 +18,15 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from agents import budget
+from agents import budget, skills
 from agents.answer import Citation, Prepared, citations_for, prepare
 from agents.router import route
 from agents.specialists import SPECIALISTS
 from compliance.access import ceiling
 from compliance.pii import sanitise
 from core import llm
-from core.extractive import NO_ANSWER
+from core.errors import Forbidden, InvalidInput
+from core.extractive import NO_ANSWER, SOURCES_END
 from core.models import AgentRun
 from core.settings import get_settings
 from retrieval.search import Caller
@@ -48,21 +49,22 @@ class Verdict:
     problems: list[str] = field(default_factory=list)
 
 
-def verify(text: str, prepared: Prepared, caller: Caller) -> Verdict:
+def verify(text: str, prepared: Prepared, caller: Caller, tool_texts: list[str] | None = None) -> Verdict:
     if text.strip().startswith(NO_ANSWER[:40]) or ("could not find" in text.lower() and not _CITE.search(text)):
         return Verdict(True, True)
     problems: list[str] = []
     markers = [int(m[1:-1]) for m in _CITE.findall(text)]
     if not markers:
         problems.append("no citation")
-    bad = [n for n in markers if not 1 <= n <= len(prepared.hits)]
+    tool_texts = tool_texts or []
+    bad = [n for n in markers if not 1 <= n <= len(prepared.hits) + len(tool_texts)]
     if bad:
         problems.append(f"citations to sources that were not retrieved: {sorted(set(bad))}")
     top = ceiling(caller.role)
     for h in prepared.hits:
         if h.classification > top:
             problems.append(f"source above the caller's ceiling: {h.chunk_id}")
-    sources = " ".join(h.text for h in prepared.hits)
+    sources = " ".join([h.text for h in prepared.hits] + tool_texts)
     unsupported = [n for n in _NUMBER.findall(_CITE.sub("", text)) if n not in sources]
     if unsupported:
         problems.append(f"numbers not found in the sources: {sorted(set(unsupported))[:5]}")
@@ -111,6 +113,23 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
     step("THINK.retrieve", t, tool="hybrid_search", hits=len(prepared.hits),
          chunk_ids=[str(h.chunk_id) for h in prepared.hits], timings_ms=prepared.timings_ms)
 
+    tool_texts: list[str] = []
+    direct: str | None = None
+    skill_name = skills.select_skill(spec.key, message)
+    if skill_name:
+        t = time.perf_counter()
+        try:
+            res = skills.invoke(skill_name, session, caller, message, hits=prepared.hits)
+            tool_texts.append(res.text)
+            n = len(prepared.hits) + 1
+            prepared.messages[0]["content"] = prepared.messages[0]["content"].replace(
+                SOURCES_END, f"\n[{n}] Tool {res.skill}: {res.title}\n{res.text}\n{SOURCES_END}")
+            step("THINK.skill", t, tool=res.skill, args={"question": message}, result=res.data)
+            if llm.is_extractive(tier_model(spec.tier)):
+                direct = _direct_answer(res, prepared, n)
+        except (Forbidden, InvalidInput) as exc:
+            step("THINK.skill", t, tool=skill_name, denied=exc.code, reason=exc.message)
+
     tier_index = TIERS.index(spec.tier)
     escalations, text, model, verdict = 0, "", "", Verdict(False, False, ["not run"])
     calls: list[dict] = []
@@ -119,17 +138,25 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
         tier = TIERS[tier_index]
         model = tier_model(tier)
         t = time.perf_counter()
-        c = llm.complete(prepared.messages, model=model, mock_response=replies.pop(0) if replies else None)
-        text = c.text
-        p_tok = c.prompt_tokens or sum(len(str(m["content"]).split()) for m in prepared.messages)
-        c_tok = c.completion_tokens or len(text.split())
-        calls.append({"tier": tier, "model": model, "prompt_tokens": int(p_tok), "completion_tokens": int(c_tok)})
-        step("THINK.generate", t, tier=tier, model=model, prompt_tokens=int(p_tok), completion_tokens=int(c_tok))
+        if direct is not None and not replies:
+            # The skill's structured output is the answer (the extractive responder would only quote
+            # it back): no model call, no tokens spent.
+            text, model = direct, f"skill:{skill_name}"
+            step("THINK.generate", t, tier=tier, model=model, note="answered by the skill, no model call")
+        else:
+            c = llm.complete(prepared.messages, model=model, mock_response=replies.pop(0) if replies else None)
+            text = c.text
+            p_tok = c.prompt_tokens or sum(len(str(m["content"]).split()) for m in prepared.messages)
+            c_tok = c.completion_tokens or len(text.split())
+            calls.append({"tier": tier, "model": model, "prompt_tokens": int(p_tok),
+                          "completion_tokens": int(c_tok)})
+            step("THINK.generate", t, tier=tier, model=model, prompt_tokens=int(p_tok), completion_tokens=int(c_tok))
         t = time.perf_counter()
-        verdict = verify(text, prepared, caller)
+        verdict = verify(text, prepared, caller, tool_texts)
         step("VERIFY", t, ok=verdict.ok, abstained=verdict.abstained, problems=verdict.problems)
         if verdict.ok or tier_index == len(TIERS) - 1:
             break
+        direct = None  # escalation goes to a model
         escalations += 1
         tier_index += 1
         trace.append({"step": "ESCALATE", "ms": 0.0, "to": TIERS[tier_index], "because": verdict.problems})
@@ -144,6 +171,22 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
     step("LEARN", t, specialist=spec.key, tier=TIERS[tier_index], outcome=outcome, escalations=escalations)
     return Outcome(text, cites, model, TIERS[tier_index], spec.key, r.confidence, outcome, escalations, trace,
                    prepared, calls)
+
+
+def _direct_answer(res: skills.SkillResult, prepared: Prepared, tool_n: int) -> str | None:
+    """With the extractive responder, a skill's structured output (ordered steps, a report, a
+    calculation) is the answer itself; the seam still carries it, so usage and traces are uniform."""
+    if res.skill == "procedure_lookup" and res.data.get("steps"):
+        idx = next((i for i, h in enumerate(prepared.hits, start=1) if str(h.document_id) == res.data["document_id"]),
+                   None)
+        cite = f" [{idx}]" if idx else f" [{tool_n}]"
+        lines = [f"{line}{cite}" for line in res.text.splitlines()]
+        return f"Steps from {res.title}:\n" + "\n".join(lines)
+    if res.skill == "report_generation":
+        return res.text
+    if res.skill == "calculations":
+        return f"{res.text} [{tool_n}] (calculated by the calculations skill)"
+    return None
 
 
 def record(session: Session, tenant_id: uuid.UUID, subject: str, out: Outcome, conversation_id: uuid.UUID | None,

@@ -154,3 +154,40 @@ def test_budget_overrun_is_429(client, make_tenant):
     assert int(r.headers["retry-after"]) > 0 and r.json()["error"]["details"]["budget"] == "daily"
     u = client.get("/v1/usage", headers=_h(t, Role.admin)).json()
     assert u["total_tokens"] >= 50 and sum(row["calls"] for row in u["rows"]) == 1
+
+
+SOP = """SOP-114 Lockout/Tagout for Press Line 3
+3 Procedure
+1. Notify the shift supervisor and all operators on line 3 that the press will be shut down.
+2. Stop the press with the normal stop button and wait until the ram has come to rest.
+3. Switch off the main disconnect Q1 and apply your personal padlock and danger tag.
+4. Release stored hydraulic energy: open valve V7 until the gauge reads below 2 bar.
+5. Block the ram with the safety block SB-300 before reaching into the die area."""
+
+
+def test_procedure_lookup_returns_the_steps_in_order(client, make_tenant):
+    t = make_tenant("sop")
+    _index(t, "SOP-114 lockout", 2, [], SOP)
+    _index(t, "other note", 2, [], "The canteen opens at 11:30. Parking is behind hall 4.")
+    body = client.post("/v1/chat", json={"message": "What are the lockout tagout steps for press line 3?"},
+                       headers=_h(t)).json()
+    assert body["specialist"] == "procedure_expert" and body["outcome"] == "verified"
+    lines = [ln for ln in body["answer"].splitlines() if ln[:2] in ("1.", "2.", "3.", "4.", "5.")]
+    assert [ln[:2] for ln in lines] == ["1.", "2.", "3.", "4.", "5."]
+    assert all(ln.endswith("[1]") for ln in lines) and body["citations"][0]["title"] == "SOP-114 lockout"
+    skill_steps = [s for s in body["trace"] if s["step"] == "THINK.skill"]
+    assert skill_steps[0]["tool"] == "procedure_lookup" and skill_steps[0]["result"]["steps"] == 5
+
+
+def test_calculation_and_report_skills_respect_roles(client, corpus):
+    a, _, _ = corpus
+    body = client.post("/v1/chat", json={"message": "Convert 25 Nm to lbf*ft"}, headers=_h(a)).json()
+    assert "25 Nm = 18.44 lbf*ft" in body["answer"] and body["outcome"] == "verified"
+    viewer = client.post("/v1/chat", json={"message": "Write a report on the weld porosity"},
+                         headers=_h(a, Role.viewer, user="vic")).json()
+    denied = [s for s in viewer["trace"] if s["step"] == "THINK.skill"]
+    assert denied and denied[0]["denied"] == "skill_forbidden"
+    assert not viewer["answer"].startswith("# Report")
+    op = client.post("/v1/chat", json={"message": "Write a report on the weld porosity"}, headers=_h(a)).json()
+    assert op["answer"].startswith("# Report") and "| # | document |" in op["answer"]
+    assert op["citations"] and op["outcome"] == "verified"

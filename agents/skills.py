@@ -1,0 +1,169 @@
+"""Skill registry with role-based access and the four built-in skills.
+
+A skill is invoked by the orchestrator (by rules today, or because a model asked for it through a
+tool call); either way `invoke()` checks the caller's role first, so a viewer never runs an
+operator/admin skill whatever the model says. Skill output becomes a numbered source of the answer
+(so its figures pass verification and can be cited).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from agents.tools import calculate, convert, statistics, tool_schema
+from compliance.access import can_read
+from core.errors import Forbidden, InvalidInput
+from retrieval.search import Caller, Hit, search
+
+RANK = {"viewer": 0, "operator": 1, "admin": 2}
+_STEP = re.compile(r"^\s*(\d{1,2})[.)]\s+(.+)$")
+
+
+@dataclass
+class SkillResult:
+    skill: str
+    title: str
+    text: str  # what is added to the sources
+    data: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Skill:
+    name: str
+    description: str
+    min_role: str
+    run: Callable[..., SkillResult]
+    tools: tuple[Callable, ...] = ()
+
+    def schema(self) -> list[dict]:
+        return [tool_schema(t) for t in self.tools]
+
+
+def _calculations(session: Session, caller: Caller, question: str, **_) -> SkillResult:
+    conv = re.search(r"(-?\d+(?:\.\d+)?)\s*([a-zA-Z°/*·-]+)\s+(?:to|in|into)\s+([a-zA-Z°/*·-]+)", question)
+    if conv and re.search(r"\b(convert|in|to)\b", question, re.I):
+        value, f, t = float(conv.group(1)), conv.group(2), conv.group(3)
+        try:
+            out = convert(value, f, t)
+            return SkillResult("calculations", "Unit conversion", f"{value:g} {f} = {out:.4g} {t}",
+                               {"tool": "convert", "args": [value, f, t], "result": out})
+        except InvalidInput:
+            pass
+    nums = re.findall(r"-?\d+(?:\.\d+)?", question)
+    if re.search(r"\b(mean|average|median|stdev|standard deviation|statistics)\b", question, re.I) and len(nums) >= 2:
+        values = [float(n) for n in nums]
+        res = statistics(values)
+        body = ", ".join(f"{k} {v:.4g}" for k, v in res.items())
+        return SkillResult("calculations", "Statistics", f"Statistics of {', '.join(nums)}: {body}",
+                           {"tool": "statistics", "args": values, "result": res})
+    expr = re.search(r"[-(]?\d[\d\s.+\-*/()%^]*[\d)]", question)
+    if expr and re.search(r"[+\-*/%^]", expr.group(0)):
+        value = calculate(expr.group(0))
+        return SkillResult("calculations", "Calculation", f"{expr.group(0).strip()} = {value:.6g}",
+                           {"tool": "calculate", "args": [expr.group(0)], "result": value})
+    raise InvalidInput("no calculation found in the request", code="no_calculation")
+
+
+def _procedure_lookup(session: Session, caller: Caller, question: str, **_) -> SkillResult:
+    hits = search(session, caller, question, k=5).hits
+    if not hits:
+        raise InvalidInput("no procedure found", code="no_procedure")
+    sop = next((h for h in hits if "sop" in h.title.lower()), hits[0])
+    rows = session.execute(
+        text("SELECT text, classification, acl_groups FROM chunks WHERE document_id = :d ORDER BY ordinal"),
+        {"d": sop.document_id},
+    ).all()
+    steps: list[tuple[int, str]] = []
+    for body, cls, acl in rows:
+        if not can_read(caller.role, caller.groups, cls, acl, "approved"):
+            continue  # defence in depth: the same rule as the search that found the document
+        for line in body.splitlines():
+            m = _STEP.match(line)
+            if not m:
+                continue
+            n = int(m.group(1))
+            if n == 1 and steps:
+                break  # a second numbered list: keep the first (the procedure)
+            if not steps or n == steps[-1][0] + 1 or n == 1:
+                steps.append((n, m.group(2).strip()))
+    if not steps:
+        return SkillResult("procedure_lookup", sop.title, sop.text, {"document_id": str(sop.document_id), "steps": 0})
+    body = "\n".join(f"{n}. {s}" for n, s in steps)
+    return SkillResult("procedure_lookup", f"{sop.title} (steps in order)", body,
+                       {"document_id": str(sop.document_id), "steps": len(steps)})
+
+
+def _first_sentences(text_: str, n: int = 2) -> str:
+    parts = re.split(r"(?<=[.!?])\s+", " ".join(text_.split()))
+    return " ".join(parts[:n])
+
+
+def _document_analysis(session: Session, caller: Caller, question: str, hits: list[Hit] | None = None,
+                       **_) -> SkillResult:
+    hits = hits or search(session, caller, question, k=8).hits
+    docs: dict = {}
+    for h in hits:
+        docs.setdefault(h.document_id, []).append(h)
+    chosen = list(docs.items())[:2]
+    if not chosen:
+        raise InvalidInput("no document found to analyse", code="no_document")
+    parts = []
+    for _doc_id, hs in chosen:
+        parts.append(f"{hs[0].title}: " + " ".join(_first_sentences(h.text) for h in hs[:2]))
+    label = "Comparison" if len(chosen) == 2 and re.search(r"compar|differ", question, re.I) else "Summary"
+    return SkillResult("document_analysis", label, "\n".join(parts), {"documents": [str(d) for d, _ in chosen]})
+
+
+def _report_generation(session: Session, caller: Caller, question: str, hits: list[Hit] | None = None,
+                       tool_results: list[SkillResult] | None = None, **_) -> SkillResult:
+    hits = hits or search(session, caller, question, k=6).hits
+    lines = [f"# Report: {question.strip().rstrip('?')}", "", "## Findings"]
+    for i, h in enumerate(hits, start=1):
+        lines.append(f"- {_first_sentences(h.text, 1)} [{i}]")
+    if tool_results:
+        lines += ["", "## Calculations"] + [f"- {r.text}" for r in tool_results]
+    lines += ["", "## Sources", "| # | document | page | section |", "|---|---|---|---|"]
+    lines += [f"| {i} | {h.title} | {h.page or ''} | {h.section or ''} |" for i, h in enumerate(hits, start=1)]
+    return SkillResult("report_generation", "Report", "\n".join(lines), {"sources": len(hits)})
+
+
+REGISTRY: dict[str, Skill] = {s.name: s for s in (
+    Skill("document_analysis", "Summarise or compare documents, citing them.", "viewer", _document_analysis),
+    Skill("procedure_lookup", "Find an SOP and return its steps in order, cited.", "viewer", _procedure_lookup),
+    Skill("report_generation", "A Markdown report from retrieved sources and tool results.", "operator",
+          _report_generation),
+    Skill("calculations", "Safe arithmetic, unit conversion and statistics (no eval).", "viewer", _calculations,
+          (calculate, convert, statistics)),
+)}
+
+
+def available(role: str) -> list[str]:
+    return [s.name for s in REGISTRY.values() if RANK.get(role, -1) >= RANK[s.min_role]]
+
+
+def invoke(name: str, session: Session, caller: Caller, question: str, **kwargs) -> SkillResult:
+    skill = REGISTRY.get(name)
+    if skill is None:
+        raise InvalidInput(f"unknown skill {name!r}", code="unknown_skill")
+    if RANK.get(caller.role, -1) < RANK[skill.min_role]:
+        raise Forbidden(f"the {name} skill needs the {skill.min_role} role", code="skill_forbidden")
+    return skill.run(session, caller, question, **kwargs)
+
+
+def select_skill(specialist: str, question: str) -> str | None:
+    """Rule-based skill choice (a configured LLM may also request skills through tool calls)."""
+    q = question.lower()
+    if re.search(r"\breport\b", q):
+        return "report_generation"
+    if specialist == "procedure_expert":
+        return "procedure_lookup"
+    if specialist == "document_analyst" and re.search(r"summar|compar|overview|differ", q):
+        return "document_analysis"
+    if re.search(r"\d\s*[+\-*/^%]\s*\d|\bconvert\b|\b(mean|average|median|stdev)\b.*\d", q):
+        return "calculations"
+    return None
