@@ -106,13 +106,20 @@ def network_attempts() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def eap_home(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("eap")
+def eap_home():
+    # Not under pytest's basetemp: pytest prunes old basetemp folders, and a concurrent pytest run
+    # on the same machine would delete the live database's data folder from under it.
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    home = Path(tempfile.mkdtemp(prefix="eap-test-"))
     os.environ["EAP_HOME"] = str(home)
     from core.settings import get_settings
 
     get_settings.cache_clear()
-    return home
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
