@@ -1,0 +1,76 @@
+"""Orchestrator step latency with the embedded extractive responder, over the labelled routing set.
+
+    python benchmarks/agent.py
+
+Indexes the sample documents into a fresh embedded database, runs every labelled question
+(tests/data/routing_questions.json, 50 questions, 10 per specialist) through the real orchestrator,
+and prints p50/p95 per step (routing, retrieval, skill, generation, verification) and end to end,
+plus routing accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    os.environ.update({"EAP_HOME": tempfile.mkdtemp(prefix="eap-agent-"), "EAP_LOG_JSON": "false",
+                       "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1"})
+    import dagster as dg
+
+    import definitions
+    from agents import orchestrator
+    from core.database import bootstrap, stop_embedded, tenant_session
+    from core.tenancy import create_tenant
+    from eap.ingest import submit_paths
+    from retrieval.search import Caller
+    from sensors.ingestion import document_intake
+
+    bootstrap()
+    tenant, _ = create_tenant("agent-bench")
+    submit_paths(tenant.id, sorted((ROOT / "samples").glob("*.*")), classification="II", acl=None, actor="bench",
+                 root=ROOT)
+    inst = dg.DagsterInstance.ephemeral()
+    res = document_intake(dg.build_sensor_context(instance=inst, resources={"db": definitions.defs.resources["db"]}))
+    for req in res.dynamic_partitions_requests:
+        inst.add_dynamic_partitions(req.partitions_def_name, req.partition_keys)
+    for rr in res.run_requests:
+        definitions.defs.resolve_job_def("ingest_documents").execute_in_process(
+            instance=inst, tags=rr.tags, partition_key=rr.partition_key,
+            resources={"db": definitions.defs.resources["db"]})
+
+    labelled = json.loads((ROOT / "tests" / "data" / "routing_questions.json").read_text())
+    steps: dict[str, list[float]] = {}
+    totals, right, n = [], 0, 0
+    with tenant_session(tenant.id) as s:
+        orchestrator.run(s, Caller("operator"), "warm", "warm up the models", [])
+        for expected, questions in labelled.items():
+            for q in questions:
+                t0 = time.perf_counter()
+                out = orchestrator.run(s, Caller("operator"), "bench", q, [])
+                totals.append((time.perf_counter() - t0) * 1000)
+                right += out.specialist == expected
+                n += 1
+                for st in out.trace:
+                    steps.setdefault(st["step"], []).append(st["ms"])
+    stop_embedded()
+    print(f"{n} labelled questions, routing accuracy {right / n:.2%}")
+    for name, xs in steps.items():
+        print(f"  {name:<16} n={len(xs):3d}  p50 {np.percentile(xs, 50):7.1f} ms  p95 {np.percentile(xs, 95):7.1f} ms")
+    print(f"  {'end to end':<16} n={n:3d}  p50 {np.percentile(totals, 50):7.1f} ms  "
+          f"p95 {np.percentile(totals, 95):7.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
