@@ -11,6 +11,7 @@ All I/O comes in through the session and the model seam; nothing here knows abou
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -144,13 +145,7 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
             text, model = direct, f"skill:{skill_name}"
             step("THINK.generate", t, tier=tier, model=model, note="answered by the skill, no model call")
         else:
-            c = llm.complete(prepared.messages, model=model, mock_response=replies.pop(0) if replies else None)
-            text = c.text
-            p_tok = c.prompt_tokens or sum(len(str(m["content"]).split()) for m in prepared.messages)
-            c_tok = c.completion_tokens or len(text.split())
-            calls.append({"tier": tier, "model": model, "prompt_tokens": int(p_tok),
-                          "completion_tokens": int(c_tok)})
-            step("THINK.generate", t, tier=tier, model=model, prompt_tokens=int(p_tok), completion_tokens=int(c_tok))
+            text = _generate(session, caller, message, prepared, model, tier, replies, tool_texts, calls, trace)
         t = time.perf_counter()
         verdict = verify(text, prepared, caller, tool_texts)
         step("VERIFY", t, ok=verdict.ok, abstained=verdict.abstained, problems=verdict.problems)
@@ -171,6 +166,55 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
     step("LEARN", t, specialist=spec.key, tier=TIERS[tier_index], outcome=outcome, escalations=escalations)
     return Outcome(text, cites, model, TIERS[tier_index], spec.key, r.confidence, outcome, escalations, trace,
                    prepared, calls)
+
+
+MAX_TOOL_ROUNDS = 3
+
+
+def _generate(session: Session, caller: Caller, message: str, prepared: Prepared, model: str, tier: str,
+              replies: list, tool_texts: list[str], calls: list[dict], trace: list[dict]) -> str:
+    """Model call(s) for one tier. A (non-extractive) model may ask for skills as tool calls; each is
+    role-checked by skills.invoke and its result (or refusal) goes back to the model."""
+    msgs = list(prepared.messages)
+    tools = skills.as_tools(caller.role)
+    for _round in range(MAX_TOOL_ROUNDS + 1):
+        t = time.perf_counter()
+        scripted = replies.pop(0) if replies else None
+        if isinstance(scripted, dict):
+            c = llm.complete(msgs, model=model, tools=tools, mock_tool_calls=[
+                {"id": tc.get("id", f"call_{i}"), "type": "function",
+                 "function": {"name": tc["name"], "arguments": json.dumps(tc.get("arguments", {}))}}
+                for i, tc in enumerate(scripted["tool_calls"])])
+        else:
+            c = llm.complete(msgs, model=model, tools=tools, mock_response=scripted)
+        p_tok = c.prompt_tokens or sum(len(str(m.get("content") or "").split()) for m in msgs)
+        c_tok = c.completion_tokens or len(c.text.split())
+        calls.append({"tier": tier, "model": model, "prompt_tokens": int(p_tok), "completion_tokens": int(c_tok)})
+        trace.append({"step": "THINK.generate", "ms": round((time.perf_counter() - t) * 1000, 1), "tier": tier,
+                      "model": model, "prompt_tokens": int(p_tok), "completion_tokens": int(c_tok),
+                      "tool_calls": [tc["name"] for tc in c.tool_calls or []]})
+        if not c.tool_calls or _round == MAX_TOOL_ROUNDS:
+            return c.text
+        msgs.append({"role": "assistant", "content": c.text or None, "tool_calls": [
+            {"id": tc["id"], "type": "function", "function": {"name": tc["name"], "arguments": tc["arguments"]}}
+            for tc in c.tool_calls]})
+        for tc in c.tool_calls:
+            t = time.perf_counter()
+            try:
+                args = json.loads(tc["arguments"] or "{}")
+                res = skills.invoke(tc["name"], session, caller, str(args.get("request") or message),
+                                    hits=prepared.hits)
+                tool_texts.append(res.text)
+                content = res.text
+                trace.append({"step": "THINK.skill", "ms": round((time.perf_counter() - t) * 1000, 1),
+                              "tool": tc["name"], "args": args, "result": res.data, "requested_by": "model"})
+            except (Forbidden, InvalidInput, ValueError) as exc:
+                code = getattr(exc, "code", "invalid_arguments")
+                content = f"refused: {getattr(exc, 'message', str(exc))}"
+                trace.append({"step": "THINK.skill", "ms": round((time.perf_counter() - t) * 1000, 1),
+                              "tool": tc["name"], "denied": code, "requested_by": "model"})
+            msgs.append({"role": "tool", "tool_call_id": tc["id"], "content": content})
+    return ""
 
 
 def _direct_answer(res: skills.SkillResult, prepared: Prepared, tool_n: int) -> str | None:

@@ -142,6 +142,16 @@ REGISTRY: dict[str, Skill] = {s.name: s for s in (
 )}
 
 
+def as_tools(role: str) -> list[dict]:
+    """The skills this role may use, offered to a model as OpenAI tools (least privilege: the others are
+    not even offered; `invoke` still checks, for models that call what they were not given)."""
+    return [{"type": "function", "function": {
+        "name": s.name, "description": s.description,
+        "parameters": {"type": "object", "properties": {"request": {"type": "string",
+                                                                    "description": "what to do, in words"}},
+                       "required": ["request"]}}} for s in REGISTRY.values() if s.name in available(role)]
+
+
 def available(role: str) -> list[str]:
     return [s.name for s in REGISTRY.values() if RANK.get(role, -1) >= RANK[s.min_role]]
 

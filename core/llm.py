@@ -55,6 +55,7 @@ class Completion:
     latency_ms: float
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: list[dict] | None = None  # [{"id", "name", "arguments"}] when the model asked for tools
 
 
 def model_name() -> str:
@@ -78,21 +79,32 @@ def _kwargs(model: str, mock_response: str | None) -> dict:
     return kw
 
 
-def complete(messages: list[dict], *, model: str | None = None, mock_response: str | None = None) -> Completion:
+def complete(messages: list[dict], *, model: str | None = None, mock_response: str | None = None,
+             tools: list[dict] | None = None, mock_tool_calls: list[dict] | None = None) -> Completion:
     litellm = _litellm()
     model = model or model_name()
     t0 = time.perf_counter()
+    kwargs = _kwargs(model, mock_response)
+    if tools and not is_extractive(model):
+        kwargs["tools"] = tools
+    if mock_tool_calls is not None:
+        kwargs["mock_tool_calls"] = mock_tool_calls
+        kwargs.setdefault("mock_response", "")
     try:
-        resp = litellm.completion(messages=messages, **_kwargs(model, mock_response))
+        resp = litellm.completion(messages=messages, **kwargs)
     except Exception as exc:  # noqa: BLE001 - provider errors vary; one clear line for the caller
         raise LLMUnavailable(f"model {model} failed: {str(exc).splitlines()[0][:300]}") from None
     usage = getattr(resp, "usage", None)
+    msg = resp.choices[0].message
+    calls = [{"id": tc.id, "name": tc.function.name, "arguments": tc.function.arguments or "{}"}
+             for tc in (getattr(msg, "tool_calls", None) or [])]
     return Completion(
-        text=resp.choices[0].message.content or "",
+        text=msg.content or "",
         model=model,
         latency_ms=(time.perf_counter() - t0) * 1000,
         prompt_tokens=getattr(usage, "prompt_tokens", None),
         completion_tokens=getattr(usage, "completion_tokens", None),
+        tool_calls=calls or None,
     )
 
 

@@ -191,3 +191,38 @@ def test_calculation_and_report_skills_respect_roles(client, corpus):
     op = client.post("/v1/chat", json={"message": "Write a report on the weld porosity"}, headers=_h(a)).json()
     assert op["answer"].startswith("# Report") and "| # | document |" in op["answer"]
     assert op["citations"] and op["outcome"] == "verified"
+
+
+@pytest.fixture
+def real_model_names(monkeypatch):
+    """Configure non-extractive model names; replies are scripted through the LiteLLM seam."""
+    for tier in ("LIGHT", "STANDARD", "HEAVY"):
+        monkeypatch.setenv(f"EAP_LLM_MODEL_{tier}", f"openai/eap-{tier.lower()}")
+    get_settings.cache_clear()
+    yield
+    for tier in ("LIGHT", "STANDARD", "HEAVY"):
+        monkeypatch.delenv(f"EAP_LLM_MODEL_{tier}")
+    get_settings.cache_clear()
+
+
+def test_model_tool_calls_are_role_checked(corpus, real_model_names):
+    a, _, _ = corpus
+    ask_report = {"tool_calls": [{"name": "report_generation", "arguments": {"request": "weld porosity"}}]}
+    with tenant_session(a.id) as s:
+        viewer = orchestrator.run(s, Caller("viewer"), "v", "What caused the weld porosity?", [],
+                                  scripted=[ask_report, "Low shielding gas flow of 9 l/min [1]."])
+    denied = [st for st in viewer.trace if st["step"] == "THINK.skill"]
+    assert denied == [{"step": "THINK.skill", "ms": denied[0]["ms"], "tool": "report_generation",
+                       "denied": "skill_forbidden", "requested_by": "model"}]
+    assert viewer.outcome == "verified" and "9 l/min" in viewer.text
+    from agents import skills
+
+    assert "report_generation" not in [t["function"]["name"] for t in skills.as_tools("viewer")]
+
+    ask_calc = {"tool_calls": [{"name": "calculations", "arguments": {"request": "convert 25 Nm to lbf*ft"}}]}
+    with tenant_session(a.id) as s:
+        op = orchestrator.run(s, Caller("operator"), "o", "How much is 25 Nm in lbf*ft?", [],
+                              scripted=[ask_calc, "25 Nm is 18.44 lbf*ft [2]."])
+    used = [st for st in op.trace if st["step"] == "THINK.skill" and st.get("requested_by") == "model"]
+    assert used and used[0]["tool"] == "calculations" and used[0]["result"]["result"] == pytest.approx(18.439, 1e-3)
+    assert op.outcome == "verified" and len(op.calls) == 2  # tool round + final answer
