@@ -45,7 +45,9 @@ def _used(session: Session, since: dt.datetime) -> int:
         .where(UsageRecord.created_at >= since)).scalar())
 
 
-def check(session: Session, tenant_id: uuid.UUID) -> None:
+def check(session: Session, tenant_id: uuid.UUID) -> str | None:
+    """None when within budget; "extractive" when over budget and the tenant chose to be served by the
+    zero-cost extractive responder instead (`on_exceed: "extractive"`); otherwise BudgetExceeded."""
     budgets = ((session.get(Tenant, tenant_id).settings or {}).get("budgets") or {})
     now = dt.datetime.now(dt.UTC)
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -55,10 +57,13 @@ def check(session: Session, tenant_id: uuid.UUID) -> None:
         if limit is not None:
             used = _used(session, since)
             if used >= int(limit):
+                if budgets.get("on_exceed") == "extractive":
+                    return "extractive"
                 raise BudgetExceeded(f"the tenant's {label} token budget ({limit}) is used up ({used} used)",
                                      details={"budget": label, "limit": int(limit), "used": used,
                                               "retry_after_s": int(((day + dt.timedelta(days=1)) - now)
                                                                    .total_seconds()) if label == "daily" else 3600})
+    return None
 
 
 def record(session: Session, tenant_id: uuid.UUID, subject: str, agent: str, tier: str, model: str,

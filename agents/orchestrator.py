@@ -27,6 +27,7 @@ from compliance.access import ceiling
 from compliance.pii import sanitise
 from core import llm
 from core.errors import Forbidden, InvalidInput
+from core.extractive import MODEL as EXTRACTIVE_MODEL
 from core.extractive import NO_ANSWER, SOURCES_END
 from core.models import AgentRun
 from core.settings import get_settings
@@ -93,15 +94,17 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
     """`scripted`: replies for successive model calls through the LiteLLM seam (tests).
     With `tenant_id`, the tenant's token budget is checked first (BudgetExceeded → 429)."""
     trace: list[dict] = []
-    if tenant_id is not None:
-        budget.check(session, tenant_id)
+    over_budget = budget.check(session, tenant_id) if tenant_id is not None else None
 
     def step(name: str, t0: float, **detail) -> None:
         trace.append({"step": name, "ms": round((time.perf_counter() - t0) * 1000, 1), **detail})
 
     t = time.perf_counter()
     step("OBSERVE", t, history_turns=len(history) // 2, role=caller.role, ceiling=ceiling(caller.role),
-         groups=list(caller.groups))
+         groups=list(caller.groups), budget="exceeded: served by the extractive responder" if over_budget else "ok")
+
+    def model_for(tier: str) -> str:
+        return EXTRACTIVE_MODEL if over_budget else tier_model(tier)
 
     t = time.perf_counter()
     r = route(message)
@@ -126,7 +129,7 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
             prepared.messages[0]["content"] = prepared.messages[0]["content"].replace(
                 SOURCES_END, f"\n[{n}] Tool {res.skill}: {res.title}\n{res.text}\n{SOURCES_END}")
             step("THINK.skill", t, tool=res.skill, args={"question": message}, result=res.data)
-            if llm.is_extractive(tier_model(spec.tier)):
+            if llm.is_extractive(model_for(spec.tier)):
                 direct = _direct_answer(res, prepared, n)
         except (Forbidden, InvalidInput) as exc:
             step("THINK.skill", t, tool=skill_name, denied=exc.code, reason=exc.message)
@@ -137,7 +140,7 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
     replies = list(scripted or [])
     while True:
         tier = TIERS[tier_index]
-        model = tier_model(tier)
+        model = model_for(tier)
         t = time.perf_counter()
         if direct is not None and not replies:
             # The skill's structured output is the answer (the extractive responder would only quote

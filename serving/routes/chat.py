@@ -134,7 +134,10 @@ def _store_reply(principal, body: ChatIn, conv_id, out: orchestrator.Outcome, la
         run_id = orchestrator.record(s, principal.tenant_id, principal.subject, out, conv_id, msg_id)
         _audit(s, principal, body, conv_id, msg_id, out.model, latency_ms, out.prepared.hits, out.citations, streamed,
                extra={"specialist": out.specialist, "model_tier": out.tier, "outcome": out.outcome,
-                      "trace_id": str(run_id), "tools": [st.get("tool") for st in out.trace if st.get("tool")]})
+                      "trace_id": str(run_id), "tools": [st.get("tool") for st in out.trace if st.get("tool")],
+                      "tool_calls": [{k: st.get(k) for k in ("tool", "args", "result", "denied", "requested_by")
+                                      if st.get(k) is not None}
+                                     for st in out.trace if st["step"] == "THINK.skill"]})
     return msg_id, run_id
 
 

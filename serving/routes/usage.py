@@ -34,6 +34,7 @@ class UsageOut(BaseModel):
 class BudgetsIn(BaseModel):
     daily_tokens: Annotated[int | None, Field(ge=1)] = None
     monthly_tokens: Annotated[int | None, Field(ge=1)] = None
+    on_exceed: Literal["reject", "extractive"] = "reject"  # 429, or serve with the zero-cost extractive responder
 
 
 @router.get("/usage", response_model=UsageOut)

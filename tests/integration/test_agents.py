@@ -226,3 +226,19 @@ def test_model_tool_calls_are_role_checked(corpus, real_model_names):
     used = [st for st in op.trace if st["step"] == "THINK.skill" and st.get("requested_by") == "model"]
     assert used and used[0]["tool"] == "calculations" and used[0]["result"]["result"] == pytest.approx(18.439, 1e-3)
     assert op.outcome == "verified" and len(op.calls) == 2  # tool round + final answer
+
+
+def test_over_budget_can_be_served_by_the_extractive_responder(client, make_tenant, real_model_names):
+    t = make_tenant("cheap")
+    _index(t, "MM-200 manual", 2, [], "Use only HLP 46 hydraulic oil. Replace the return filter every 2000 hours.")
+    r = client.put("/v1/budgets", json={"daily_tokens": 10, "on_exceed": "extractive"}, headers=_h(t, Role.admin))
+    assert r.status_code == 200
+    with tenant_session(t.id) as s:
+        first = orchestrator.run(s, Caller("operator"), "u", "Which hydraulic oil?", [],
+                                 scripted=["Use HLP 46 [1]."], tenant_id=t.id)
+        orchestrator.record(s, t.id, "u", first, None, None)
+    assert first.model == "openai/eap-light"
+    with tenant_session(t.id) as s:
+        second = orchestrator.run(s, Caller("operator"), "u", "Which hydraulic oil?", [], tenant_id=t.id)
+    assert second.model == "eap-extractive/grounded" and "HLP 46" in second.text
+    assert second.trace[0]["budget"].startswith("exceeded")
