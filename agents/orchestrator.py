@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from agents import budget, skills
 from agents.answer import Citation, Prepared, citations_for, prepare
-from agents.router import route
+from agents.router import route, route_with_model
 from agents.specialists import SPECIALISTS
 from compliance.access import ceiling
 from compliance.pii import sanitise
@@ -94,6 +94,7 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
     """`scripted`: replies for successive model calls through the LiteLLM seam (tests).
     With `tenant_id`, the tenant's token budget is checked first (BudgetExceeded → 429)."""
     trace: list[dict] = []
+    replies = list(scripted or [])
     over_budget = budget.check(session, tenant_id) if tenant_id is not None else None
 
     def step(name: str, t0: float, **detail) -> None:
@@ -108,6 +109,12 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
 
     t = time.perf_counter()
     r = route(message)
+    light = model_for("LIGHT")
+    if get_settings().llm_routing and not llm.is_extractive(light):
+        by_model = route_with_model(message, light, mock_response=replies.pop(0) if replies else None)
+        if by_model is not None:
+            by_model.scores, by_model.reason = r.scores, f"{by_model.reason} (embedding router: {r.specialist})"
+            r = by_model
     spec = SPECIALISTS[r.specialist]
     step("THINK.route", t, specialist=spec.key, confidence=round(r.confidence, 4), fallback=r.fallback,
          reason=r.reason, scores={k2: round(v, 4) for k2, v in r.scores.items()})
@@ -137,7 +144,6 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
     tier_index = TIERS.index(spec.tier)
     escalations, text, model, verdict = 0, "", "", Verdict(False, False, ["not run"])
     calls: list[dict] = []
-    replies = list(scripted or [])
     while True:
         tier = TIERS[tier_index]
         model = model_for(tier)

@@ -56,3 +56,21 @@ def route(question: str) -> Route:
         return Route(DEFAULT, margin, scores, True,
                      f"ambiguous between {ranked[0]} and {ranked[1]} (margin {margin:.3f}): Document Analyst")
     return Route(ranked[0], margin, scores, False, f"best match {ranked[0]} (margin {margin:.3f})")
+
+
+def route_with_model(question: str, model: str, mock_response: str | None = None) -> Route | None:
+    """The optional LLM classifier (EAP_LLM_ROUTING=true with a model configured). Returns None when
+    the reply is not one of the specialist keys; the caller then keeps the embedding route."""
+    from core import llm
+
+    listing = "\n".join(f"- {k}: {s.description}" for k, s in SPECIALISTS.items())
+    messages = [
+        {"role": "system", "content": "Classify the user's request for a manufacturing assistant. Reply with exactly "
+                                      f"one key from this list and nothing else:\n{listing}"},
+        {"role": "user", "content": question},
+    ]
+    reply = llm.complete(messages, model=model, mock_response=mock_response).text.strip().lower()
+    key = reply.strip(" .`'\"")
+    if key not in SPECIALISTS:
+        return None
+    return Route(key, 1.0, {}, False, f"LLM classifier ({model}) chose {key}")

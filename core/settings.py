@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     llm_model_standard: str | None = None
     llm_model_heavy: str | None = None
     price_table: str | None = None  # JSON {"LIGHT": [in_per_1k, out_per_1k], ...}
+    # Ask the LIGHT model to classify intent; embedding routing stays the fallback.
+    llm_routing: bool = False
     reranker_model_path: str | None = None  # a local FlagEmbedding cross-encoder folder (bge-reranker-v2-m3)
     ingest_batch_size: int = Field(default=50, ge=1, le=1000)
     pii_sanitise_all: bool = True  # Class III/IV are always sanitised; this extends it to I/II

@@ -242,3 +242,18 @@ def test_over_budget_can_be_served_by_the_extractive_responder(client, make_tena
         second = orchestrator.run(s, Caller("operator"), "u", "Which hydraulic oil?", [], tenant_id=t.id)
     assert second.model == "eap-extractive/grounded" and "HLP 46" in second.text
     assert second.trace[0]["budget"].startswith("exceeded")
+
+
+def test_optional_llm_classifier_with_embedding_fallback(corpus, real_model_names, monkeypatch):
+    a, _, _ = corpus
+    monkeypatch.setenv("EAP_LLM_ROUTING", "true")
+    get_settings.cache_clear()
+    with tenant_session(a.id) as s:
+        chosen = orchestrator.run(s, Caller("operator"), "u", "What is the oil change interval?", [],
+                                  scripted=["quality_inspector", "Change the oil every 4000 operating hours [1]."])
+        garbled = orchestrator.run(s, Caller("operator"), "u", "What is the oil change interval?", [],
+                                   scripted=["I think maybe the maintenance person?",
+                                             "Change the oil every 4000 operating hours [1]."])
+    assert chosen.specialist == "quality_inspector" and "LLM classifier" in chosen.trace[1]["reason"]
+    assert garbled.specialist == "maintenance_advisor"  # unparseable reply: the embedding route stands
+    monkeypatch.delenv("EAP_LLM_ROUTING")
