@@ -38,6 +38,23 @@ _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w.])")
 _CITE = re.compile(r"\[\d{1,2}\]")
 
 
+_COMPLEX = re.compile(r"\b(why|root cause|compare|trade-?off|should we|plan|impact|analy[sz]e)\b", re.I)
+
+
+def complexity(question: str) -> str:
+    """SIMPLE / MODERATE / COMPLEX from the request's shape (the composition work of the intelligence
+    loop refines this): long, multi-part or causal questions need a stronger tier."""
+    words = len(question.split())
+    parts = question.count("?") + len(re.findall(r"\band\b.*\?", question))
+    signals = (words > 30) + (parts > 1) + bool(_COMPLEX.search(question))
+    return "COMPLEX" if signals >= 2 else "MODERATE" if signals == 1 else "SIMPLE"
+
+
+def pick_tier(specialist_tier: str, level: str) -> str:
+    floor = {"SIMPLE": "LIGHT", "MODERATE": "STANDARD", "COMPLEX": "HEAVY"}[level]
+    return TIERS[max(TIERS.index(specialist_tier), TIERS.index(floor))]
+
+
 def tier_model(tier: str) -> str:
     s = get_settings()
     return {"LIGHT": s.llm_model_light, "STANDARD": s.llm_model_standard, "HEAVY": s.llm_model_heavy}.get(
@@ -141,7 +158,11 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
         except (Forbidden, InvalidInput) as exc:
             step("THINK.skill", t, tool=skill_name, denied=exc.code, reason=exc.message)
 
-    tier_index = TIERS.index(spec.tier)
+    level = complexity(message)
+    start_tier = pick_tier(spec.tier, level)
+    trace.append({"step": "THINK.tier", "ms": 0.0, "complexity": level, "tier": start_tier,
+                  "specialist_default": spec.tier})
+    tier_index = TIERS.index(start_tier)
     escalations, text, model, verdict = 0, "", "", Verdict(False, False, ["not run"])
     calls: list[dict] = []
     while True:

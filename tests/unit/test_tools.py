@@ -44,3 +44,15 @@ def test_role_based_skill_access():
         skills.invoke("report_generation", None, Caller("viewer"), "report on porosity")
     with pytest.raises(InvalidInput):
         skills.invoke("format_disk", None, Caller("admin"), "x")
+
+
+def test_complexity_raises_the_starting_tier():
+    from agents.orchestrator import complexity, pick_tier
+
+    assert complexity("What does alarm A-117 mean?") == "SIMPLE"
+    assert complexity("Why are so many parts rejected at final inspection?") == "MODERATE"
+    long_q = ("Why did the defect rate rise on line 2 and should we stop the line? What is the impact on the "
+              "delivery plan for this week and next week if we do?")
+    assert complexity(long_q) == "COMPLEX"
+    assert [pick_tier("LIGHT", lvl) for lvl in ("SIMPLE", "MODERATE", "COMPLEX")] == ["LIGHT", "STANDARD", "HEAVY"]
+    assert pick_tier("STANDARD", "SIMPLE") == "STANDARD"
