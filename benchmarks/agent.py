@@ -26,28 +26,16 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     os.environ.update({"EAP_HOME": tempfile.mkdtemp(prefix="eap-agent-"), "EAP_LOG_JSON": "false",
                        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1"})
-    import dagster as dg
 
-    import definitions
     from agents import orchestrator
+    from benchmarks.common import ingest_in_process
     from core.database import bootstrap, stop_embedded, tenant_session
     from core.tenancy import create_tenant
-    from eap.ingest import submit_paths
     from retrieval.search import Caller
-    from sensors.ingestion import document_intake
 
     bootstrap()
     tenant, _ = create_tenant("agent-bench")
-    submit_paths(tenant.id, sorted((ROOT / "samples").glob("*.*")), classification="II", acl=None, actor="bench",
-                 root=ROOT)
-    inst = dg.DagsterInstance.ephemeral()
-    res = document_intake(dg.build_sensor_context(instance=inst, resources={"db": definitions.defs.resources["db"]}))
-    for req in res.dynamic_partitions_requests:
-        inst.add_dynamic_partitions(req.partitions_def_name, req.partition_keys)
-    for rr in res.run_requests:
-        definitions.defs.resolve_job_def("ingest_documents").execute_in_process(
-            instance=inst, tags=rr.tags, partition_key=rr.partition_key,
-            resources={"db": definitions.defs.resources["db"]})
+    ingest_in_process(tenant.id, sorted((ROOT / "samples").glob("*.*")), ROOT)
 
     labelled = json.loads((ROOT / "tests" / "data" / "routing_questions.json").read_text())
     steps: dict[str, list[float]] = {}

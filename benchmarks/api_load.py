@@ -47,34 +47,22 @@ def main() -> int:
     os.environ.update({"EAP_HOME": tempfile.mkdtemp(prefix="eap-load-"), "EAP_LOG_JSON": "false",
                        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
                        "EAP_RATE_LIMIT_USER_PER_MINUTE": "100000", "EAP_RATE_LIMIT_TENANT_PER_MINUTE": "100000"})
-    import dagster as dg
     import httpx
 
-    import definitions
     from agents.answer import answer
+    from benchmarks.common import ingest_in_process
     from core.database import bootstrap, stop_embedded, tenant_session
     from core.models import Role
     from core.security import mint_token
     from core.settings import get_settings
     from core.tenancy import create_tenant
-    from eap.ingest import submit_paths
     from eap.up import child_env
     from retrieval.search import Caller
-    from sensors.ingestion import document_intake
 
     settings = get_settings()
     urls = bootstrap()
     tenant, _ = create_tenant("load")
-    submit_paths(tenant.id, sorted((ROOT / "samples").glob("*.*")), classification="II", acl=None, actor="bench",
-                 root=ROOT)
-    inst = dg.DagsterInstance.ephemeral()
-    res = document_intake(dg.build_sensor_context(instance=inst, resources={"db": definitions.defs.resources["db"]}))
-    for req in res.dynamic_partitions_requests:
-        inst.add_dynamic_partitions(req.partitions_def_name, req.partition_keys)
-    job = definitions.defs.resolve_job_def("ingest_documents")
-    for rr in res.run_requests:
-        job.execute_in_process(instance=inst, tags=rr.tags, partition_key=rr.partition_key,
-                               resources={"db": definitions.defs.resources["db"]})
+    ingest_in_process(tenant.id, sorted((ROOT / "samples").glob("*.*")), ROOT)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
