@@ -5,8 +5,11 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.ingestion import ASSETS, CHECKS
+from assets.quality import boosts_job, feedback_arrivals, nightly_boosts, source_boosts
 from assets.resources import PlatformDatabase
 
 
 def defs() -> dg.Definitions:
-    return dg.Definitions(assets=ASSETS, asset_checks=CHECKS, resources={"db": PlatformDatabase()})
+    return dg.Definitions(assets=[*ASSETS, source_boosts], asset_checks=CHECKS, jobs=[boosts_job],
+                          schedules=[nightly_boosts], sensors=[feedback_arrivals],
+                          resources={"db": PlatformDatabase()})

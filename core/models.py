@@ -318,3 +318,29 @@ class UsageRecord(Base):
     cost: Mapped[float] = mapped_column(sa.Numeric(14, 6), nullable=False)
     run_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
     created_at: Mapped[dt.datetime] = _now()
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+    __table_args__ = (sa.UniqueConstraint("message_id", "user_subject", name="uq_feedback_message_user"),)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    message_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, sa.ForeignKey("messages.id", ondelete="CASCADE"))
+    user_subject: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    rating: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    value: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    comment: Mapped[str | None] = mapped_column(sa.Text)
+    cited: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class SourceBoost(Base):
+    __tablename__ = "source_boosts"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    source_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    boost: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    votes: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    updated_at: Mapped[dt.datetime] = _now()

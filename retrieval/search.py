@@ -210,7 +210,7 @@ def search(session: Session, caller: Caller, query: str, k: int = 8, filters: Fi
     timings["lexical"] = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
     fused = rrf([d, lx])
-    order = sorted(fused, key=lambda cid: (-fused[cid], str(cid)))[: max(k, candidates if _rerank_path() else k)]
+    order = sorted(fused, key=lambda cid: (-fused[cid], str(cid)))
     if not order:
         return SearchResult([], notes=["no readable chunk matched"], timings_ms=timings)
     rows = session.execute(
@@ -219,19 +219,31 @@ def search(session: Session, caller: Caller, query: str, k: int = 8, filters: Fi
         {"ids": [str(c) for c in order]},
     ).all()
     by_id = {r[0]: r for r in rows}
+    # Feedback-weighted boosts (quality loop): a chunk's own boost, else its document's, else 1.
+    boosts = {(kind, sid): b for kind, sid, b in session.execute(
+        text("SELECT kind, source_id, boost FROM source_boosts WHERE (kind = 'chunk' AND source_id = ANY("
+             "CAST(:c AS uuid[]))) OR (kind = 'document' AND source_id = ANY(CAST(:d AS uuid[])))"),
+        {"c": [str(c) for c in order], "d": list({str(r[1]) for r in rows})}).all()}
     d_rank = {cid: (i + 1, s) for i, (cid, s) in enumerate(d)}
     l_rank = {cid: (i + 1, s) for i, (cid, s) in enumerate(lx)}
     hits = []
+    boosted = 0
     for cid in order:
         r = by_id.get(cid)
         if r is None:
             continue
+        factor = boosts.get(("chunk", cid)) or boosts.get(("document", r[1])) or 1.0
+        boosted += factor != 1.0
         hits.append(Hit(chunk_id=cid, document_id=r[1], title=r[2], text=r[3], page=r[4], section=r[5],
-                        classification=r[6], score=fused[cid],
+                        classification=r[6], score=fused[cid] * factor,
                         dense_rank=d_rank.get(cid, (None, None))[0], dense_similarity=d_rank.get(cid, (None, None))[1],
                         lexical_rank=l_rank.get(cid, (None, None))[0], bm25=l_rank.get(cid, (None, None))[1]))
+    hits.sort(key=lambda h: (-h.score, str(h.chunk_id)))
+    hits = hits[: max(k, candidates if _rerank_path() else k)]
     timings["fuse_fetch"] = (time.perf_counter() - t) * 1000
     result = SearchResult(hits, timings_ms=timings)
+    if boosted:
+        result.notes.append(f"feedback boosts applied to {boosted} candidate chunks")
     path = _rerank_path()
     if path:
         scores = _reranker(path).compute_score([[query, h.text] for h in hits])

@@ -22,10 +22,12 @@ from core.models import (
     ChunkTerm,
     Conversation,
     Document,
+    Feedback,
     LexicalStats,
     MESObservation,
     Message,
     Role,
+    SourceBoost,
     TermStats,
     UsageRecord,
     User,
@@ -79,7 +81,13 @@ def _seed(tenant) -> None:
         conv = Conversation(tenant_id=tenant.id, user_subject="u", title="t")
         s.add(conv)
         s.flush()
-        s.add(Message(tenant_id=tenant.id, conversation_id=conv.id, role="user", content=f"question of {tenant.name}"))
+        msg = Message(tenant_id=tenant.id, conversation_id=conv.id, role="assistant",
+                      content=f"answer of {tenant.name}")
+        s.add(msg)
+        s.flush()
+        s.add(Feedback(tenant_id=tenant.id, message_id=msg.id, user_subject="u", rating="up", value=1.0))
+    with system_session() as s:  # boosts are written by the pipeline only (the app role may read them)
+        s.add(SourceBoost(tenant_id=tenant.id, kind="chunk", source_id=uuid.uuid4(), boost=1.2, votes=1))
         audit.record(s, tenant_id=tenant.id, actor="t", action="seed")
 
 
@@ -156,6 +164,7 @@ def test_unfiltered_updates_and_deletes_touch_zero_rows_of_other_tenant(two_tena
         assert s.execute(text("UPDATE tenants SET display_name = 'pwned'")).rowcount == 1
         assert s.execute(text("UPDATE lexical_stats SET n_chunks = 99")).rowcount == 1
         assert s.execute(text("UPDATE messages SET content = 'pwned'")).rowcount == 1
+        assert s.execute(text("UPDATE feedback SET value = -1")).rowcount == 1
         assert s.execute(text("UPDATE term_stats SET df = 1000")).rowcount == 1
         assert s.execute(text("UPDATE alerts SET status = 'resolved'")).rowcount == 1
         assert s.execute(text("DELETE FROM mes_observations")).rowcount == 1

@@ -1,0 +1,1 @@
+"""The quality loop: feedback → source boosts, fine-tuning datasets. Wrapped by Dagster assets."""

@@ -1,0 +1,123 @@
+"""Feedback → source boosts (real Dagster materialization and sensor) → retrieval ranking."""
+
+from __future__ import annotations
+
+import uuid
+
+import dagster as dg
+import numpy as np
+from sqlalchemy import text
+
+from core.database import tenant_session
+from core.models import Conversation, Message, Role
+from core.security import mint_token
+from core.settings import get_settings
+from retrieval.search import Caller, search
+from tests.integration.test_retrieval import _index
+
+
+def _h(t, user):
+    return {"Authorization": "Bearer " + mint_token(get_settings(), tenant_id=t.id, tenant=t.name, role=Role.operator,
+                                                    subject=user)}
+
+
+def _answer_citing(t, user, doc_id, chunk_id) -> uuid.UUID:
+    """An assistant message in `user`'s conversation that cited the given chunk (as /v1/chat stores it)."""
+    with tenant_session(t.id) as s:
+        conv = Conversation(id=uuid.uuid4(), tenant_id=t.id, user_subject=user, title="q")
+        s.add(conv)
+        s.flush()
+        mid = uuid.uuid4()
+        s.add(Message(id=mid, tenant_id=t.id, conversation_id=conv.id, role="assistant", content="answer [1]",
+                      citations=[{"n": 1, "document_id": str(doc_id), "chunk_id": str(chunk_id), "score": 0.03,
+                                  "title": "x", "page": 1, "section": None}]))
+    return mid
+
+
+def _materialize():
+    import definitions
+    from assets.quality import source_boosts
+
+    res = dg.materialize([source_boosts], resources={"db": definitions.defs.resources["db"]})
+    assert res.success
+    return res.asset_materializations_for_node("source_boosts")[0].metadata
+
+
+def test_feedback_boosts_reorder_retrieval(client, make_tenant):
+    t = make_tenant("fb")
+    vec = np.zeros(384, dtype=np.float32)
+    vec[3] = 1.0
+    body = "Hydraulic oil HLP 46 is used in the HP-400 press."
+    a = _index(t, "manual-a", 2, [], body, vector=vec)
+    b = _index(t, "manual-b", 2, [], body, vector=vec)
+    with tenant_session(t.id) as s:
+        chunk = dict(s.execute(text("SELECT document_id, id FROM chunks")).all())
+        before = [h.title for h in search(s, Caller("operator"), "hydraulic oil HLP 46", k=2).hits]
+    # Users like manual-b's answers and dislike manual-a's.
+    for i in range(3):
+        mid_b = _answer_citing(t, f"u{i}", b, chunk[b])
+        mid_a = _answer_citing(t, f"u{i}", a, chunk[a])
+        assert client.post("/v1/feedback", json={"message_id": str(mid_b), "rating": "up"},
+                           headers=_h(t, f"u{i}")).status_code == 201
+        assert client.post("/v1/feedback", json={"message_id": str(mid_a), "rating": 1, "comment": "wrong SOP"},
+                           headers=_h(t, f"u{i}")).status_code == 201
+    meta = _materialize()
+    assert meta["chunks"].value >= 2
+    with tenant_session(t.id) as s:
+        boosts = dict(s.execute(text("SELECT source_id, boost FROM source_boosts WHERE kind = 'document'")).all())
+        res = search(s, Caller("operator"), "hydraulic oil HLP 46", k=2)
+    assert 0.5 <= boosts[a] < 1.0 < boosts[b] <= 2.0
+    assert boosts[b] == 1 + 3 / (3 + 3)  # three unit votes against three pseudo-votes: smoothed, not 2x
+    assert [h.title for h in res.hits] == ["manual-b", "manual-a"] and sorted(before) == ["manual-a", "manual-b"]
+    assert any("feedback boosts applied" in n for n in res.notes)
+
+
+def test_feedback_api_rules(client, make_tenant):
+    t = make_tenant("fbapi")
+    vec = np.zeros(384, dtype=np.float32)
+    vec[4] = 1.0
+    d = _index(t, "doc", 2, [], "Torque M8 bolts to 25 Nm.", vector=vec)
+    with tenant_session(t.id) as s:
+        cid = s.execute(text("SELECT id FROM chunks")).scalar()
+    mid = _answer_citing(t, "olga", d, cid)
+    assert client.post("/v1/feedback", json={"message_id": str(mid), "rating": "up"},
+                       headers=_h(t, "mallory")).status_code == 404  # not your answer
+    for bad in ({"message_id": str(mid), "rating": 6}, {"message_id": str(mid), "rating": "meh"},
+                {"message_id": "x", "rating": "up"}, {"rating": "up"}):
+        assert client.post("/v1/feedback", json=bad, headers=_h(t, "olga")).status_code == 422
+    assert client.post("/v1/feedback", json={"message_id": str(mid), "rating": "up"},
+                       headers=_h(t, "olga")).json()["value"] == 1.0
+    second = client.post("/v1/feedback", json={"message_id": str(mid), "rating": 2}, headers=_h(t, "olga")).json()
+    assert second["value"] == -0.5
+    with tenant_session(t.id) as s:
+        assert s.execute(text("SELECT count(*), max(value) FROM feedback")).one() == (1, -0.5)  # replaced
+
+
+def test_feedback_sensor_triggers_on_enough_new_feedback(client, make_tenant, monkeypatch):
+    import definitions
+    from assets.quality import feedback_arrivals
+    from quality.feedback import feedback_count
+
+    monkeypatch.setenv("EAP_FEEDBACK_TRIGGER", "2")
+    get_settings.cache_clear()
+    try:
+        n0, _ = feedback_count()
+        ctx = dg.build_sensor_context(cursor=str(n0), resources={"db": definitions.defs.resources["db"]})
+        assert isinstance(feedback_arrivals(ctx), dg.SkipReason)
+        t = make_tenant("fbs")
+        vec = np.zeros(384, dtype=np.float32)
+        vec[5] = 1.0
+        d = _index(t, "doc", 2, [], "Coolant concentration 6 percent.", vector=vec)
+        with tenant_session(t.id) as s:
+            cid = s.execute(text("SELECT id FROM chunks")).scalar()
+        for user in ("a", "b"):
+            mid = _answer_citing(t, user, d, cid)
+            client.post("/v1/feedback", json={"message_id": str(mid), "rating": 5}, headers=_h(t, user))
+        ctx = dg.build_sensor_context(cursor=str(n0), resources={"db": definitions.defs.resources["db"]})
+        req = feedback_arrivals(ctx)
+        assert isinstance(req, dg.RunRequest) and req.run_key.startswith(f"boosts:{n0 + 2}:")
+        assert isinstance(feedback_arrivals(dg.build_sensor_context(
+            cursor=ctx.cursor, resources={"db": definitions.defs.resources["db"]})), dg.SkipReason)
+    finally:
+        monkeypatch.delenv("EAP_FEEDBACK_TRIGGER")
+        get_settings.cache_clear()
