@@ -17,10 +17,22 @@ def source_boosts(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg
                                           "prior_votes": feedback.PRIOR, "bounds": "0.5-2.0"})
 
 
+@dg.asset(group_name=QUALITY, description="Chat-format JSONL of positively rated answers per tenant, PII-scrubbed, "
+                                          "Class III/IV excluded, de-duplicated, with a data card.")
+def finetune_dataset(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+    from quality import finetune
+
+    written = finetune.build()
+    return dg.MaterializeResult(metadata={"tenants": len(written),
+                                          "records": sum(w["records"] for w in written.values()),
+                                          "files": dg.MetadataValue.json(written)})
+
+
 boosts_job = dg.define_asset_job("refresh_source_boosts", selection=[source_boosts])
 
 nightly_boosts = dg.ScheduleDefinition(name="nightly_source_boosts", job=boosts_job, cron_schedule="0 2 * * *",
                                        default_status=dg.DefaultScheduleStatus.RUNNING)
+finetune_job = dg.define_asset_job("export_finetune_dataset", selection=[finetune_dataset])
 
 
 @dg.sensor(job=boosts_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import dagster as dg
@@ -121,3 +122,44 @@ def test_feedback_sensor_triggers_on_enough_new_feedback(client, make_tenant, mo
     finally:
         monkeypatch.delenv("EAP_FEEDBACK_TRIGGER")
         get_settings.cache_clear()
+
+
+def test_finetune_dataset_is_scrubbed_filtered_and_deduplicated(client, make_tenant):
+    import json
+
+    import definitions
+    from assets.quality import finetune_dataset
+
+    t = make_tenant("ft")
+    vec = np.zeros(384, dtype=np.float32)
+    vec[6] = 1.0
+    open_doc = _index(t, "sop", 2, [], "Grease the ram bearings every 500 hours.", vector=vec)
+    secret_doc = _index(t, "recipe", 3, ["qa"], "Anneal at 540 C for 4 hours.", vector=vec)
+    with tenant_session(t.id) as s:
+        chunk = dict(s.execute(text("SELECT document_id, id FROM chunks")).all())
+
+    def qa(user, doc, question, rating):
+        mid = _answer_citing(t, user, doc, chunk[doc])
+        with tenant_session(t.id) as s:
+            conv = s.execute(text("SELECT conversation_id FROM messages WHERE id = :m"), {"m": mid}).scalar()
+            s.add(Message(tenant_id=t.id, conversation_id=conv, role="user", content=question,
+                          created_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC)))
+        assert client.post("/v1/feedback", json={"message_id": str(mid), "rating": rating},
+                           headers=_h(t, user)).status_code == 201
+
+    qa("u1", open_doc, "Ask jana.novak@acme.cz: how often are bearings greased?", "up")
+    qa("u2", open_doc, "Ask jana.novak@acme.cz: how often are bearings greased?", 5)  # duplicate after scrubbing
+    qa("u3", secret_doc, "What is the anneal recipe?", "up")  # Class III: excluded
+    qa("u4", open_doc, "Bad answer?", "down")  # negative: not a candidate
+
+    res = dg.materialize([finetune_dataset], resources={"db": definitions.defs.resources["db"]})
+    assert res.success
+    folder = get_settings().home / "datasets" / "finetune" / t.name
+    lines = (folder / "train.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    rec = json.loads(lines[0])
+    assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant"]
+    assert rec["messages"][1]["content"] == "Ask [EMAIL]: how often are bearings greased?"
+    card = json.loads((folder / "data_card.json").read_text())
+    assert (card["records"], card["candidates"], card["excluded_restricted"], card["duplicates"]) == (1, 3, 1, 1)
+    assert card["pii_replaced"] == 1 and "Class III/IV" in card["filters"]["classification"]
