@@ -28,6 +28,46 @@ def finetune_dataset(context: dg.AssetExecutionContext, db: PlatformDatabase) ->
                                           "files": dg.MetadataValue.json(written)})
 
 
+@dg.asset(group_name=QUALITY, description="Nightly golden-dataset evaluation through the real orchestrator: "
+                                          "retrieval (recall@k, MRR, nDCG) and answers (facts, citations, routing) "
+                                          "per specialist, with history, regression flags and an HTML report.")
+def golden_eval(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+    from core.settings import get_settings
+    from core.tenancy import get_tenant
+    from quality import evaluation
+
+    meta: dict = {}
+    for name in [n.strip() for n in get_settings().eval_tenants.split(",") if n.strip()]:
+        try:
+            tenant = get_tenant(name)
+        except Exception as exc:  # noqa: BLE001 - a missing tenant is reported, not fatal
+            context.log.warning(f"eval tenant {name!r} skipped: {exc}")
+            continue
+        run = evaluation.evaluate(tenant.id)
+        meta[f"{name}/overall"] = dg.MetadataValue.json(run.overall)
+        meta[f"{name}/per_specialist"] = dg.MetadataValue.json(run.per_specialist)
+        meta[f"{name}/regressions"] = len(run.regressions)
+        meta[f"{name}/report"] = dg.MetadataValue.path(run.report_path)
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset_check(asset=golden_eval, description="The latest evaluation did not regress against the one before.")
+def no_eval_regression(db: PlatformDatabase) -> dg.AssetCheckResult:
+    from sqlalchemy import text
+
+    from core.database import system_session
+
+    with system_session() as s:
+        rows = s.execute(text("SELECT DISTINCT ON (tenant_id) tenant_id, regressions FROM eval_runs "
+                              "ORDER BY tenant_id, created_at DESC")).all()
+    flagged = {str(t): r for t, r in rows if r}
+    return dg.AssetCheckResult(passed=not flagged, metadata={"regressions": dg.MetadataValue.json(flagged)})
+
+
+eval_job = dg.define_asset_job("nightly_golden_eval", selection=[golden_eval])
+nightly_eval = dg.ScheduleDefinition(name="nightly_golden_eval", job=eval_job, cron_schedule="0 3 * * *",
+                                     default_status=dg.DefaultScheduleStatus.RUNNING)
+
 boosts_job = dg.define_asset_job("refresh_source_boosts", selection=[source_boosts])
 
 nightly_boosts = dg.ScheduleDefinition(name="nightly_source_boosts", job=boosts_job, cron_schedule="0 2 * * *",

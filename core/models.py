@@ -344,3 +344,16 @@ class SourceBoost(Base):
     boost: Mapped[float] = mapped_column(sa.Float, nullable=False)
     votes: Mapped[float] = mapped_column(sa.Float, nullable=False)
     updated_at: Mapped[dt.datetime] = _now()
+
+
+class EvalRun(Base):
+    __tablename__ = "eval_runs"
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    dataset_version: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    overall: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    per_specialist: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    per_question: Mapped[list] = mapped_column(JSONB, nullable=False)
+    regressions: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    report_path: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = _now()

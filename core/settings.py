@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     llm_model_heavy: str | None = None
     price_table: str | None = None  # JSON {"LIGHT": [in_per_1k, out_per_1k], ...}
     feedback_trigger: int = Field(default=20, ge=1)  # new feedback rows that trigger a boost refresh
+    eval_tenants: str = "default"  # comma-separated tenants the nightly golden evaluation runs for
     # Ask the LIGHT model to classify intent; embedding routing stays the fallback.
     llm_routing: bool = False
     reranker_model_path: str | None = None  # a local FlagEmbedding cross-encoder folder (bge-reranker-v2-m3)

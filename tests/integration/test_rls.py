@@ -22,6 +22,7 @@ from core.models import (
     ChunkTerm,
     Conversation,
     Document,
+    EvalRun,
     Feedback,
     LexicalStats,
     MESObservation,
@@ -78,6 +79,7 @@ def _seed(tenant) -> None:
                        model="m", outcome="verified", trace=[{"step": "OBSERVE"}]))
         s.add(UsageRecord(tenant_id=tenant.id, user_subject="u", agent="a", tier="LIGHT", model="m",
                           prompt_tokens=1, completion_tokens=1, cost=0))
+        s.add(EvalRun(tenant_id=tenant.id, dataset_version="v", overall={}, per_specialist={}, per_question=[]))
         conv = Conversation(tenant_id=tenant.id, user_subject="u", title="t")
         s.add(conv)
         s.flush()
