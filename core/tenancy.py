@@ -79,3 +79,13 @@ def ensure_user(tenant: TenantRef, username: str, role: Role, groups: list[str] 
         return s.execute(
             select(User.id).where(User.tenant_id == tenant.id, User.username == username)
         ).scalar_one()
+
+
+def set_tenant_setting(tenant_id: uuid.UUID, key: str, value: dict, *, actor: str, actor_role: str) -> dict:
+    """Replace one section of the tenant's settings (e.g. "mes", "budgets"), audited."""
+    with tenant_session(tenant_id) as s:
+        t = s.get(Tenant, tenant_id)
+        t.settings = {**(t.settings or {}), key: value}
+        audit.record(s, tenant_id=tenant_id, actor=actor, actor_role=actor_role, action=f"tenant.settings.{key}",
+                     resource_type="tenant", resource_id=str(tenant_id), details=value)
+    return value

@@ -274,9 +274,6 @@ def set_alert_status(tenant_id: uuid.UUID, alert_id: uuid.UUID, status: str, *, 
 
 def configure_mes(tenant_id: uuid.UUID, cfg: dict, *, actor: str, actor_role: str) -> dict:
     """Point a tenant's monitoring at its MES endpoint (audited)."""
-    with tenant_session(tenant_id) as s:
-        t = s.get(Tenant, tenant_id)
-        t.settings = {**(t.settings or {}), "mes": cfg}
-        audit.record(s, tenant_id=tenant_id, actor=actor, actor_role=actor_role, action="integration.mes.set",
-                     resource_type="tenant", resource_id=str(tenant_id), details=cfg)
-    return cfg
+    from core.tenancy import set_tenant_setting
+
+    return set_tenant_setting(tenant_id, "mes", cfg, actor=actor, actor_role=actor_role)

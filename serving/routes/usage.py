@@ -7,9 +7,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from core import audit
 from core.database import tenant_session
-from core.models import Role, Tenant, UsageRecord
+from core.models import Role, UsageRecord
+from core.tenancy import set_tenant_setting
 from serving.deps import PrincipalDep, require_role
 
 router = APIRouter(prefix="/v1", tags=["usage"])
@@ -60,10 +60,6 @@ def get_usage(principal: PrincipalDep,
 @router.put("/budgets", dependencies=[require_role(Role.admin)])
 def put_budgets(body: BudgetsIn, principal: PrincipalDep) -> dict:
     """The tenant's token budgets (unset = unlimited)."""
-    cfg = body.model_dump(exclude_none=True)
-    with tenant_session(principal.tenant_id) as s:
-        t = s.get(Tenant, principal.tenant_id)
-        t.settings = {**(t.settings or {}), "budgets": cfg}
-        audit.record(s, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
-                     action="budgets.set", resource_type="tenant", resource_id=str(principal.tenant_id), details=cfg)
+    cfg = set_tenant_setting(principal.tenant_id, "budgets", body.model_dump(exclude_none=True),
+                             actor=principal.subject, actor_role=principal.role.value)
     return {"budgets": cfg}
