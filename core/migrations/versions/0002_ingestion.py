@@ -7,9 +7,9 @@ Create Date: 2026-11-24
 """
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
 
-from core.rls import tenant_rls_sql
+from core.migrations.helpers import CRUD, secure_tenant_tables, tenant_fk
 
 revision = "0002"
 down_revision = "0001"
@@ -18,9 +18,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-    app = context.config.attributes["app_role"]
-    owner = context.config.attributes["owner_role"]
-
     op.add_column("documents", sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False,
                                          server_default=sa.func.now()))
     op.add_column("documents", sa.Column("format", sa.Text))
@@ -53,7 +50,7 @@ def upgrade() -> None:
     # as the chunk writes, so scores are exact BM25 over what is serving).
     op.create_table(
         "chunk_terms",
-        sa.Column("tenant_id", sa.Uuid, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+        tenant_fk(),
         sa.Column("chunk_id", sa.Uuid, sa.ForeignKey("chunks.id", ondelete="CASCADE"), nullable=False),
         sa.Column("term", sa.Text, nullable=False),
         sa.Column("tf", sa.Integer, nullable=False),
@@ -66,10 +63,7 @@ def upgrade() -> None:
         sa.Column("n_chunks", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("total_len", sa.BigInteger, nullable=False, server_default="0"),
     )
-    for table in ("chunk_terms", "lexical_stats"):
-        for stmt in tenant_rls_sql(table, app_role=app, owner_role=owner):
-            op.execute(stmt)
-    op.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON chunk_terms, lexical_stats TO "{app}"')
+    secure_tenant_tables({"chunk_terms": CRUD, "lexical_stats": CRUD})
 
 
 def downgrade() -> None:

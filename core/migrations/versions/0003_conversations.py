@@ -6,10 +6,10 @@ Create Date: 2026-11-24
 """
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-from core.rls import tenant_rls_sql
+from core.migrations.helpers import CRUD, secure_tenant_tables, tenant_fk, timestamp, uuid_pk
 
 revision = "0003"
 down_revision = "0002"
@@ -18,22 +18,20 @@ depends_on = None
 
 
 def upgrade() -> None:
-    app = context.config.attributes["app_role"]
-    owner = context.config.attributes["owner_role"]
     op.create_table(
         "conversations",
-        sa.Column("id", sa.Uuid, primary_key=True, server_default=sa.text("gen_random_uuid()")),
-        sa.Column("tenant_id", sa.Uuid, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+        uuid_pk(),
+        tenant_fk(),
         sa.Column("user_subject", sa.Text, nullable=False),
         sa.Column("title", sa.Text),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        timestamp(),
+        timestamp("updated_at"),
     )
     op.create_index("ix_conversations_tenant_user", "conversations", ["tenant_id", "user_subject", "updated_at"])
     op.create_table(
         "messages",
-        sa.Column("id", sa.Uuid, primary_key=True, server_default=sa.text("gen_random_uuid()")),
-        sa.Column("tenant_id", sa.Uuid, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+        uuid_pk(),
+        tenant_fk(),
         sa.Column("conversation_id", sa.Uuid, sa.ForeignKey("conversations.id", ondelete="CASCADE"),
                   nullable=False),
         sa.Column("role", sa.Text, nullable=False),
@@ -42,15 +40,12 @@ def upgrade() -> None:
         sa.Column("model", sa.Text),
         sa.Column("specialist", sa.Text),
         sa.Column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'")),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        timestamp(),
         sa.CheckConstraint("role IN ('user','assistant')", name="ck_messages_role"),
     )
     op.create_index("ix_messages_conversation", "messages", ["conversation_id", "created_at"])
     op.create_index("ix_messages_tenant_id", "messages", ["tenant_id"])
-    for table in ("conversations", "messages"):
-        for stmt in tenant_rls_sql(table, app_role=app, owner_role=owner):
-            op.execute(stmt)
-    op.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON conversations, messages TO "{app}"')
+    secure_tenant_tables({"conversations": CRUD, "messages": CRUD})
 
 
 def downgrade() -> None:

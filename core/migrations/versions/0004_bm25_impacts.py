@@ -8,10 +8,10 @@ Create Date: 2026-11-24
 """
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from core.rls import tenant_rls_sql
+from core.migrations.helpers import CRUD, secure_tenant_tables, tenant_fk
 
 revision = "0004"
 down_revision = "0003"
@@ -20,8 +20,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-    app = context.config.attributes["app_role"]
-    owner = context.config.attributes["owner_role"]
     op.add_column("chunk_terms", sa.Column("classification", sa.SmallInteger, nullable=False, server_default="1"))
     op.add_column("chunk_terms", sa.Column("acl_groups", ARRAY(sa.Text), nullable=False,
                                            server_default=sa.text("'{}'")))
@@ -44,16 +42,14 @@ def upgrade() -> None:
                "INCLUDE (chunk_id, tf, lexical_len, classification, acl_groups)")
     op.create_table(
         "term_stats",
-        sa.Column("tenant_id", sa.Uuid, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+        tenant_fk(),
         sa.Column("term", sa.Text, nullable=False),
         sa.Column("df", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("tenant_id", "term"),
     )
     op.execute("INSERT INTO term_stats (tenant_id, term, df) SELECT tenant_id, term, count(*) FROM chunk_terms "
                "GROUP BY tenant_id, term")
-    for stmt in tenant_rls_sql("term_stats", app_role=app, owner_role=owner):
-        op.execute(stmt)
-    op.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON term_stats TO "{app}"')
+    secure_tenant_tables({"term_stats": CRUD})
 
 
 def downgrade() -> None:
