@@ -28,7 +28,7 @@ from core.chunking import ChunkDraft, chunk_elements
 from core.database import system_session, tenant_session
 from core.errors import InvalidInput, NotFound
 from core.filestore import FileStore
-from core.lexical import term_frequencies
+from core.lexical import K1, B, term_frequencies
 from core.models import Chunk, Document, LexicalStats
 from core.parsing import EXTENSIONS, MIME, Element, ParsedDocument, UnsupportedFormat, detect_format, parse
 from core.settings import get_settings
@@ -431,8 +431,6 @@ def _remove_chunks(s, tenant_id: uuid.UUID, document_id: uuid.UUID) -> int:  # n
 def impact(tf: int, length: int, avgdl: float) -> float:
     """The BM25 term-frequency component for the current average length: orders postings so the
     best ones for a term are read first (the exact score is recomputed at query time)."""
-    from core.lexical import K1, B
-
     return tf * (K1 + 1) / (tf + K1 * (1 - B + B * length / max(avgdl, 1.0)))
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from compliance.access import can_read, read_filter
 from compliance.classification import CLASS_NAMES
@@ -120,8 +120,9 @@ def list_documents(
                                 Document.acl_groups, Document.review_status))
     if status_filter:
         q = q.where(Document.status == status_filter)
-    rows = db.execute(q.order_by(Document.created_at.desc(), Document.id)).scalars().all()
-    return DocumentList(items=[_out(d) for d in rows[offset : offset + limit]], total=len(rows))
+    total = db.execute(select(func.count()).select_from(q.subquery())).scalar_one()
+    rows = db.execute(q.order_by(Document.created_at.desc(), Document.id).offset(offset).limit(limit)).scalars()
+    return DocumentList(items=[_out(d) for d in rows], total=total)
 
 
 def _get_visible(db, principal, document_id: uuid.UUID) -> Document:  # noqa: ANN001
