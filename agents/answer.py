@@ -52,6 +52,7 @@ class Prepared:
     hits: list[Hit]
     retrieval_notes: list[str] = field(default_factory=list)
     timings_ms: dict = field(default_factory=dict)
+    index_version: int | None = None  # the search index version the sources came from
 
 
 def retrieval_query(message: str, history: list[dict]) -> str:
@@ -62,6 +63,12 @@ def retrieval_query(message: str, history: list[dict]) -> str:
     return message
 
 
+def source_block(n: int, h: Hit) -> str:
+    """One numbered source of the prompt (also used to renumber merged sources in agents/composition.py)."""
+    where = ", ".join(p for p in (h.title, f"p. {h.page}" if h.page else None, h.section) if p)
+    return f"[{n}] {where}\n{h.text}"
+
+
 def prepare(session: Session, caller: Caller, message: str, history: list[dict], k: int = 6,
             filters: Filters | None = None, role_prompt: str | None = None,
             prefer_titles: tuple[str, ...] = ()) -> Prepared:
@@ -69,16 +76,13 @@ def prepare(session: Session, caller: Caller, message: str, history: list[dict],
     if prefer_titles:
         # Specialist preference (e.g. SOPs for the Procedure Expert): a stable reorder, never a filter.
         res.hits.sort(key=lambda h: not any(p in h.title.lower() for p in prefer_titles))
-    blocks = []
-    for i, h in enumerate(res.hits, start=1):
-        where = ", ".join(p for p in (h.title, f"p. {h.page}" if h.page else None, h.section) if p)
-        blocks.append(f"[{i}] {where}\n{h.text}")
+    blocks = [source_block(i, h) for i, h in enumerate(res.hits, start=1)]
     head = f"{SYSTEM_PROMPT}\n{role_prompt}" if role_prompt else SYSTEM_PROMPT
     system = f"{head}\n\n{SOURCES_START}\n" + "\n\n".join(blocks) + f"\n{SOURCES_END}"
     msgs = [{"role": "system", "content": system}]
     msgs += [{"role": m["role"], "content": m["content"]} for m in history[-2 * HISTORY_TURNS :]]
     msgs.append({"role": "user", "content": message})
-    return Prepared(msgs, res.hits, res.notes, res.timings_ms)
+    return Prepared(msgs, res.hits, res.notes, res.timings_ms, res.index_version)
 
 
 def citations_for(answer: str, hits: list[Hit]) -> list[Citation]:

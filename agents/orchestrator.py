@@ -1,7 +1,9 @@
 """The orchestrator: OBSERVE → THINK → VERIFY → LEARN for every message.
 
-OBSERVE  conversation history and the caller's access (role ceiling, groups)
+OBSERVE  conversation history and the caller's access (role ceiling, groups); with a tenant, the user's
+         memories and active goals (agents/learning.py), injected into the system prompt as user context
 THINK    route to a specialist (embeddings + rules), pick its model tier, retrieve with its preference
+         ; classify complexity and run the chosen composition and thinking tool (agents/composition.py)
 VERIFY   every [n] cites a retrieved chunk the caller may read; every number in the answer appears in
          the sources; no Class IV chunk unless approved; failing answers escalate to the next tier, and
          if the last tier fails too the answer is downgraded with a notice; PII sanitised for III/IV
@@ -15,14 +17,15 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from agents import budget, skills
+from agents import budget, composition, learning, skills
 from agents.answer import Citation, Prepared, citations_for, prepare
 from agents.router import route, route_with_model
-from agents.specialists import SPECIALISTS
+from agents.specialists import SPECIALISTS, Specialist
 from compliance.access import ceiling
 from compliance.pii import sanitise
 from core import llm
@@ -104,6 +107,17 @@ class Outcome:
     prepared: Prepared
     calls: list[dict] = field(default_factory=list)  # one per model call: tier, model, tokens
     run_id: uuid.UUID | None = None
+    memory: learning.UserContext | None = None  # what OBSERVE recalled (None without a tenant, e.g. evaluations)
+
+    @property
+    def composition(self) -> str:
+        return next((s["composition"] for s in self.trace if s.get("step") == "THINK.compose"), "direct")
+
+    @property
+    def reasoning(self) -> dict | None:
+        """A thinking tool's output (Council, RedTeam, FirstPrinciples), shown as a collapsible section;
+        kept in the trace, so it is stored with the run."""
+        return next((s["reasoning"] for s in self.trace if s.get("step") == "THINK.reasoning"), None)
 
 
 def run(session: Session, caller: Caller, subject: str, message: str, history: list[dict], *, k: int = 6,
@@ -118,8 +132,10 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
         trace.append({"step": name, "ms": round((time.perf_counter() - t0) * 1000, 1), **detail})
 
     t = time.perf_counter()
+    ctx = learning.observe(session, tenant_id, subject, caller, message) if tenant_id is not None else None
     step("OBSERVE", t, history_turns=len(history) // 2, role=caller.role, ceiling=ceiling(caller.role),
-         groups=list(caller.groups), budget="exceeded: served by the extractive responder" if over_budget else "ok")
+         groups=list(caller.groups), budget="exceeded: served by the extractive responder" if over_budget else "ok",
+         **(ctx.trace() if ctx is not None else {}))
 
     def model_for(tier: str) -> str:
         return EXTRACTIVE_MODEL if over_budget else tier_model(tier)
@@ -132,15 +148,63 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
         if by_model is not None:
             by_model.scores, by_model.reason = r.scores, f"{by_model.reason} (embedding router: {r.specialist})"
             r = by_model
+    if ctx is not None:
+        r = ctx.prefer_specialist(session, r)  # ambiguous requests: the user's rated history decides
     spec = SPECIALISTS[r.specialist]
     step("THINK.route", t, specialist=spec.key, confidence=round(r.confidence, 4), fallback=r.fallback,
          reason=r.reason, scores={k2: round(v, 4) for k2, v in r.scores.items()})
 
     t = time.perf_counter()
     prepared = prepare(session, caller, message, history, k, role_prompt=spec.prompt, prefer_titles=spec.prefer_titles)
-    step("THINK.retrieve", t, tool="hybrid_search", hits=len(prepared.hits),
+    if ctx is not None:
+        ctx.inject(prepared.messages)  # "User context (from memory)" ahead of the numbered sources
+    step("THINK.retrieve", t, tool="hybrid_search", hits=len(prepared.hits), index_version=prepared.index_version,
          chunk_ids=[str(h.chunk_id) for h in prepared.hits], timings_ms=prepared.timings_ms)
 
+    tool_texts, direct, skill_name = _skill(session, caller, spec, message, prepared, model_for, trace)
+
+    # THINK.compose: the complexity classifier picks the composition (agents/composition.py); its
+    # level also sets the starting tier. SIMPLE requests take the direct path below, unchanged.
+    t = time.perf_counter()
+    plan = composition.classify(message, r, complexity(message), model=light, replies=replies,
+                                allow_model=get_settings().llm_routing)
+    step("THINK.compose", t, **plan.as_step())
+    start_tier = pick_tier(spec.tier, plan.level)
+    trace.append({"step": "THINK.tier", "ms": 0.0, "complexity": plan.level, "tier": start_tier,
+                  "specialist_default": spec.tier})
+    calls: list[dict] = []
+    forced: str | None = None
+    if plan.direct:
+        d = _draft(session, caller, message, prepared, tool_texts, direct, skill_name, start_tier, replies, calls,
+                   trace, model_for)
+    else:
+        deps = composition.Deps(session, caller, message, history, k, replies, calls, trace, model_for, tenant_id,
+                                draft=_draft, skill=_skill, verify=verify, verdict=Verdict)
+        d = composition.execute(plan, deps, composition.Branch(spec.key, message, prepared, tool_texts, direct,
+                                                               skill_name), start_tier)
+        prepared, forced = d.prepared, d.outcome  # the merged sources the answer's [n] markers point into
+        if d.reasoning:
+            trace.append({"step": "THINK.reasoning", "ms": 0.0, "reasoning": d.reasoning})
+    text, model, tier_index, escalations, verdict = d.text, d.model, TIERS.index(d.tier), d.escalations, d.verdict
+    outcome = forced or ("abstained" if verdict.abstained else "verified" if verdict.ok else "downgraded")
+    if outcome == "downgraded":
+        text = (f"{text}\n\nNotice: this answer failed automatic verification ({'; '.join(verdict.problems)}). "
+                "Check the cited documents before relying on it.")
+    cites = citations_for(text, prepared.hits)
+    if ctx is not None:
+        text = ctx.annotate(text)  # related goals and earlier complaints, after verification (like the notice)
+    if any(c.classification >= 3 for c in cites):
+        text = sanitise(text).text
+    t = time.perf_counter()
+    step("LEARN", t, specialist=spec.key, tier=TIERS[tier_index], outcome=outcome, escalations=escalations)
+    return Outcome(text, cites, model, TIERS[tier_index], spec.key, r.confidence, outcome, escalations, trace,
+                   prepared, calls, memory=ctx)
+
+
+def _skill(session: Session, caller: Caller, spec: Specialist, message: str, prepared: Prepared,
+           model_for: Callable[[str], str], trace: list[dict]) -> tuple[list[str], str | None, str | None]:
+    """The rule-based skill step of one specialist: its result becomes the next numbered source, and
+    with the extractive responder it may be the answer itself. Returns (tool texts, direct answer, skill)."""
     tool_texts: list[str] = []
     direct: str | None = None
     skill_name = skills.select_skill(spec.key, message)
@@ -152,19 +216,24 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
             n = len(prepared.hits) + 1
             prepared.messages[0]["content"] = prepared.messages[0]["content"].replace(
                 SOURCES_END, f"\n[{n}] Tool {res.skill}: {res.title}\n{res.text}\n{SOURCES_END}")
-            step("THINK.skill", t, tool=res.skill, args={"question": message}, result=res.data)
+            trace.append({"step": "THINK.skill", "ms": round((time.perf_counter() - t) * 1000, 1), "tool": res.skill,
+                          "args": {"question": message}, "result": res.data})
             if llm.is_extractive(model_for(spec.tier)):
                 direct = _direct_answer(res, prepared, n)
         except (Forbidden, InvalidInput) as exc:
-            step("THINK.skill", t, tool=skill_name, denied=exc.code, reason=exc.message)
+            trace.append({"step": "THINK.skill", "ms": round((time.perf_counter() - t) * 1000, 1), "tool": skill_name,
+                          "denied": exc.code, "reason": exc.message})
+    return tool_texts, direct, skill_name
 
-    level = complexity(message)
-    start_tier = pick_tier(spec.tier, level)
-    trace.append({"step": "THINK.tier", "ms": 0.0, "complexity": level, "tier": start_tier,
-                  "specialist_default": spec.tier})
+
+def _draft(session: Session, caller: Caller, message: str, prepared: Prepared, tool_texts: list[str],
+           direct: str | None, skill_name: str | None, start_tier: str, replies: list, calls: list[dict],
+           trace: list[dict], model_for: Callable[[str], str], *, escalate: bool = True) -> composition.Draft:
+    """Generate → VERIFY → escalate for one specialist: the whole answer of a SIMPLE request, one
+    branch of a composed one. A failing answer is retried on the next tier (unless the composition
+    revises it itself: `escalate=False`)."""
     tier_index = TIERS.index(start_tier)
     escalations, text, model, verdict = 0, "", "", Verdict(False, False, ["not run"])
-    calls: list[dict] = []
     while True:
         tier = TIERS[tier_index]
         model = model_for(tier)
@@ -173,29 +242,21 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
             # The skill's structured output is the answer (the extractive responder would only quote
             # it back): no model call, no tokens spent.
             text, model = direct, f"skill:{skill_name}"
-            step("THINK.generate", t, tier=tier, model=model, note="answered by the skill, no model call")
+            trace.append({"step": "THINK.generate", "ms": round((time.perf_counter() - t) * 1000, 1), "tier": tier,
+                          "model": model, "note": "answered by the skill, no model call"})
         else:
             text = _generate(session, caller, message, prepared, model, tier, replies, tool_texts, calls, trace)
         t = time.perf_counter()
         verdict = verify(text, prepared, caller, tool_texts)
-        step("VERIFY", t, ok=verdict.ok, abstained=verdict.abstained, problems=verdict.problems)
-        if verdict.ok or tier_index == len(TIERS) - 1:
+        trace.append({"step": "VERIFY", "ms": round((time.perf_counter() - t) * 1000, 1), "ok": verdict.ok,
+                      "abstained": verdict.abstained, "problems": verdict.problems})
+        if verdict.ok or not escalate or tier_index == len(TIERS) - 1:
             break
         direct = None  # escalation goes to a model
         escalations += 1
         tier_index += 1
         trace.append({"step": "ESCALATE", "ms": 0.0, "to": TIERS[tier_index], "because": verdict.problems})
-    outcome = "abstained" if verdict.abstained else "verified" if verdict.ok else "downgraded"
-    if outcome == "downgraded":
-        text = (f"{text}\n\nNotice: this answer failed automatic verification ({'; '.join(verdict.problems)}). "
-                "Check the cited documents before relying on it.")
-    cites = citations_for(text, prepared.hits)
-    if any(c.classification >= 3 for c in cites):
-        text = sanitise(text).text
-    t = time.perf_counter()
-    step("LEARN", t, specialist=spec.key, tier=TIERS[tier_index], outcome=outcome, escalations=escalations)
-    return Outcome(text, cites, model, TIERS[tier_index], spec.key, r.confidence, outcome, escalations, trace,
-                   prepared, calls)
+    return composition.Draft(text, model, TIERS[tier_index], escalations, verdict)
 
 
 MAX_TOOL_ROUNDS = 3
@@ -251,10 +312,13 @@ def _direct_answer(res: skills.SkillResult, prepared: Prepared, tool_n: int) -> 
     """With the extractive responder, a skill's structured output (ordered steps, a report, a
     calculation) is the answer itself; the seam still carries it, so usage and traces are uniform."""
     if res.skill == "procedure_lookup" and res.data.get("steps"):
-        idx = next((i for i, h in enumerate(prepared.hits, start=1) if str(h.document_id) == res.data["document_id"]),
-                   None)
-        cite = f" [{idx}]" if idx else f" [{tool_n}]"
-        lines = [f"{line}{cite}" for line in res.text.splitlines()]
+        same = [(i, h) for i, h in enumerate(prepared.hits, start=1) if str(h.document_id) == res.data["document_id"]]
+        lines = []
+        for line in res.text.splitlines():
+            # Cite the retrieved chunk that holds this step; else the SOP's first retrieved chunk; else the tool.
+            step = " ".join(line.split(" ", 1)[-1].split())
+            idx = next((i for i, h in same if step in " ".join(h.text.split())), same[0][0] if same else tool_n)
+            lines.append(f"{line} [{idx}]")
         return f"Steps from {res.title}:\n" + "\n".join(lines)
     if res.skill == "report_generation":
         return res.text
@@ -269,7 +333,7 @@ def record(session: Session, tenant_id: uuid.UUID, subject: str, out: Outcome, c
     session.add(AgentRun(id=run_id, tenant_id=tenant_id, user_subject=subject, conversation_id=conversation_id,
                          message_id=message_id, specialist=out.specialist, model_tier=out.tier, model=out.model,
                          route_confidence=out.route_confidence, outcome=out.outcome, escalations=out.escalations,
-                         trace=out.trace))
+                         trace=out.trace, index_version=out.prepared.index_version))
     out.run_id = run_id
     session.flush()
     for c in out.calls:

@@ -174,6 +174,7 @@ def select_skill(specialist: str, question: str) -> str | None:
         return "procedure_lookup"
     if specialist == "document_analyst" and re.search(r"summar|compar|overview|differ", q):
         return "document_analysis"
-    if re.search(r"\d\s*[+\-*/^%]\s*\d|\bconvert\b|\b(mean|average|median|stdev)\b.*\d", q):
+    # A hyphen between digits without spaces is an identifier (lot 2026-125), not a subtraction.
+    if re.search(r"\d\s*[+*/^%]\s*\d|\d\s+-\s*\d|\d-\s+\d|\bconvert\b|\b(mean|average|median|stdev)\b.*\d", q):
         return "calculations"
     return None

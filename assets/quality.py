@@ -1,20 +1,11 @@
-"""Quality-loop assets: feedback-weighted source boosts for retrieval."""
+"""Quality-loop assets: the nightly golden evaluation and the fine-tuning dataset (feedback boosts and
+the eval-gated index promotion are in assets/indexing.py)."""
 
 import dagster as dg
 
 from assets.resources import PlatformDatabase
-from quality import feedback
 
 QUALITY = "quality"
-
-
-@dg.asset(group_name=QUALITY, description="Per-chunk and per-document retrieval boosts from answer feedback "
-                                          "(smoothed, bounded to 0.5–2x); retrieval multiplies fused scores by them.")
-def source_boosts(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
-    summary = feedback.compute_boosts()
-    n, last = feedback.feedback_count()
-    return dg.MaterializeResult(metadata={**summary, "feedback_rows": n, "latest_feedback": last or "none",
-                                          "prior_votes": feedback.PRIOR, "bounds": "0.5-2.0"})
 
 
 @dg.asset(group_name=QUALITY, description="Chat-format JSONL of positively rated answers per tenant, PII-scrubbed, "
@@ -59,7 +50,7 @@ def no_eval_regression(db: PlatformDatabase) -> dg.AssetCheckResult:
 
     with system_session() as s:
         rows = s.execute(text("SELECT DISTINCT ON (tenant_id) tenant_id, regressions FROM eval_runs "
-                              "ORDER BY tenant_id, created_at DESC")).all()
+                              "WHERE kind = 'nightly' ORDER BY tenant_id, created_at DESC")).all()
     flagged = {str(t): r for t, r in rows if r}
     return dg.AssetCheckResult(passed=not flagged, metadata={"regressions": dg.MetadataValue.json(flagged)})
 
@@ -68,22 +59,4 @@ eval_job = dg.define_asset_job("nightly_golden_eval", selection=[golden_eval])
 nightly_eval = dg.ScheduleDefinition(name="nightly_golden_eval", job=eval_job, cron_schedule="0 3 * * *",
                                      default_status=dg.DefaultScheduleStatus.RUNNING)
 
-boosts_job = dg.define_asset_job("refresh_source_boosts", selection=[source_boosts])
-
-nightly_boosts = dg.ScheduleDefinition(name="nightly_source_boosts", job=boosts_job, cron_schedule="0 2 * * *",
-                                       default_status=dg.DefaultScheduleStatus.RUNNING)
 finetune_job = dg.define_asset_job("export_finetune_dataset", selection=[finetune_dataset])
-
-
-@dg.sensor(job=boosts_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Re-computes boosts when enough new feedback arrived (EAP_FEEDBACK_TRIGGER, default 20).")
-def feedback_arrivals(context: dg.SensorEvaluationContext, db: PlatformDatabase):
-    from core.settings import get_settings
-
-    n, last = feedback.feedback_count()
-    seen = int(context.cursor or 0)
-    threshold = get_settings().feedback_trigger
-    if n - seen < threshold:
-        return dg.SkipReason(f"{n - seen} new feedback since the last refresh (threshold {threshold})")
-    context.update_cursor(str(n))
-    return dg.RunRequest(run_key=f"boosts:{n}:{last}")

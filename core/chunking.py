@@ -48,26 +48,43 @@ class ChunkDraft:
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
 
 
-def _pieces(el: Element, n_tokens: int) -> list[tuple[str, int]]:
+def _pieces(el: Element, n_tokens: int, max_tokens: int = MAX_TOKENS,
+            target_tokens: int = TARGET_TOKENS) -> list[tuple[str, int]]:
     """Split one oversized element at sentence (or line) boundaries, then at words."""
-    if n_tokens <= MAX_TOKENS:
+    if n_tokens <= max_tokens:
         return [(el.text, n_tokens)]
     parts = [p.strip() for p in (_SENTENCE.split(el.text) if el.kind == "text" else el.text.split("\n")) if p.strip()]
     counts = count_tokens(parts)
     out: list[tuple[str, int]] = []
     for p, c in zip(parts, counts, strict=True):
-        if c <= MAX_TOKENS:
+        if c <= max_tokens:
             out.append((p, c))
             continue
         words = p.split()
-        step = max(1, int(len(words) * TARGET_TOKENS / c))
+        step = max(1, int(len(words) * target_tokens / c))
         for i in range(0, len(words), step):
             seg = " ".join(words[i : i + step])
             out.append((seg, count_tokens([seg])[0]))
     return out
 
 
-def chunk_elements(elements: list[Element], doc_title: str | None = None) -> list[ChunkDraft]:
+@dataclass(frozen=True)
+class ChunkingConfig:
+    """Chunk sizes in word pieces. The defaults fit all-MiniLM-L6-v2; an index version records the
+    configuration it was built with (a change is a rebuild, gated by the golden evaluation)."""
+
+    max_tokens: int = MAX_TOKENS
+    overlap_tokens: int = OVERLAP_TOKENS
+
+    @property
+    def target_tokens(self) -> int:
+        return max(8, min(TARGET_TOKENS, self.max_tokens - 30))
+
+
+def chunk_elements(elements: list[Element], doc_title: str | None = None,
+                   config: ChunkingConfig | None = None) -> list[ChunkDraft]:
+    cfg = config or ChunkingConfig()
+    max_tokens, overlap = cfg.max_tokens, cfg.overlap_tokens
     counts = count_tokens([e.text for e in elements])
     chunks: list[ChunkDraft] = []
     cur: list[tuple[str, int]] = []
@@ -94,7 +111,7 @@ def chunk_elements(elements: list[Element], doc_title: str | None = None) -> lis
             tail: list[tuple[str, int]] = []
             n = 0
             for t, c in reversed(cur):
-                if n + c > OVERLAP_TOKENS:
+                if n + c > overlap:
                     break
                 tail.insert(0, (t, c))
                 n += c
@@ -108,8 +125,8 @@ def chunk_elements(elements: list[Element], doc_title: str | None = None) -> lis
             emit(carry=False)
         if not cur:
             cur_page, cur_section = el.page, el.section
-        for text, c in _pieces(el, n):
-            if cur_tokens + c > MAX_TOKENS and cur:
+        for text, c in _pieces(el, n, max_tokens, cfg.target_tokens):
+            if cur_tokens + c > max_tokens and cur:
                 emit(carry=True)
                 if not cur:
                     cur_page, cur_section = el.page, el.section

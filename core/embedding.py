@@ -16,6 +16,8 @@ from core.errors import ConfigurationError, PlatformError
 from core.settings import get_settings
 
 LOCAL_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+LOCAL_ALIASES = ("local", LOCAL_MODEL_NAME, "all-MiniLM-L6-v2")
+LOCAL_DIM = 384
 
 
 class EmbeddingError(PlatformError):
@@ -81,7 +83,7 @@ class LiteLLMEmbedder:
 
 @functools.lru_cache(maxsize=4)
 def _build(model: str, api_base: str | None, dim: int | None, api_key: str | None) -> Embedder:
-    if model in ("local", LOCAL_MODEL_NAME, "all-MiniLM-L6-v2"):
+    if model in LOCAL_ALIASES:
         return LocalEmbedder()
     if not dim:
         raise ConfigurationError("EAP_EMBEDDING_DIM is required for a LiteLLM embedding model")
@@ -92,3 +94,14 @@ def get_embedder() -> Embedder:
     s = get_settings()
     key = s.embedding_api_key.get_secret_value() if s.embedding_api_key else None
     return _build(s.embedding_model, s.embedding_api_base, s.embedding_dim, key)
+
+
+def named_embedder(model: str, dim: int | None = None) -> Embedder:
+    """The embedder an index version was built with (the settings' endpoint and key apply to it)."""
+    s = get_settings()
+    if model == s.embedding_model or (model in LOCAL_ALIASES and s.embedding_model in LOCAL_ALIASES):
+        return get_embedder()
+    if model in LOCAL_ALIASES:
+        return _build("local", None, None, None)
+    key = s.embedding_api_key.get_secret_value() if s.embedding_api_key else None
+    return _build(model, s.embedding_api_base, dim or s.embedding_dim, key)

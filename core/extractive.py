@@ -4,6 +4,11 @@ the prompt, without a generative model.
 It reads the SOURCES block the prompt builder writes, ranks the sources' sentences against the
 question (embedding similarity + term overlap), quotes the best few with [n] citations and says
 plainly that the answer is extractive. Deterministic: same prompt, same answer.
+
+It also reads the USER_CONTEXT block (the user's remembered preferences, written by OBSERVE) for
+`[preference key=value]` markers and honours what it can without a generative model: answer length
+(short: the best two sentences as one paragraph; detailed: up to six), format (bullets or prose), and
+says which preferences (language, units) it cannot apply to quoted text.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ PROVIDER = "eap-extractive"
 MODEL = f"{PROVIDER}/grounded"
 SOURCES_START = "<<<SOURCES"
 SOURCES_END = "SOURCES>>>"
+USER_CONTEXT_START = "<<<USER_CONTEXT"
+USER_CONTEXT_END = "USER_CONTEXT>>>"
 NO_ANSWER = ("I could not find an answer to this question in the documents you have access to. "
              "Try rephrasing it, or ask a data steward whether the relevant document has been ingested.")
 PREFIX = "Extractive answer (quoted from your documents; no generative model was used):"
@@ -30,6 +37,9 @@ REDUNDANT = 0.92
 
 _HEADER = re.compile(r"^\[(\d+)\][^\n]*$", re.M)
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
+_PREFERENCE = re.compile(r"\[preference ([a-z_]+)=([A-Za-z_-]+)\]")
+SHORT_SENTENCES = 2
+DETAILED_SENTENCES = 6
 
 
 @dataclass
@@ -51,6 +61,15 @@ def parse_sources(prompt: str) -> list[Source]:
         if body:
             out.append(Source(int(m.group(1)), body))
     return out
+
+
+def user_preferences(prompt: str) -> dict[str, str]:
+    """`[preference key=value]` markers of the USER_CONTEXT block (none when there is no block)."""
+    start = prompt.find(USER_CONTEXT_START)
+    end = prompt.find(USER_CONTEXT_END, start + 1)
+    if start == -1 or end == -1:
+        return {}
+    return dict(_PREFERENCE.findall(prompt[start:end]))
 
 
 def _sentences(src: Source) -> list[tuple[int, str]]:
@@ -78,6 +97,9 @@ def compose(messages: list[dict]) -> str:
         m["content"] for m in messages if m.get("role") == "system" and isinstance(m.get("content"), str)
     )
     question = _question(messages)
+    prefs = user_preferences(prompt)
+    length = prefs.get("answer_length")
+    most = {"short": SHORT_SENTENCES, "detailed": DETAILED_SENTENCES}.get(length or "", MAX_SENTENCES)
     sents = [s for src in parse_sources(prompt) for s in _sentences(src)]
     if not question.strip() or not sents:
         return NO_ANSWER
@@ -90,15 +112,30 @@ def compose(messages: list[dict]) -> str:
     score = 0.75 * cos + 0.25 * overlap
     chosen: list[int] = []
     for i in np.argsort(-score, kind="stable"):
-        if score[i] < MIN_SCORE or len(chosen) >= MAX_SENTENCES:
+        if score[i] < MIN_SCORE or len(chosen) >= most:
             break
         if any(float(sv[i] @ sv[j]) > REDUNDANT for j in chosen):
             continue
         chosen.append(int(i))
     if not chosen:
         return NO_ANSWER
-    lines = [f"- {sents[i][1]} [{sents[i][0]}]" for i in chosen]
-    return PREFIX + "\n" + "\n".join(lines)
+    quoted = [f"{sents[i][1]} [{sents[i][0]}]" for i in chosen]
+    prose = prefs.get("format") == "prose" or (length == "short" and prefs.get("format") != "bullets")
+    body = " ".join(quoted) if prose else "\n".join(f"- {q}" for q in quoted)
+    return PREFIX + "\n" + body + "".join(f"\n{n}" for n in _preference_notes(prefs))
+
+
+def _preference_notes(prefs: dict[str, str]) -> list[str]:
+    """What the user sees of their preferences (no digits: notes must not trip number verification)."""
+    notes = []
+    if prefs.get("answer_length") == "short":
+        notes.append("(Short answer, as you prefer: only the best matching sentences are quoted.)")
+    if prefs.get("language") and prefs["language"].lower() != "english":
+        notes.append(f"(You prefer answers in {prefs['language'].capitalize()}: quoted text stays in the "
+                     "language of the documents; a generative model would translate it.)")
+    if prefs.get("units") in ("metric", "imperial"):
+        notes.append(f"(You prefer {prefs['units']} units: values are quoted as the documents state them.)")
+    return notes
 
 
 def _words(text: str) -> Iterator[str]:

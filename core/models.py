@@ -123,7 +123,7 @@ class Chunk(Base):
     __tablename__ = "chunks"
     __table_args__ = (
         sa.CheckConstraint("classification BETWEEN 1 AND 4", name="ck_chunks_classification"),
-        sa.Index("ix_chunks_tenant_document", "tenant_id", "document_id"),
+        sa.Index("ix_chunks_tenant_generation_document", "tenant_id", "generation", "document_id"),
     )
     id: Mapped[uuid.UUID] = _uuid_pk()
     tenant_id: Mapped[uuid.UUID] = _tenant_fk()
@@ -144,6 +144,8 @@ class Chunk(Base):
     embedding_dim: Mapped[int | None] = mapped_column(sa.Integer)
     lexical_len: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
     index_version: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="1")
+    # The tenant's index generation this chunk belongs to (see IndexVersion).
+    generation: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="1")
     metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
     created_at: Mapped[dt.datetime] = _now()
 
@@ -181,12 +183,14 @@ class ChunkTerm(Base):
     acl_groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
     lexical_len: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
     impact: Mapped[float] = mapped_column(sa.Float(precision=24), nullable=False, server_default="0")
+    generation: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="1")
 
 
 class TermStats(Base):
     __tablename__ = "term_stats"
     tenant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, sa.ForeignKey("tenants.id", ondelete="CASCADE"),
                                                  primary_key=True)
+    generation: Mapped[int] = mapped_column(sa.Integer, primary_key=True, server_default="1")
     term: Mapped[str] = mapped_column(sa.Text, primary_key=True)
     df: Mapped[int] = mapped_column(sa.BigInteger, nullable=False)
 
@@ -195,6 +199,7 @@ class LexicalStats(Base):
     __tablename__ = "lexical_stats"
     tenant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, sa.ForeignKey("tenants.id", ondelete="CASCADE"),
                                                  primary_key=True)
+    generation: Mapped[int] = mapped_column(sa.Integer, primary_key=True, server_default="1")
     n_chunks: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, server_default="0")
     total_len: Mapped[int] = mapped_column(sa.BigInteger, nullable=False, server_default="0")
 
@@ -222,6 +227,7 @@ class Message(Base):
     model: Mapped[str | None] = mapped_column(sa.Text)
     specialist: Mapped[str | None] = mapped_column(sa.Text)
     metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
+    index_version: Mapped[int | None] = mapped_column(sa.Integer)  # answers: the search index version used
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -302,6 +308,7 @@ class AgentRun(Base):
     outcome: Mapped[str] = mapped_column(sa.Text, nullable=False)
     escalations: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
     trace: Mapped[list] = mapped_column(JSONB, nullable=False)
+    index_version: Mapped[int | None] = mapped_column(sa.Integer)  # the search index version the answer used
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -339,8 +346,10 @@ class SourceBoost(Base):
     __tablename__ = "source_boosts"
     tenant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, sa.ForeignKey("tenants.id", ondelete="CASCADE"),
                                                  primary_key=True)
-    kind: Mapped[str] = mapped_column(sa.Text, primary_key=True)
-    source_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    index_version: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.Text, primary_key=True)  # chunk | document
+    document_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(sa.Text, primary_key=True, server_default="")  # chunk boosts
     boost: Mapped[float] = mapped_column(sa.Float, nullable=False)
     votes: Mapped[float] = mapped_column(sa.Float, nullable=False)
     updated_at: Mapped[dt.datetime] = _now()
@@ -356,4 +365,120 @@ class EvalRun(Base):
     per_question: Mapped[list] = mapped_column(JSONB, nullable=False)
     regressions: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
     report_path: Mapped[str | None] = mapped_column(sa.Text)
+    kind: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="nightly")  # nightly | gate
+    index_version: Mapped[int | None] = mapped_column(sa.Integer)
     created_at: Mapped[dt.datetime] = _now()
+
+
+class IndexVersion(Base):
+    """One version of a tenant's search index: a chunk generation plus a boost set. Exactly one is
+    `active` (the pointer); a rebuild or boost refresh is a `candidate` until the golden-eval gate
+    promotes it (atomic flip) or rejects it (the active version keeps serving)."""
+
+    __tablename__ = "index_versions"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    chunk_generation: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    status: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    kind: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    reason: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="")
+    config: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    manifest: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    stats: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    evaluation: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = _now()
+    decided_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class Memory(Base):
+    """What the platform remembers about one user (agents/memory.py). `classification`/`acl_groups`
+    carry the access label of the documents a memory was derived from; recall filters on them exactly
+    like retrieval filters chunks."""
+
+    __tablename__ = "memories"
+    __table_args__ = (
+        sa.CheckConstraint("memory_type IN ('FACT','PREFERENCE','SKILL','CONTEXT','EPISODIC')",
+                           name="ck_memories_type"),
+        sa.CheckConstraint("classification BETWEEN 1 AND 4", name="ck_memories_classification"),
+        sa.Index("ix_memories_tenant_user", "tenant_id", "user_subject", "memory_type"),
+    )
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    user_subject: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    memory_type: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    key: Mapped[str | None] = mapped_column(sa.Text)  # e.g. "answer_length": a newer value replaces the older
+    content: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    embedding: Mapped[list[float] | None] = mapped_column(Vector())
+    embedding_dim: Mapped[int | None] = mapped_column(sa.Integer)
+    importance: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    access_count: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
+    merged_count: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="1")
+    classification: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False, server_default="1")
+    acl_groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
+    sources: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    origin: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="conversation")
+    message_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+    last_accessed_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    decayed_at: Mapped[dt.datetime] = _now()
+
+
+class UserGoal(Base):
+    __tablename__ = "user_goals"
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('active','done','abandoned')", name="ck_user_goals_status"),
+        sa.Index("ix_user_goals_tenant_user", "tenant_id", "user_subject", "status"),
+    )
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    user_subject: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    text: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    status: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="active")
+    progress: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    embedding: Mapped[list[float] | None] = mapped_column(Vector())
+    embedding_dim: Mapped[int | None] = mapped_column(sa.Integer)
+    origin: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="api")
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+    closed_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class GoalPlan(Base):
+    __tablename__ = "goal_plans"
+    __table_args__ = (sa.CheckConstraint("classification BETWEEN 1 AND 4", name="ck_goal_plans_classification"),)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    goal_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, sa.ForeignKey("user_goals.id", ondelete="CASCADE"),
+                                               nullable=False, index=True)
+    user_subject: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    request: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    steps: Mapped[list] = mapped_column(JSONB, nullable=False)  # the DAG with each step's result
+    answer: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    citations: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    classification: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False, server_default="1")
+    acl_groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class AgentLesson(Base):
+    """LEARN: which specialist and approach answered what, and whether it worked (feedback decides)."""
+
+    __tablename__ = "agent_lessons"
+    __table_args__ = (sa.Index("ix_agent_lessons_tenant_user", "tenant_id", "user_subject", "specialist"),)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    user_subject: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    message_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid, unique=True)
+    specialist: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    approach: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    outcome: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    worked: Mapped[bool | None] = mapped_column(sa.Boolean)  # unknown until the user rates the answer
+    feedback_value: Mapped[float | None] = mapped_column(sa.Float)
+    question_embedding: Mapped[list[float] | None] = mapped_column(Vector())
+    embedding_dim: Mapped[int | None] = mapped_column(sa.Integer)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()

@@ -92,8 +92,23 @@ class Settings(BaseSettings):
     # Ask the LIGHT model to classify intent; embedding routing stays the fallback.
     llm_routing: bool = False
     reranker_model_path: str | None = None  # a local FlagEmbedding cross-encoder folder (bge-reranker-v2-m3)
+    # Desired index build configuration: a change takes effect through an index rebuild (Dagster job
+    # rebuild_search_index), promoted only when the golden evaluation does not regress.
+    chunk_max_tokens: int = Field(default=250, ge=16, le=250)
+    chunk_overlap_tokens: int = Field(default=40, ge=0, le=120)
+    promotion_max_drop: float = Field(default=0.02, ge=0.0, le=1.0)  # tolerated drop of any overall eval score
     ingest_batch_size: int = Field(default=50, ge=1, le=1000)
     pii_sanitise_all: bool = True  # Class III/IV are always sanitised; this extends it to I/II
+    # Memory, learning and goals (agents/memory.py, agents/learning.py, agents/goals.py)
+    memory_max_per_user: int = Field(default=200, ge=5, le=100_000)  # hard limit, enforced on every write
+    memory_recall_k: int = Field(default=5, ge=0, le=50)
+    memory_min_similarity: float = Field(default=0.35, ge=0.0, le=1.0)
+    memory_half_life_days: float = Field(default=30.0, gt=0)
+    memory_forget_below: float = Field(default=0.05, ge=0.0, lt=1.0)
+    memory_merge_similarity: float = Field(default=0.92, gt=0.5, le=1.0)
+    memory_episodic_days: float = Field(default=7.0, ge=0)  # older EPISODIC memories are summarised
+    llm_memory_extraction: bool = False  # extract memories with the LIGHT model (rules stay the fallback)
+    goals_max_active: int = Field(default=20, ge=1, le=1000)
 
     # Monitoring and alerts
     mes_status_interval_s: int = Field(default=60, ge=5)

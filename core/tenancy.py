@@ -3,6 +3,7 @@ inside a tenant goes through `tenant_session`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from dataclasses import dataclass
@@ -49,6 +50,12 @@ def create_tenant(name: str, display_name: str | None = None) -> tuple[TenantRef
         if not created:
             row = s.execute(select(Tenant.id).where(Tenant.name == name)).scalar_one()
         if created:
+            from core.index_versions import BuildConfig
+            from core.models import IndexVersion
+
+            s.add(IndexVersion(tenant_id=row, version=1, chunk_generation=1, status="active", kind="initial",
+                               reason="created with the tenant", config=BuildConfig.desired().as_dict(),
+                               decided_at=dt.datetime.now(dt.UTC)))
             audit.record(s, tenant_id=row, actor="system", action="tenant.create", resource_type="tenant",
                          resource_id=str(row), details={"name": name})
     return TenantRef(row, name), created

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from compliance.classification import CLASS_NAMES, classify, parse_class
 from compliance.pii import contains_pii, sanitise
-from core import audit
+from core import audit, index_versions
 from core.chunking import ChunkDraft, chunk_elements
 from core.database import system_session, tenant_session
 from core.errors import InvalidInput, NotFound
@@ -159,7 +159,7 @@ def delete_document(tenant_id: uuid.UUID, document_id: uuid.UUID, *, actor: str,
         doc = s.execute(select(Document).where(Document.id == document_id).with_for_update()).scalar()
         if doc is None:
             raise NotFound("document not found", code="document_not_found")
-        _remove_chunks(s, tenant_id, document_id)
+        remove_chunks(s, tenant_id, document_id)
         s.delete(doc)
         audit.record(s, tenant_id=tenant_id, actor=actor, actor_role=actor_role, action="document.delete",
                      resource_type="document", resource_id=str(document_id),
@@ -311,13 +311,9 @@ def stage_classify(job: DocumentJob) -> dict:
     return result
 
 
-def stage_sanitise(job: DocumentJob, sanitise_all: bool) -> dict:
-    st = Stages(job)
-    parsed = st.read_json("parsed.json")
-    cls = st.read_json("classified.json")["final"]
-    els = _elements_from_json(parsed["elements"])
+def sanitise_elements(els: list[Element], title: str | None, applied: bool) -> tuple[str | None, dict[str, int]]:
+    """PII → typed placeholders in place (text and section paths); returns the title and counts."""
     counts: dict[str, int] = {}
-    applied = cls >= 3 or sanitise_all
     if applied:
         for e in els:
             res = sanitise(e.text)
@@ -326,21 +322,39 @@ def stage_sanitise(job: DocumentJob, sanitise_all: bool) -> dict:
                 counts[k] = counts.get(k, 0) + v
             if e.section:
                 e.section = sanitise(e.section).text
-    title = parsed["title"]
-    if applied and title:
-        title = sanitise(title).text
+        if title:
+            title = sanitise(title).text
+    return title, counts
+
+
+def stage_sanitise(job: DocumentJob, sanitise_all: bool) -> dict:
+    st = Stages(job)
+    parsed = st.read_json("parsed.json")
+    cls = st.read_json("classified.json")["final"]
+    els = _elements_from_json(parsed["elements"])
+    applied = cls >= 3 or sanitise_all
+    title, counts = sanitise_elements(els, parsed["title"], applied)
     st.write_json("sanitised.json", {"applied": applied, "counts": counts, "title": title,
                                      "elements": _elements_to_json(els)})
     return {"applied": applied, "counts": counts}
 
 
-def stage_chunk(job: DocumentJob) -> list[ChunkDraft]:
+def active_build(tenant_id: uuid.UUID) -> index_versions.BuildConfig:
+    """New documents are processed the way the tenant's serving index was built."""
+    with tenant_session(tenant_id) as s:
+        return index_versions.active(s).build
+
+
+def stage_chunk(job: DocumentJob, build: index_versions.BuildConfig | None = None) -> list[ChunkDraft]:
     st = Stages(job)
     san = st.read_json("sanitised.json")
-    chunks = chunk_elements(_elements_from_json(san["elements"]), san["title"] or job.title)
+    build = build or active_build(job.tenant_id)
+    chunks = chunk_elements(_elements_from_json(san["elements"]), san["title"] or job.title, build.chunking)
     if not chunks:
         raise ValueError("no chunks produced (document has no text)")
     st.write_json("chunks.json", [dataclasses.asdict(c) for c in chunks])
+    st.write_json("chunking.json", {"chunk_max_tokens": build.chunk_max_tokens,
+                                    "chunk_overlap_tokens": build.chunk_overlap_tokens})
     return chunks
 
 
@@ -354,8 +368,19 @@ def embedding_text(c: ChunkDraft) -> str:
     return c.text
 
 
-def stage_embed(jobs: list[DocumentJob], embedder) -> dict[str, int]:  # noqa: ANN001
-    """Embed the chunks of several documents in shared batches (throughput), store per document."""
+def stage_embed(jobs: list[DocumentJob], embedder=None) -> dict[str, int]:  # noqa: ANN001
+    """Embed the chunks of several documents in shared batches (throughput), store per document.
+    Without an explicit embedder each tenant's documents use the model of its serving index."""
+    if embedder is None:
+        by_model: dict[tuple, list[DocumentJob]] = {}
+        builds = {t: active_build(t) for t in {j.tenant_id for j in jobs}}
+        for job in jobs:
+            b = builds[job.tenant_id]
+            by_model.setdefault((b.embedding_model, b.embedding_dim), []).append(job)
+        out: dict[str, int] = {}
+        for (model, dim), group in by_model.items():
+            out.update(stage_embed(group, index_versions.BuildConfig(model, dim, 0, 0).embedder()))
+        return out
     per_doc = [(job, read_chunks(job)) for job in jobs]
     texts = [embedding_text(c) for _, chunks in per_doc for c in chunks]
     vectors = embedder.embed(texts)
@@ -397,32 +422,40 @@ def record_review(job: DocumentJob, review: Review) -> None:
     job.review_status, job.reviewed_hash = status, job.content_hash
 
 
-def _lock_stats(s, tenant_id: uuid.UUID) -> tuple[int, int]:  # noqa: ANN001
-    """Lock the tenant's lexical statistics row: index writers of one tenant serialise here (so
-    BM25 statistics stay exact and term_stats upserts cannot deadlock)."""
-    s.execute(pg_insert(LexicalStats).values(tenant_id=tenant_id, n_chunks=0, total_len=0)
-              .on_conflict_do_nothing(index_elements=["tenant_id"]))
+def _lock_stats(s, tenant_id: uuid.UUID, generation: int) -> tuple[int, int]:  # noqa: ANN001
+    """Lock the lexical statistics row of one index generation: its writers serialise here (so BM25
+    statistics stay exact and term_stats upserts cannot deadlock)."""
+    s.execute(pg_insert(LexicalStats).values(tenant_id=tenant_id, generation=generation, n_chunks=0, total_len=0)
+              .on_conflict_do_nothing(index_elements=["tenant_id", "generation"]))
     row = s.execute(select(LexicalStats.n_chunks, LexicalStats.total_len)
-                    .where(LexicalStats.tenant_id == tenant_id).with_for_update()).one()
+                    .where(LexicalStats.tenant_id == tenant_id, LexicalStats.generation == generation)
+                    .with_for_update()).one()
     return int(row[0]), int(row[1])
 
 
-def _remove_chunks(s, tenant_id: uuid.UUID, document_id: uuid.UUID) -> int:  # noqa: ANN001
-    _lock_stats(s, tenant_id)
-    old = s.execute(
-        select(func.count(), func.coalesce(func.sum(Chunk.lexical_len), 0)).where(Chunk.document_id == document_id)
-    ).one()
+def remove_chunks(s, tenant_id: uuid.UUID, document_id: uuid.UUID,  # noqa: ANN001
+                   generation: int | None = None) -> int:
+    """Remove a document's chunks from one generation (or from every generation that has some),
+    keeping each generation's BM25 statistics exact."""
+    if generation is None:
+        gens = s.execute(select(Chunk.generation).where(Chunk.document_id == document_id).distinct()
+                         .order_by(Chunk.generation)).scalars().all()
+        return sum(remove_chunks(s, tenant_id, document_id, g) for g in gens)
+    _lock_stats(s, tenant_id, generation)
+    where = (Chunk.document_id == document_id, Chunk.generation == generation)
+    old = s.execute(select(func.count(), func.coalesce(func.sum(Chunk.lexical_len), 0)).where(*where)).one()
     if old[0]:
         s.execute(
             text("UPDATE term_stats ts SET df = ts.df - x.n FROM (SELECT ct.term, count(*) AS n FROM chunk_terms ct "
-                 "JOIN chunks c ON c.id = ct.chunk_id WHERE c.document_id = :d GROUP BY ct.term ORDER BY ct.term) x "
-                 "WHERE ts.tenant_id = :t AND ts.term = x.term"),
-            {"d": document_id, "t": tenant_id},
+                 "JOIN chunks c ON c.id = ct.chunk_id WHERE c.document_id = :d AND c.generation = :g "
+                 "GROUP BY ct.term ORDER BY ct.term) x "
+                 "WHERE ts.tenant_id = :t AND ts.generation = :g AND ts.term = x.term"),
+            {"d": document_id, "t": tenant_id, "g": generation},
         )
-        s.execute(delete(Chunk).where(Chunk.document_id == document_id))
+        s.execute(delete(Chunk).where(*where))
         s.execute(
             update(LexicalStats)
-            .where(LexicalStats.tenant_id == tenant_id)
+            .where(LexicalStats.tenant_id == tenant_id, LexicalStats.generation == generation)
             .values(n_chunks=LexicalStats.n_chunks - old[0], total_len=LexicalStats.total_len - old[1])
         )
     return int(old[0])
@@ -434,71 +467,100 @@ def impact(tf: int, length: int, avgdl: float) -> float:
     return tf * (K1 + 1) / (tf + K1 * (1 - B + B * length / max(avgdl, 1.0)))
 
 
-def write_index(job: DocumentJob, chunks: list[ChunkDraft], vectors: np.ndarray, model: str) -> str:
-    """Replace the document's chunks in one transaction: readers see the old chunks or the new
-    ones, never a mix, and a failure leaves the old ones serving."""
+@dataclass(frozen=True)
+class IndexTarget:
+    """What write_chunks needs to know about the document being written."""
+
+    tenant_id: uuid.UUID
+    document_id: uuid.UUID
+    classification: int
+    acl_groups: list[str]
+
+
+def write_chunks(s, target: IndexTarget, chunks: list[ChunkDraft], vectors: np.ndarray, model: str,  # noqa: ANN001
+                 generation: int, doc_version: int) -> int:
+    """Replace the document's chunks in one generation (inside the caller's transaction): chunks,
+    BM25 postings, document frequencies and length statistics."""
     if len(chunks) != len(vectors):
         raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+    remove_chunks(s, target.tenant_id, target.document_id, generation)
+    n_before, len_before = _lock_stats(s, target.tenant_id, generation)
+    analysed = [term_frequencies(f"{c.section or ''}\n{c.text}") for c in chunks]
+    total_len = sum(length for _, length in analysed)
+    n_all = n_before + len(chunks)
+    avgdl = (len_before + total_len) / n_all if n_all else 1.0
+    rows, postings = [], []
+    df_new: Counter = Counter()
+    for c, vec, (tf, length) in zip(chunks, vectors, analysed, strict=True):
+        cid = uuid.uuid4()
+        rows.append({
+            "id": cid, "tenant_id": target.tenant_id, "document_id": target.document_id, "ordinal": c.ordinal,
+            "text": c.text, "page": c.page, "section": c.section, "classification": target.classification,
+            "acl_groups": list(target.acl_groups), "content_hash": c.content_hash, "token_count": c.token_count,
+            "embedding": vec.tolist(), "embedding_model": model, "embedding_dim": int(vec.shape[0]),
+            "lexical_len": length, "index_version": doc_version, "generation": generation, "metadata_": c.metadata,
+        })
+        postings.extend((cid, term, n, length, impact(n, length, avgdl)) for term, n in tf.items())
+        df_new.update(tf.keys())
+    if rows:
+        s.execute(pg_insert(Chunk), rows)
+    if postings:
+        s.execute(
+            text(
+                "INSERT INTO chunk_terms (tenant_id, chunk_id, term, tf, classification, acl_groups, lexical_len, "
+                "impact, generation) SELECT :t, c, term, tf, :cls, CAST(:acl AS text[]), len, imp, :g FROM unnest("
+                "CAST(:c AS uuid[]), CAST(:terms AS text[]), CAST(:tfs AS int[]), CAST(:lens AS int[]), "
+                "CAST(:imps AS real[])) AS u(c, term, tf, len, imp)"
+            ),
+            {"t": target.tenant_id, "cls": target.classification, "acl": list(target.acl_groups), "g": generation,
+             "c": [p[0] for p in postings], "terms": [p[1] for p in postings], "tfs": [p[2] for p in postings],
+             "lens": [p[3] for p in postings], "imps": [p[4] for p in postings]},
+        )
+        terms = sorted(df_new)
+        s.execute(
+            text("INSERT INTO term_stats (tenant_id, generation, term, df) SELECT :t, :g, term, n FROM unnest("
+                 "CAST(:terms AS text[]), CAST(:ns AS bigint[])) AS u(term, n) ORDER BY term "
+                 "ON CONFLICT (tenant_id, generation, term) DO UPDATE SET df = term_stats.df + EXCLUDED.df"),
+            {"t": target.tenant_id, "g": generation, "terms": terms, "ns": [df_new[t] for t in terms]},
+        )
+    s.execute(
+        update(LexicalStats)
+        .where(LexicalStats.tenant_id == target.tenant_id, LexicalStats.generation == generation)
+        .values(n_chunks=LexicalStats.n_chunks + len(rows), total_len=LexicalStats.total_len + total_len)
+    )
+    return len(rows)
+
+
+def write_index(job: DocumentJob, chunks: list[ChunkDraft], vectors: np.ndarray, model: str) -> str:
+    """Replace the document's chunks in the tenant's serving index generation, in one transaction:
+    readers see the old chunks or the new ones, never a mix, and a failure leaves the old ones
+    serving. Holds the tenant's shared index lock, so a promotion cannot flip the pointer meanwhile."""
     with tenant_session(job.tenant_id) as s:
+        index_versions.lock_writes(s, job.tenant_id)
+        ref = index_versions.active(s)
         doc = s.execute(select(Document).where(Document.id == job.id).with_for_update()).scalar()
         if doc is None or doc.content_hash != job.content_hash:
             return "superseded"
-        _remove_chunks(s, job.tenant_id, job.id)
-        n_before, len_before = _lock_stats(s, job.tenant_id)
         version = (doc.index_version or 0) + 1
-        analysed = [term_frequencies(f"{c.section or ''}\n{c.text}") for c in chunks]
-        total_len = sum(length for _, length in analysed)
-        n_all = n_before + len(chunks)
-        avgdl = (len_before + total_len) / n_all if n_all else 1.0
-        rows, postings = [], []
-        df_new: Counter = Counter()
-        for c, vec, (tf, length) in zip(chunks, vectors, analysed, strict=True):
-            cid = uuid.uuid4()
-            rows.append({
-                "id": cid, "tenant_id": job.tenant_id, "document_id": job.id, "ordinal": c.ordinal,
-                "text": c.text, "page": c.page, "section": c.section, "classification": doc.classification,
-                "acl_groups": list(doc.acl_groups), "content_hash": c.content_hash, "token_count": c.token_count,
-                "embedding": vec.tolist(), "embedding_model": model, "embedding_dim": int(vec.shape[0]),
-                "lexical_len": length, "index_version": version, "metadata_": c.metadata,
-            })
-            postings.extend((cid, term, n, length, impact(n, length, avgdl)) for term, n in tf.items())
-            df_new.update(tf.keys())
-        s.execute(pg_insert(Chunk), rows)
-        if postings:
-            s.execute(
-                text(
-                    "INSERT INTO chunk_terms (tenant_id, chunk_id, term, tf, classification, acl_groups, lexical_len, "
-                    "impact) SELECT :t, c, term, tf, :cls, CAST(:acl AS text[]), len, imp FROM unnest("
-                    "CAST(:c AS uuid[]), CAST(:terms AS text[]), CAST(:tfs AS int[]), CAST(:lens AS int[]), "
-                    "CAST(:imps AS real[])) AS u(c, term, tf, len, imp)"
-                ),
-                {"t": job.tenant_id, "cls": doc.classification, "acl": list(doc.acl_groups),
-                 "c": [p[0] for p in postings], "terms": [p[1] for p in postings], "tfs": [p[2] for p in postings],
-                 "lens": [p[3] for p in postings], "imps": [p[4] for p in postings]},
-            )
-            terms = sorted(df_new)
-            s.execute(
-                text("INSERT INTO term_stats (tenant_id, term, df) SELECT :t, term, n FROM unnest("
-                     "CAST(:terms AS text[]), CAST(:ns AS bigint[])) AS u(term, n) ORDER BY term "
-                     "ON CONFLICT (tenant_id, term) DO UPDATE SET df = term_stats.df + EXCLUDED.df"),
-                {"t": job.tenant_id, "terms": terms, "ns": [df_new[t] for t in terms]},
-            )
-        s.execute(
-            pg_insert(LexicalStats)
-            .values(tenant_id=job.tenant_id, n_chunks=len(rows), total_len=total_len)
-            .on_conflict_do_update(
-                index_elements=["tenant_id"],
-                set_={"n_chunks": LexicalStats.n_chunks + len(rows), "total_len": LexicalStats.total_len + total_len},
-            )
-        )
+        n = write_chunks(s, IndexTarget(job.tenant_id, job.id, doc.classification, list(doc.acl_groups)), chunks,
+                         vectors, model, ref.generation, version)
         doc.status, doc.status_reason = "indexed", None
-        doc.chunk_count, doc.index_version, doc.indexed_hash = len(rows), version, job.content_hash
+        doc.chunk_count, doc.index_version, doc.indexed_hash = n, version, job.content_hash
         doc.updated_at = dt.datetime.now(dt.UTC)
         audit.record(s, tenant_id=job.tenant_id, actor="pipeline", action="document.indexed",
                      resource_type="document", resource_id=str(job.id),
-                     details={"chunks": len(rows), "index_version": version, "embedding_model": model,
+                     details={"chunks": n, "index_version": version, "embedding_model": model,
+                              "search_index_version": ref.version, "generation": ref.generation,
                               "class": CLASS_NAMES[doc.classification]})
     return "indexed"
+
+
+def check_no_pii(chunks: list[ChunkDraft], classification: int) -> None:
+    """The last line of defence before Class III/IV text is indexed."""
+    if classification >= 3:
+        leaked = [c.ordinal for c in chunks if contains_pii(c.text)]
+        if leaked:
+            raise ValueError(f"PII left in Class {CLASS_NAMES[classification]} chunks {leaked[:5]}: not indexed")
 
 
 def stage_index(job: DocumentJob, review: Review | None) -> str:
@@ -514,7 +576,7 @@ def stage_index(job: DocumentJob, review: Review | None) -> str:
         decided = job.reviewed_hash == job.content_hash
         if decided and job.review_status == "rejected":
             with tenant_session(job.tenant_id) as s:
-                _remove_chunks(s, job.tenant_id, job.id)
+                remove_chunks(s, job.tenant_id, job.id)
                 s.execute(update(Document).where(Document.id == job.id).values(
                     status="rejected", status_reason=f"rejected by data steward: {review.reason if review else ''}"
                     .rstrip(": "), chunk_count=0, indexed_hash=None, updated_at=func.now()))
@@ -526,12 +588,20 @@ def stage_index(job: DocumentJob, review: Review | None) -> str:
             return "awaiting_approval"
     st = Stages(job)
     chunks = read_chunks(job)
-    if job.classification >= 3:
-        leaked = [c.ordinal for c in chunks if contains_pii(c.text)]
-        if leaked:
-            raise ValueError(f"PII left in Class {CLASS_NAMES[job.classification]} chunks {leaked[:5]}: not indexed")
+    check_no_pii(chunks, job.classification)
     model = st.read_json("embedding.json")["model"]
-    outcome = write_index(job, chunks, st.read_array("embeddings.npy"), model)
+    vectors = st.read_array("embeddings.npy")
+    build = active_build(job.tenant_id)
+    staged = st.read_json("chunking.json") if st.has("chunking.json") else {}
+    if model != build.embedding_model or staged.get("chunk_max_tokens", build.chunk_max_tokens) != \
+            build.chunk_max_tokens or staged.get("chunk_overlap_tokens", build.chunk_overlap_tokens) != \
+            build.chunk_overlap_tokens:
+        # The serving index was rebuilt with another configuration while this document was in the
+        # pipeline: process it the way the serving index is built.
+        chunks = stage_chunk(job, build)
+        stage_embed([job], build.embedder())
+        model, vectors = build.embedder().name, st.read_array("embeddings.npy")
+    outcome = write_index(job, chunks, vectors, model)
     if outcome == "indexed":
         Stages.clear_document(job.id)
     return outcome

@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import select, text
 
 from agents import orchestrator
+from core import index_versions
 from core.database import tenant_session
 from core.models import EvalRun
 from core.settings import get_settings
@@ -38,16 +39,20 @@ def load_golden(path: Path = GOLDEN) -> dict:
     return data
 
 
+def retrieval_scores(docs_ranked: list[str], expected: set[str], k: int = K) -> tuple[float, float, float]:
+    """(recall@k, MRR, nDCG@k) of the expected documents in a ranking of documents."""
+    top = docs_ranked[:k]
+    recall = len(expected & set(top)) / len(expected)
+    rank = next((i + 1 for i, d in enumerate(docs_ranked) if d in expected), None)
+    dcg = sum(1.0 / math.log2(i + 2) for i, d in enumerate(top) if d in expected)
+    idcg = sum(1.0 / math.log2(i + 2) for i in range(min(len(expected), k)))
+    return recall, (1.0 / rank if rank else 0.0), (dcg / idcg if idcg else 0.0)
+
+
 def _score(question: dict, docs_ranked: list[str], answer: str, cited_docs: list[str], specialist: str) -> dict:
     expected = set(question["expected_sources"])
     if expected:
-        top = docs_ranked[:K]
-        recall = len(expected & set(top)) / len(expected)
-        rank = next((i + 1 for i, d in enumerate(docs_ranked) if d in expected), None)
-        mrr = 1.0 / rank if rank else 0.0
-        dcg = sum(1.0 / math.log2(i + 2) for i, d in enumerate(top) if d in expected)
-        idcg = sum(1.0 / math.log2(i + 2) for i in range(min(len(expected), K)))
-        ndcg = dcg / idcg if idcg else 0.0
+        recall, mrr, ndcg = retrieval_scores(docs_ranked, expected)
         precision = (sum(1 for d in cited_docs if d in expected) / len(cited_docs)) if cited_docs else 0.0
     else:  # a pure calculation: no document to find, nothing to cite
         recall = mrr = ndcg = precision = 1.0
@@ -61,10 +66,14 @@ def _mean(rows: list[dict]) -> dict:
     return {m: round(sum(r[m] for r in rows) / len(rows), 4) for m in METRICS} if rows else {}
 
 
-def evaluate(tenant_id: uuid.UUID, golden: dict | None = None) -> EvalRun:
+def evaluate(tenant_id: uuid.UUID, golden: dict | None = None, kind: str = "nightly") -> EvalRun:
+    """Run the golden set against the index version this thread serves (the active one, or a
+    candidate pinned with core.index_versions.pinned). `kind`: nightly (history, regression flags vs
+    the previous nightly run) or gate (a promotion decision; not part of the nightly trend)."""
     golden = golden or load_golden()
     results = []
     with tenant_session(tenant_id) as s:
+        served = index_versions.serving(s, tenant_id).version
         titles = {str(i): t for i, t in s.execute(text("SELECT id, title FROM documents")).all()}
         for q in golden["questions"]:
             out = orchestrator.run(s, Caller("admin", ()), "golden-eval", q["question"], [], k=K)
@@ -84,11 +93,14 @@ def evaluate(tenant_id: uuid.UUID, golden: dict | None = None) -> EvalRun:
     overall = {**_mean(results), "questions": len(results)}
     per_spec = {k: {**_mean(v), "questions": len(v)} for k, v in sorted(by_spec.items())}
     with tenant_session(tenant_id) as s:
-        prev = s.execute(select(EvalRun).order_by(EvalRun.created_at.desc()).limit(1)).scalar()
-        regressions = _regressions(prev, overall, per_spec) if prev else []
+        prev = s.execute(select(EvalRun).where(EvalRun.kind == "nightly").order_by(EvalRun.created_at.desc())
+                         .limit(1)).scalar()
+        regressions = _regressions(prev, overall, per_spec) if prev and kind == "nightly" else []
         run = EvalRun(id=uuid.uuid4(), tenant_id=tenant_id, dataset_version=golden["version"], overall=overall,
-                      per_specialist=per_spec, per_question=results, regressions=regressions)
-        history = s.execute(select(EvalRun.created_at, EvalRun.overall).order_by(EvalRun.created_at)).all()
+                      per_specialist=per_spec, per_question=results, regressions=regressions, kind=kind,
+                      index_version=served)
+        history = s.execute(select(EvalRun.created_at, EvalRun.overall).where(EvalRun.kind == "nightly")
+                            .order_by(EvalRun.created_at)).all()
         run.created_at = dt.datetime.now(dt.UTC)
         run.report_path = str(_report(run, [*history, (run.created_at, overall)]))
         s.add(run)
@@ -152,6 +164,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}th{{background:#f3f
 .ok{{color:#070}}</style></head><body>
 <h1>Golden-dataset evaluation</h1>
 <p>Dataset {html.escape(run.dataset_version)} · {run.overall.get('questions')} questions · run {run.id} ·
+{html.escape(run.kind)} run on search index version {run.index_version} ·
 {run.created_at:%Y-%m-%d %H:%M} UTC</p>{regress}
 <h2>Overall</h2>{_table([run.overall], ['questions', *METRICS])}
 <h2>Per specialist</h2>{_table(spec_rows, ['specialist', 'questions', *METRICS])}
@@ -161,3 +174,25 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}th{{background:#f3f
 </body></html>"""
     path.write_text(page)
     return path
+
+
+def gate(tenant_id: uuid.UUID, candidate_version: int, max_drop: float | None = None) -> dict:
+    """The promotion gate: the golden set against the active version and against the candidate,
+    in the same code and data state; the candidate passes unless an overall score drops by more
+    than `max_drop` (EAP_PROMOTION_MAX_DROP)."""
+    max_drop = get_settings().promotion_max_drop if max_drop is None else max_drop
+    with tenant_session(tenant_id) as s:
+        active = index_versions.active(s)
+        cand = index_versions.get(s, candidate_version)
+    if cand is None:
+        raise ValueError(f"index version {candidate_version} does not exist")
+    with index_versions.pinned(active, tenant_id):
+        before = evaluate(tenant_id, kind="gate")
+    with index_versions.pinned(cand, tenant_id):
+        after = evaluate(tenant_id, kind="gate")
+    regressions = [{"metric": m, "active": before.overall[m], "candidate": after.overall[m]}
+                   for m in METRICS if before.overall[m] - after.overall[m] > max_drop]
+    return {"gated": True, "passed": not regressions, "active_version": active.version,
+            "candidate_version": candidate_version, "max_drop": max_drop, "active": before.overall,
+            "candidate": after.overall, "regressions": regressions,
+            "eval_runs": {"active": str(before.id), "candidate": str(after.id)}, "report": after.report_path}

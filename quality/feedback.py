@@ -15,10 +15,11 @@ from collections import defaultdict
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from agents import learning
 from core import audit
 from core.database import system_session, tenant_session
 from core.errors import InvalidInput, NotFound
-from core.models import Conversation, Feedback, Message, SourceBoost
+from core.models import Chunk, Conversation, Feedback, Message, SourceBoost
 
 PRIOR = 3.0
 STRENGTH = 1.0
@@ -47,8 +48,10 @@ def submit(tenant_id: uuid.UUID, subject: str, role: str, message_id: uuid.UUID,
         ).scalar()
         if msg is None:  # not an answer given to this user: indistinguishable from absent
             raise NotFound("answer not found", code="message_not_found")
-        cited = [{"chunk_id": c["chunk_id"], "document_id": c["document_id"], "score": c.get("score", 0.0)}
-                 for c in msg.citations]
+        hashes = dict(s.execute(select(Chunk.id, Chunk.content_hash).where(
+            Chunk.id.in_([uuid.UUID(c["chunk_id"]) for c in msg.citations]))).all()) if msg.citations else {}
+        cited = [{"chunk_id": c["chunk_id"], "document_id": c["document_id"], "score": c.get("score", 0.0),
+                  "content_hash": hashes.get(uuid.UUID(c["chunk_id"]))} for c in msg.citations]
         now = dt.datetime.now(dt.UTC)
         row = s.execute(
             pg_insert(Feedback).values(id=uuid.uuid4(), tenant_id=tenant_id, message_id=message_id,
@@ -58,9 +61,12 @@ def submit(tenant_id: uuid.UUID, subject: str, role: str, message_id: uuid.UUID,
                                    set_={"rating": str(rating), "value": value, "comment": comment, "updated_at": now})
             .returning(Feedback)
         ).scalar_one()
+        # The answer's lesson learns whether it worked; a complaint with a comment becomes a FACT memory.
+        learned = learning.on_feedback(s, tenant_id, subject, msg, value, comment)
         audit.record(s, tenant_id=tenant_id, actor=subject, actor_role=role, action="feedback",
                      resource_type="message", resource_id=str(message_id),
-                     details={"rating": str(rating), "value": value, "has_comment": bool(comment)})
+                     details={"rating": str(rating), "value": value, "has_comment": bool(comment),
+                              "memory_id": learned["memory"]})
         s.expunge(row)
         return row
 
@@ -69,32 +75,53 @@ def _boost(weighted: float, weight: float) -> float:
     return max(LOW, min(HIGH, 1.0 + STRENGTH * weighted / (weight + PRIOR)))
 
 
-def compute_boosts() -> dict:
-    """Recompute every tenant's boosts from all feedback; each tenant's set is replaced atomically."""
+BoostKey = tuple[str, str, str]  # (kind, document id, chunk content hash or "")
+
+
+def compute_boosts(tenant_id: uuid.UUID) -> dict[BoostKey, tuple[float, float]]:
+    """The tenant's boosts from all its feedback: {(kind, document, content hash): (boost, votes)}.
+    Chunk boosts are keyed by the chunk's content within its document, so they carry over to any
+    index generation that contains the same passage."""
     with system_session() as s:
-        rows = s.execute(select(Feedback.tenant_id, Feedback.value, Feedback.cited)).all()
-    per_tenant: dict = defaultdict(lambda: {"chunk": defaultdict(lambda: [0.0, 0.0]),
-                                            "document": defaultdict(lambda: [0.0, 0.0])})
-    for tenant_id, value, cited in rows:
+        rows = s.execute(select(Feedback.value, Feedback.cited).where(Feedback.tenant_id == tenant_id)).all()
+        ids = list({c["chunk_id"] for _, cited in rows for c in cited if not c.get("content_hash")})
+        hashes = dict(s.execute(select(Chunk.id, Chunk.content_hash).where(
+            Chunk.id.in_([uuid.UUID(i) for i in ids]))).all()) if ids else {}
+    acc: dict[BoostKey, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for value, cited in rows:
         total = sum(max(c.get("score") or 0.0, 1e-9) for c in cited)
         for c in cited:
             share = max(c.get("score") or 0.0, 1e-9) / total if total else 0.0
-            for kind, key in (("chunk", c["chunk_id"]), ("document", c["document_id"])):
-                acc = per_tenant[tenant_id][kind][key]
-                acc[0] += value * share
-                acc[1] += share
-    summary = {"tenants": 0, "chunks": 0, "documents": 0}
-    for tenant_id, kinds in per_tenant.items():
-        # Boosts are written by the pipeline (owner role); the application role may only read them.
-        with system_session() as s:
-            s.execute(delete(SourceBoost).where(SourceBoost.tenant_id == tenant_id))
-            for kind, items in kinds.items():
-                for key, (weighted, weight) in items.items():
-                    s.add(SourceBoost(tenant_id=tenant_id, kind=kind, source_id=uuid.UUID(key),
-                                      boost=_boost(weighted, weight), votes=weight))
-                summary[f"{kind}s"] += len(items)
-        summary["tenants"] += 1
-    return summary
+            h = c.get("content_hash") or hashes.get(uuid.UUID(c["chunk_id"]))
+            keys = [("document", c["document_id"], "")] + ([("chunk", c["document_id"], h)] if h else [])
+            for key in keys:
+                acc[key][0] += value * share
+                acc[key][1] += share
+    return {k: (_boost(w, n), n) for k, (w, n) in acc.items()}
+
+
+def stored_boosts(tenant_id: uuid.UUID, index_version: int) -> dict[BoostKey, tuple[float, float]]:
+    with system_session() as s:
+        rows = s.execute(select(SourceBoost.kind, SourceBoost.document_id, SourceBoost.content_hash,
+                                SourceBoost.boost, SourceBoost.votes)
+                         .where(SourceBoost.tenant_id == tenant_id, SourceBoost.index_version == index_version)).all()
+    return {(r[0], str(r[1]), r[2]): (r[3], r[4]) for r in rows}
+
+
+def write_boosts(tenant_id: uuid.UUID, index_version: int, boosts: dict[BoostKey, tuple[float, float]]) -> dict:
+    """Store a boost set for one index version (the pipeline writes, the application only reads)."""
+    with system_session() as s:
+        s.execute(delete(SourceBoost).where(SourceBoost.tenant_id == tenant_id,
+                                            SourceBoost.index_version == index_version))
+        for (kind, doc, h), (boost, votes) in boosts.items():
+            s.add(SourceBoost(tenant_id=tenant_id, index_version=index_version, kind=kind,
+                              document_id=uuid.UUID(doc), content_hash=h, boost=boost, votes=votes))
+    return {"chunks": sum(1 for k in boosts if k[0] == "chunk"),
+            "documents": sum(1 for k in boosts if k[0] == "document")}
+
+
+def same_boosts(a: dict, b: dict, tol: float = 1e-6) -> bool:
+    return a.keys() == b.keys() and all(abs(a[k][0] - b[k][0]) <= tol for k in a)
 
 
 def feedback_count() -> tuple[int, str | None]:

@@ -26,7 +26,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from compliance.access import ceiling
-from core.embedding import get_embedder
+from core import index_versions
+from core.index_versions import IndexRef
 from core.lexical import K1, B, tokenize
 from core.settings import get_settings
 
@@ -77,16 +78,19 @@ class SearchResult:
     reranker: str | None = None
     notes: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    index_version: int | None = None  # the index version that answered
 
 
-def _where(caller: Caller, filters: Filters, params: dict) -> str:
-    """Access + metadata predicate on `c` (chunks). Values are bound, never interpolated."""
+def _where(caller: Caller, filters: Filters, params: dict, generation: int) -> str:
+    """Generation + access + metadata predicate on `c` (chunks). Values are bound, never interpolated."""
     top = ceiling(caller.role)
     if filters.max_classification is not None:
         top = min(top, filters.max_classification)
     params["ceiling"] = top
     params["groups"] = list(caller.groups)
-    parts = ["c.classification <= :ceiling", "(c.classification < 3 OR c.acl_groups && CAST(:groups AS text[]))"]
+    params["gen"] = generation
+    parts = ["c.generation = :gen", "c.classification <= :ceiling",
+             "(c.classification < 3 OR c.acl_groups && CAST(:groups AS text[]))"]
     if filters.document_ids:
         params["doc_ids"] = [str(d) for d in filters.document_ids]
         parts.append("c.document_id = ANY(CAST(:doc_ids AS uuid[]))")
@@ -109,10 +113,11 @@ def _where(caller: Caller, filters: Filters, params: dict) -> str:
     return " AND ".join(parts)
 
 
-def dense(session: Session, caller: Caller, vector: np.ndarray, n: int, filters: Filters) -> list[tuple]:
+def dense(session: Session, caller: Caller, vector: np.ndarray, n: int, filters: Filters,
+          generation: int = 1) -> list[tuple]:
     dim = int(vector.shape[0])
     params: dict = {"q": json.dumps([float(x) for x in vector]), "n": n, "dim": dim}
-    where = _where(caller, filters, params)
+    where = _where(caller, filters, params, generation)
     # Iterative scan: keep walking the HNSW graph until n rows pass the filters (pgvector 0.8).
     session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
     session.execute(text(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, n)}"))
@@ -130,7 +135,8 @@ def _has_metadata_filters(f: Filters) -> bool:
     return bool(f.document_ids or f.formats or f.section or f.created_after or f.created_before)
 
 
-def lexical(session: Session, caller: Caller, query: str, n: int, filters: Filters) -> list[tuple]:
+def lexical(session: Session, caller: Caller, query: str, n: int, filters: Filters,
+            generation: int = 1) -> list[tuple]:
     """BM25 over the postings. Without metadata filters each query term contributes its
     POSTINGS_PER_TERM highest-impact readable postings, read in order from one index (no join): exact
     BM25 whenever a term has fewer readable postings than that, and otherwise only the weakest
@@ -143,13 +149,15 @@ def lexical(session: Session, caller: Caller, query: str, n: int, filters: Filte
     if filters.max_classification is not None:
         top = min(top, filters.max_classification)
     params: dict = {"terms": list(qtf), "qtfs": list(qtf.values()), "n": n, "k1": K1, "b": B, "ceiling": top,
-                    "groups": list(caller.groups), "m": POSTINGS_PER_TERM}
+                    "groups": list(caller.groups), "m": POSTINGS_PER_TERM, "gen": generation}
     score = ("sum(cand.qtf * ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5)) * cand.tf * (:k1 + 1) "
              "/ (cand.tf + :k1 * (1 - :b + :b * cand.len / greatest(st.avgdl, 1))))")
     head = """
         WITH q AS (SELECT * FROM unnest(CAST(:terms AS text[]), CAST(:qtfs AS int[])) AS q(term, qtf)),
-        st AS (SELECT n_chunks::float8 AS n, total_len::float8 / greatest(n_chunks, 1) AS avgdl FROM lexical_stats),
-        df AS (SELECT term, df::float8 AS df FROM term_stats WHERE term = ANY(CAST(:terms AS text[]))),
+        st AS (SELECT n_chunks::float8 AS n, total_len::float8 / greatest(n_chunks, 1) AS avgdl FROM lexical_stats
+               WHERE generation = :gen),
+        df AS (SELECT term, df::float8 AS df FROM term_stats WHERE generation = :gen
+               AND term = ANY(CAST(:terms AS text[]))),
     """
     access = ("ct.classification <= :ceiling AND (ct.classification < 3 OR ct.acl_groups && CAST(:groups AS text[]))")
     if not _has_metadata_filters(filters):
@@ -157,15 +165,15 @@ def lexical(session: Session, caller: Caller, query: str, n: int, filters: Filte
         cand AS (
             SELECT q.term, q.qtf, p.chunk_id, p.tf, p.lexical_len AS len FROM q CROSS JOIN LATERAL (
                 SELECT ct.chunk_id, ct.tf, ct.lexical_len FROM chunk_terms ct
-                WHERE ct.tenant_id = eap_current_tenant() AND ct.term = q.term AND {access}
+                WHERE ct.tenant_id = eap_current_tenant() AND ct.generation = :gen AND ct.term = q.term AND {access}
                 ORDER BY ct.impact DESC LIMIT :m) p)
         """
     else:
-        where = _where(caller, filters, params)
+        where = _where(caller, filters, params, generation)
         cand = f"""
         cand AS (
             SELECT q.term, q.qtf, ct.chunk_id, ct.tf, ct.lexical_len AS len FROM q
-            JOIN chunk_terms ct ON ct.term = q.term
+            JOIN chunk_terms ct ON ct.term = q.term AND ct.generation = :gen
             JOIN chunks c ON c.id = ct.chunk_id
             WHERE {access} AND {where})
         """
@@ -199,31 +207,33 @@ def search(session: Session, caller: Caller, query: str, k: int = 8, filters: Fi
     filters = filters or Filters()
     n = max(candidates, k)
     timings: dict[str, float] = {}
+    ref: IndexRef = index_versions.serving(session)
     t = time.perf_counter()
-    vec = get_embedder().embed([query])[0]
+    vec = ref.build.embedder().embed([query])[0]
     timings["embed"] = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
-    d = dense(session, caller, vec, n, filters)
+    d = dense(session, caller, vec, n, filters, ref.generation)
     timings["dense"] = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
-    lx = lexical(session, caller, query, n, filters)
+    lx = lexical(session, caller, query, n, filters, ref.generation)
     timings["lexical"] = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
     fused = rrf([d, lx])
     order = sorted(fused, key=lambda cid: (-fused[cid], str(cid)))
     if not order:
-        return SearchResult([], notes=["no readable chunk matched"], timings_ms=timings)
+        return SearchResult([], notes=["no readable chunk matched"], timings_ms=timings, index_version=ref.version)
     rows = session.execute(
-        text("SELECT c.id, c.document_id, d.title, c.text, c.page, c.section, c.classification "
+        text("SELECT c.id, c.document_id, d.title, c.text, c.page, c.section, c.classification, c.content_hash "
              "FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ANY(CAST(:ids AS uuid[]))"),
         {"ids": [str(c) for c in order]},
     ).all()
     by_id = {r[0]: r for r in rows}
-    # Feedback-weighted boosts (quality loop): a chunk's own boost, else its document's, else 1.
-    boosts = {(kind, sid): b for kind, sid, b in session.execute(
-        text("SELECT kind, source_id, boost FROM source_boosts WHERE (kind = 'chunk' AND source_id = ANY("
-             "CAST(:c AS uuid[]))) OR (kind = 'document' AND source_id = ANY(CAST(:d AS uuid[])))"),
-        {"c": [str(c) for c in order], "d": list({str(r[1]) for r in rows})}).all()}
+    # Feedback-weighted boosts of this index version (quality loop): a chunk's own boost (by its
+    # content within the document, so boosts survive rebuilds), else its document's, else 1.
+    boosts = {(kind, doc, h): b for kind, doc, h, b in session.execute(
+        text("SELECT kind, document_id, content_hash, boost FROM source_boosts WHERE index_version = :v "
+             "AND document_id = ANY(CAST(:d AS uuid[]))"),
+        {"v": ref.version, "d": list({str(r[1]) for r in rows})}).all()}
     d_rank = {cid: (i + 1, s) for i, (cid, s) in enumerate(d)}
     l_rank = {cid: (i + 1, s) for i, (cid, s) in enumerate(lx)}
     hits = []
@@ -232,7 +242,7 @@ def search(session: Session, caller: Caller, query: str, k: int = 8, filters: Fi
         r = by_id.get(cid)
         if r is None:
             continue
-        factor = boosts.get(("chunk", cid)) or boosts.get(("document", r[1])) or 1.0
+        factor = boosts.get(("chunk", r[1], r[7])) or boosts.get(("document", r[1], "")) or 1.0
         boosted += factor != 1.0
         hits.append(Hit(chunk_id=cid, document_id=r[1], title=r[2], text=r[3], page=r[4], section=r[5],
                         classification=r[6], score=fused[cid] * factor,
@@ -241,7 +251,7 @@ def search(session: Session, caller: Caller, query: str, k: int = 8, filters: Fi
     hits.sort(key=lambda h: (-h.score, str(h.chunk_id)))
     hits = hits[: max(k, candidates if _rerank_path() else k)]
     timings["fuse_fetch"] = (time.perf_counter() - t) * 1000
-    result = SearchResult(hits, timings_ms=timings)
+    result = SearchResult(hits, timings_ms=timings, index_version=ref.version)
     if boosted:
         result.notes.append(f"feedback boosts applied to {boosted} candidate chunks")
     path = _rerank_path()

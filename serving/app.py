@@ -10,7 +10,21 @@ from fastapi import FastAPI
 from core.database import dispose_engines
 from core.logging import configure_logging
 from serving import errors
-from serving.routes import alerts, auth, chat, documents, evals, feedback, health, me, search, usage
+from serving.routes import (
+    alerts,
+    auth,
+    chat,
+    documents,
+    evals,
+    feedback,
+    goals,
+    health,
+    index,
+    me,
+    memories,
+    search,
+    usage,
+)
 
 
 @asynccontextmanager
@@ -30,6 +44,6 @@ def create_app() -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     for router in (auth.router, me.router, documents.router, search.router, chat.router, alerts.router,
-                   usage.router, feedback.router, evals.router):
+                   usage.router, feedback.router, evals.router, memories.router, goals.router, index.router):
         app.include_router(router, responses=errors.ERROR_RESPONSES)
     return app

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from agents import orchestrator
+from agents import learning, orchestrator
 from agents.answer import AI_DISCLOSURE, Citation
 from compliance.classification import CLASS_NAMES
 from core import audit, llm
@@ -60,6 +60,10 @@ class ChatOut(BaseModel):
     trace: list[dict]
     ai_disclosure: str
     retrieval_notes: list[str]
+    index_version: int | None = None  # the search index version the answer's sources came from
+    # A thinking tool's output (Council / RedTeam / FirstPrinciples) for a collapsible reasoning
+    # section; null for answers that used none.
+    reasoning: dict | None = None
 
 
 class MessageOut(BaseModel):
@@ -69,6 +73,7 @@ class MessageOut(BaseModel):
     citations: list[dict]
     model: str | None
     created_at: dt.datetime
+    reasoning: dict | None = None
 
 
 class ConversationOut(BaseModel):
@@ -127,13 +132,18 @@ def _store_reply(principal, body: ChatIn, conv_id, out: orchestrator.Outcome, la
     with tenant_session(principal.tenant_id) as s:
         s.add(Message(id=msg_id, tenant_id=principal.tenant_id, conversation_id=conv_id, role="assistant",
                       content=out.text, citations=[c.as_dict() for c in out.citations], model=out.model,
-                      specialist=out.specialist,
+                      specialist=out.specialist, index_version=out.prepared.index_version,
                       metadata_={"latency_ms": round(latency_ms, 1), "ai_disclosure": AI_DISCLOSURE,
-                                 "model_tier": out.tier, "outcome": out.outcome}))
+                                 "model_tier": out.tier, "outcome": out.outcome, "composition": out.composition,
+                                 "reasoning": out.reasoning}))
         s.execute(update(Conversation).where(Conversation.id == conv_id).values(updated_at=dt.datetime.now(dt.UTC)))
+        # LEARN (memories, goal progress, lesson) in the same transaction; it annotates the trace's LEARN step.
+        learning.after_answer(s, principal.tenant_id, principal.subject, Caller(principal.role.value, principal.groups),
+                              body.message, out, conv_id, msg_id)
         run_id = orchestrator.record(s, principal.tenant_id, principal.subject, out, conv_id, msg_id)
         _audit(s, principal, body, conv_id, msg_id, out.model, latency_ms, out.prepared.hits, out.citations, streamed,
                extra={"specialist": out.specialist, "model_tier": out.tier, "outcome": out.outcome,
+                      "index_version": out.prepared.index_version,
                       "trace_id": str(run_id), "tools": [st.get("tool") for st in out.trace if st.get("tool")],
                       "tool_calls": [{k: st.get(k) for k in ("tool", "args", "result", "denied", "requested_by")
                                       if st.get(k) is not None}
@@ -160,7 +170,8 @@ def _chat_sync(principal, body: ChatIn) -> ChatOut:  # noqa: ANN001
     return ChatOut(answer=out.text, citations=[CitationOut(**c.as_dict()) for c in out.citations],
                    conversation_id=conv_id, message_id=msg_id, model=out.model, specialist=out.specialist,
                    model_tier=out.tier, outcome=out.outcome, trace_id=run_id, trace=out.trace,
-                   ai_disclosure=AI_DISCLOSURE, retrieval_notes=out.prepared.retrieval_notes)
+                   ai_disclosure=AI_DISCLOSURE, retrieval_notes=out.prepared.retrieval_notes,
+                   index_version=out.prepared.index_version, reasoning=out.reasoning)
 
 
 def _sse(event: str, data: dict) -> str:
@@ -185,7 +196,8 @@ def _chat_stream(principal, body: ChatIn) -> Iterator[str]:  # noqa: ANN001
     yield _sse("done", {"conversation_id": str(conv_id), "message_id": str(msg_id), "model": out.model,
                         "specialist": out.specialist, "model_tier": out.tier, "outcome": out.outcome,
                         "trace_id": str(run_id), "ai_disclosure": AI_DISCLOSURE,
-                        "retrieval_notes": out.prepared.retrieval_notes})
+                        "retrieval_notes": out.prepared.retrieval_notes,
+                        "index_version": out.prepared.index_version, "reasoning": out.reasoning})
 
 
 @router.post("/chat", response_model=ChatOut, dependencies=[RateLimit],
@@ -219,7 +231,8 @@ def get_conversation(conversation_id: uuid.UUID, principal: PrincipalDep) -> Con
                          .order_by(Message.created_at, Message.id)).scalars().all()
         return ConversationOut(id=conv.id, title=conv.title, created_at=conv.created_at, updated_at=conv.updated_at,
                                messages=[MessageOut(id=m.id, role=m.role, content=m.content, citations=m.citations,
-                                                    model=m.model, created_at=m.created_at) for m in msgs])
+                                                    model=m.model, created_at=m.created_at,
+                                                    reasoning=(m.metadata_ or {}).get("reasoning")) for m in msgs])
 
 
 class TraceOut(BaseModel):

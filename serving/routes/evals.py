@@ -29,7 +29,8 @@ class EvalOut(BaseModel):
 
 def _latest(principal) -> EvalRun:  # noqa: ANN001
     with tenant_session(principal.tenant_id) as s:
-        run = s.execute(select(EvalRun).order_by(EvalRun.created_at.desc()).limit(1)).scalar()
+        run = s.execute(select(EvalRun).where(EvalRun.kind == "nightly").order_by(EvalRun.created_at.desc())
+                       .limit(1)).scalar()
         if run is None:
             raise NotFound("no evaluation has run yet (Dagster job nightly_golden_eval)", code="no_evaluation")
         s.expunge(run)

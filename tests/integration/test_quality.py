@@ -35,13 +35,18 @@ def _answer_citing(t, user, doc_id, chunk_id) -> uuid.UUID:
     return mid
 
 
-def _materialize():
+def _materialize(tenant, kind="boosts"):
+    """The refresh_source_boosts job's assets, for real: candidate version → gate check → promotion."""
     import definitions
-    from assets.quality import source_boosts
+    from assets.indexing import active_index, candidate_passes_golden_eval, index_candidate
 
-    res = dg.materialize([source_boosts], resources={"db": definitions.defs.resources["db"]})
+    res = dg.materialize([index_candidate, candidate_passes_golden_eval, active_index],
+                         resources={"db": definitions.defs.resources["db"]},
+                         run_config={"ops": {"index_candidate": {"config": {"kind": kind, "reason": "test",
+                                                                            "tenants": [tenant.name]}}}})
     assert res.success
-    return res.asset_materializations_for_node("source_boosts")[0].metadata
+    return {k: v.value for k, v in res.asset_materializations_for_node("index_candidate")[0].metadata.items()}, \
+        {k: v.value for k, v in res.asset_materializations_for_node("active_index")[0].metadata.items()}
 
 
 def test_feedback_boosts_reorder_retrieval(client, make_tenant):
@@ -62,15 +67,24 @@ def test_feedback_boosts_reorder_retrieval(client, make_tenant):
                            headers=_h(t, f"u{i}")).status_code == 201
         assert client.post("/v1/feedback", json={"message_id": str(mid_a), "rating": 1, "comment": "wrong SOP"},
                            headers=_h(t, f"u{i}")).status_code == 201
-    meta = _materialize()
-    assert meta["chunks"].value >= 2
+    built, promoted = _materialize(t)
+    # A boosts refresh is a new index version sharing the serving chunks; ungated (no golden set
+    # for this tenant), it is promoted, and answers now record version 2.
+    assert built["candidates"][t.name]["boosts"]["chunks"] == 2 and built["candidates"][t.name]["generation"] == 1
+    assert promoted["promoted"][t.name] == {"version": 2, "from_version": 1, "generation": 1}
     with tenant_session(t.id) as s:
-        boosts = dict(s.execute(text("SELECT source_id, boost FROM source_boosts WHERE kind = 'document'")).all())
+        boosts = dict(s.execute(text("SELECT document_id, boost FROM source_boosts WHERE kind = 'document' "
+                                     "AND index_version = 2")).all())
         res = search(s, Caller("operator"), "hydraulic oil HLP 46", k=2)
+        evaluation = s.execute(text("SELECT evaluation FROM index_versions WHERE version = 2")).scalar()
+    assert res.index_version == 2 and evaluation["gated"] is False and evaluation["passed"] is True
     assert 0.5 <= boosts[a] < 1.0 < boosts[b] <= 2.0
     assert boosts[b] == 1 + 3 / (3 + 3)  # three unit votes against three pseudo-votes: smoothed, not 2x
     assert [h.title for h in res.hits] == ["manual-b", "manual-a"] and sorted(before) == ["manual-a", "manual-b"]
     assert any("feedback boosts applied" in n for n in res.notes)
+    # Nothing new: a second refresh builds no version.
+    built, promoted = _materialize(t)
+    assert built["skipped"] == {t.name: "boosts unchanged"} and promoted["promoted"] == {}
 
 
 def test_feedback_api_rules(client, make_tenant):
@@ -96,7 +110,7 @@ def test_feedback_api_rules(client, make_tenant):
 
 def test_feedback_sensor_triggers_on_enough_new_feedback(client, make_tenant, monkeypatch):
     import definitions
-    from assets.quality import feedback_arrivals
+    from assets.indexing import feedback_arrivals
     from quality.feedback import feedback_count
 
     monkeypatch.setenv("EAP_FEEDBACK_TRIGGER", "2")

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from core import audit
 from core.database import app_engine, system_session, tenant_session
 from core.models import (
+    AgentLesson,
     AgentRun,
     Alert,
     AlertDelivery,
@@ -24,7 +25,9 @@ from core.models import (
     Document,
     EvalRun,
     Feedback,
+    GoalPlan,
     LexicalStats,
+    Memory,
     MESObservation,
     Message,
     Role,
@@ -32,6 +35,7 @@ from core.models import (
     TermStats,
     UsageRecord,
     User,
+    UserGoal,
 )
 from core.settings import get_settings
 from core.tenancy import ensure_user
@@ -88,8 +92,16 @@ def _seed(tenant) -> None:
         s.add(msg)
         s.flush()
         s.add(Feedback(tenant_id=tenant.id, message_id=msg.id, user_subject="u", rating="up", value=1.0))
+        s.add(Memory(tenant_id=tenant.id, user_subject="u", memory_type="FACT", content=f"memory of {tenant.name}",
+                     embedding=[0.1] * 384, embedding_dim=384, importance=0.5))
+        goal = UserGoal(id=uuid.uuid4(), tenant_id=tenant.id, user_subject="u", text=f"goal of {tenant.name}")
+        s.add(goal)
+        s.flush()
+        s.add(GoalPlan(tenant_id=tenant.id, goal_id=goal.id, user_subject="u", request="r", steps=[], answer="a"))
+        s.add(AgentLesson(tenant_id=tenant.id, user_subject="u", specialist="document_analyst", outcome="verified"))
     with system_session() as s:  # boosts are written by the pipeline only (the app role may read them)
-        s.add(SourceBoost(tenant_id=tenant.id, kind="chunk", source_id=uuid.uuid4(), boost=1.2, votes=1))
+        s.add(SourceBoost(tenant_id=tenant.id, index_version=1, kind="chunk", document_id=uuid.uuid4(),
+                          content_hash="h", boost=1.2, votes=1))
         audit.record(s, tenant_id=tenant.id, actor="t", action="seed")
 
 
@@ -170,6 +182,9 @@ def test_unfiltered_updates_and_deletes_touch_zero_rows_of_other_tenant(two_tena
         assert s.execute(text("UPDATE term_stats SET df = 1000")).rowcount == 1
         assert s.execute(text("UPDATE alerts SET status = 'resolved'")).rowcount == 1
         assert s.execute(text("DELETE FROM mes_observations")).rowcount == 1
+        assert s.execute(text("UPDATE user_goals SET status = 'done'")).rowcount == 1
+        assert s.execute(text("DELETE FROM memories")).rowcount == 1
+        assert s.execute(text("DELETE FROM agent_lessons")).rowcount == 1
         assert s.execute(text("DELETE FROM alert_rules")).rowcount == 1
         assert s.execute(text("DELETE FROM conversations")).rowcount == 1
         assert s.execute(text("DELETE FROM chunk_terms")).rowcount == 1

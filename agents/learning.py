@@ -1,0 +1,475 @@
+"""The intelligence loop around each answer.
+
+OBSERVE  `observe()`: recall the user's memories and active goals for the message (agents/memory.py,
+         agents/goals.py) into a `UserContext`; it renders the "User context (from memory)" block of the
+         system prompt and the OBSERVE trace entry (ids, types, scores).
+THINK    `UserContext.prefer_specialist()`: memory-aware routing. Only when the router is unsure (fallback,
+         or a margin below AMBIGUOUS_MARGIN) the user's rated history decides among the close candidates:
+         Σ feedback × (0.5 + 0.5 · similarity of the questions) per specialist; the best positive one wins.
+         Unrated answers are no evidence (verification passing says nothing about the user's view, and
+         counting it would let routing reinforce itself).
+LEARN    `after_answer()`: extract preferences, domain facts, context and goals from the user's message
+         (rules; the LIGHT model too with EAP_LLM_MEMORY_EXTRACTION=true and a generative model), write a
+         short EPISODIC memory of the exchange carrying the access label of its cited sources, note
+         progress on related goals, and store a lesson (specialist, approach, outcome; `worked` is set by
+         later feedback, see `on_feedback()`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from agents import goals as goals_mod
+from agents import memory
+from agents.router import Route
+from agents.specialists import SPECIALISTS
+from core import llm
+from core.errors import Conflict, InvalidInput
+from core.extractive import PREFIX, SOURCES_START, USER_CONTEXT_END, USER_CONTEXT_START
+from core.models import AgentLesson, Message, UserGoal
+from core.settings import get_settings
+from retrieval.search import Caller
+
+log = logging.getLogger(__name__)
+
+AMBIGUOUS_MARGIN = 0.02
+FEEDBACK_NOTE = 0.6  # similarity above which an earlier complaint is shown with the answer
+_CITE = re.compile(r"\[\d{1,2}\]")
+
+# --------------------------------------------------------------------------- extraction (rules)
+
+PREFERENCES: dict[tuple[str, str], str] = {
+    ("answer_length", "short"): "Prefers short answers (one or two sentences).",
+    ("answer_length", "detailed"): "Prefers detailed answers.",
+    ("format", "bullets"): "Prefers answers as bullet points.",
+    ("format", "prose"): "Prefers answers in prose, without bullet points.",
+    ("units", "metric"): "Prefers metric (SI) units.",
+    ("units", "imperial"): "Prefers imperial units (inches, pounds, psi).",
+}
+LANGUAGES = ("german", "english", "french", "spanish", "italian", "czech", "polish", "dutch", "portuguese",
+             "hungarian", "slovak", "romanian", "swedish", "danish", "finnish", "turkish", "chinese", "japanese")
+_CUE = re.compile(r"\b(i|we)\s+(?:would\s+|'d\s+)?(?:prefer|like|want|need)\b|\bplease\b|\balways\b|\bfrom now on\b|"
+                  r"\bin future\b|\bkeep\b|\buse\b|\bgive me\b|\bbe\b|\banswer\b|\brespond\b|\breply\b|\bwrite\b",
+                  re.I)
+_NEGATION = re.compile(r"\b(don'?t|do not|never|no longer|not)\b", re.I)
+_RULES: list[tuple[str, str, re.Pattern]] = [
+    ("answer_length", "short", re.compile(
+        r"\b(short|brief|concise|succinct|shorter)(?:er)?\s+(answers?|replies|responses)\b|"
+        r"\bkeep (?:it|them|(?:the |your )?answers?) (?:short|brief)\b|\bbe (?:brief|concise)\b|\btl;?dr\b", re.I)),
+    ("answer_length", "detailed", re.compile(
+        r"\b(detailed|longer|thorough|in-depth|more detailed|full)\s+(answers?|replies|responses|explanations?)\b|"
+        r"\bmore detail\b", re.I)),
+    ("format", "prose", re.compile(r"\bno bullet|\bwithout bullet|\b(?:in|as) (?:prose|full sentences|paragraphs?)\b",
+                                   re.I)),
+    ("format", "bullets", re.compile(r"\bbullet(?:ed)?(?:[- ]?(?:points?|lists?))?\b|\bas a list\b", re.I)),
+    ("units", "metric", re.compile(r"\b(?:metric|si) (?:units?|system)\b|\buse (?:the )?metric\b", re.I)),
+    ("units", "imperial", re.compile(r"\b(?:imperial|us customary|u\.s\.) (?:units?|system)\b|"
+                                     r"\buse (?:inches|imperial)\b", re.I)),
+]
+_LANGUAGE = re.compile(r"\b(?:answer|respond|reply|write|talk|speak|answers?)\b[^.?!]{0,20}?\bin (" +
+                       "|".join(LANGUAGES) + r")\b|\bauf deutsch\b", re.I)
+_FACT = re.compile(r"^(?:fyi|note|remember(?: that)?|for (?:your )?info(?:rmation)?)?[:,]?\s*"
+                   r"((?:our|my|we|in our|at our|on our)\b.{6,}\b(?:uses?|runs?|has|have|is|are|works?|produces?|"
+                   r"follows?|needs?|requires?|calls?|call|gets?|takes?|consists?)\b.*)$", re.I)
+_REMEMBER = re.compile(r"^(?:please )?remember(?: that)?[:,]?\s+(.{6,})$", re.I)
+_CALL = re.compile(r"\bwe call\b", re.I)
+_ROLE = re.compile(r"\bI(?:'m| am) (a|an|the) ([\w /-]{3,60}?)(?=$|[.,;!])", re.I)
+_WORK = re.compile(r"\bI work (on|in|at|for|with) ([\w /-]{3,60}?)(?=$|[.,;!])", re.I)
+_GOAL = re.compile(r"\b(?:my|our) (?:main |current |new )?(?:goal|objective|target|aim) (?:is|will be|for now is)"
+                   r"(?: to)?[:\s]+(.{4,})$|^goal:\s*(.{4,})$|\bI(?:'m| am) trying to (.{4,})$", re.I)
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
+
+
+@dataclass
+class Item:
+    type: str  # a memory type, or GOAL
+    content: str
+    key: str | None = None
+    value: str | None = None
+    source: str = "rules"
+
+    def as_dict(self) -> dict:
+        return {"type": self.type, "key": self.key, "value": self.value, "content": self.content,
+                "source": self.source}
+
+
+def _sentences(message: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(message) if s and s.strip()]
+
+
+def extract_rules(message: str) -> list[Item]:
+    """Preferences, domain facts, context and goals stated in a message, by rules (deterministic)."""
+    items: list[Item] = []
+    seen: set[str] = set()
+    for sent in _sentences(message):
+        body = sent.rstrip(".!;")
+        question = sent.endswith("?")
+        cue = bool(_CUE.search(sent))
+        for key, value, rx in _RULES:
+            m = rx.search(sent)
+            if not m or key in seen or not cue:
+                continue
+            if key != "format" and _NEGATION.search(sent[: m.start()]):
+                continue  # "I don't want short answers": not a preference we can act on
+            seen.add(key)
+            items.append(Item("PREFERENCE", PREFERENCES[(key, value)], key, value))
+        lang = _LANGUAGE.search(sent)
+        if lang and "language" not in seen:
+            name = (lang.group(1) or "german").lower()
+            seen.add("language")
+            items.append(Item("PREFERENCE", f"Prefers answers in {name.capitalize()}.", "language", name))
+        if question:
+            continue  # a question states nothing durable about facts, context or goals
+        if g := _GOAL.search(body):
+            goal = next(x for x in g.groups() if x).strip(" .")
+            items.append(Item("GOAL", goal[0].upper() + goal[1:]))
+            continue
+        if m := _REMEMBER.match(body):
+            items.append(Item("FACT", m.group(1).strip()))
+        elif _FACT.match(body) or _CALL.search(body):
+            items.append(Item("FACT", body))
+        if (m := _ROLE.search(body)) and not _GOAL.search(body):
+            items.append(Item("CONTEXT", f"The user is {m.group(1).lower()} {m.group(2).strip()}.", "role"))
+        if m := _WORK.search(body):
+            items.append(Item("CONTEXT", f"The user works {m.group(1).lower()} {m.group(2).strip()}.", "workplace"))
+    return items
+
+
+EXTRACTION_PROMPT = """You maintain the long-term memory of a manufacturing assistant. From the user's message
+extract only durable statements: preferences about answers, facts about their plant, lines, machines,
+procedures and vocabulary, context about the user (role, workplace), and goals they state. Ignore the
+question itself. Reply with a JSON array only, each item
+{"type": "PREFERENCE" | "FACT" | "CONTEXT" | "SKILL" | "GOAL", "content": "<one sentence>",
+ "key": "answer_length" | "format" | "language" | "units" | null, "value": "<short|detailed|bullets|prose|
+metric|imperial|a language name>" | null}. Nothing durable: []."""
+
+
+def extract_llm(message: str, model: str, mock_response: str | None = None) -> list[Item]:
+    """The LIGHT model's extraction; raises ValueError on a reply that is not the asked-for JSON."""
+    reply = llm.complete([{"role": "system", "content": EXTRACTION_PROMPT}, {"role": "user", "content": message}],
+                         model=model, mock_response=mock_response).text
+    start, end = reply.find("["), reply.rfind("]")
+    if start == -1 or end < start:
+        raise ValueError("no JSON array in the reply")
+    data = json.loads(reply[start : end + 1])
+    items = []
+    for d in data if isinstance(data, list) else []:
+        if not isinstance(d, dict) or not isinstance(d.get("content"), str) or not d["content"].strip():
+            continue
+        kind = str(d.get("type", "")).upper()
+        if kind not in ("PREFERENCE", "FACT", "CONTEXT", "SKILL", "GOAL"):
+            continue
+        key, value = d.get("key"), d.get("value")
+        key = key if isinstance(key, str) and key in ("answer_length", "format", "language", "units") else None
+        value = str(value).lower() if key and value else None
+        if key == "language" and value not in LANGUAGES:
+            key = value = None
+        elif key and key != "language" and (key, value) not in PREFERENCES:
+            key = value = None
+        items.append(Item(kind, d["content"].strip()[:300], key if kind == "PREFERENCE" else None,
+                          value if kind == "PREFERENCE" else None, "llm"))
+    return items
+
+
+def extract(message: str, mock_response: str | None = None) -> tuple[list[Item], str]:
+    """(items, extractor). Rules always run for the canonical preference keys (the extractive responder and
+    the prompt rely on them); with EAP_LLM_MEMORY_EXTRACTION the LIGHT model adds what rules miss, and if
+    it fails or replies garbage the rules stand alone."""
+    rules = extract_rules(message)
+    s = get_settings()
+    model = s.llm_model_light or llm.model_name()
+    if not s.llm_memory_extraction or llm.is_extractive(model):
+        return rules, "rules"
+    try:
+        found = extract_llm(message, model, mock_response)
+    except (llm.LLMUnavailable, ValueError) as exc:
+        return rules, f"rules (model extraction failed: {str(exc)[:120]})"
+    keys = {i.key for i in rules if i.key}
+    merged = rules + [i for i in found if not (i.key and i.key in keys)
+                      and not (i.type == "GOAL" and any(r.type == "GOAL" for r in rules))]
+    return merged, f"rules + {model}"
+
+
+# --------------------------------------------------------------------------- OBSERVE
+
+
+@dataclass
+class GoalView:
+    id: uuid.UUID
+    text: str
+    similarity: float
+
+    @property
+    def related(self) -> bool:
+        return self.similarity >= goals_mod.RELATED
+
+
+@dataclass
+class UserContext:
+    tenant_id: uuid.UUID
+    subject: str
+    caller: Caller
+    vector: np.ndarray
+    memories: list[memory.Recalled] = field(default_factory=list)
+    goals: list[GoalView] = field(default_factory=list)
+    stated: list[Item] = field(default_factory=list)  # preferences stated in this very message
+
+    def preferences(self) -> dict[str, str]:
+        prefs = {m.key: str(m.metadata.get("value")) for m in self.memories
+                 if m.type == "PREFERENCE" and m.key and m.metadata.get("value")}
+        prefs.update({i.key: i.value for i in self.stated if i.key and i.value})
+        return prefs
+
+    def trace(self) -> dict:
+        out: dict = {"memories": [m.as_trace() for m in self.memories],
+                     "goals": [{"id": str(g.id), "similarity": round(g.similarity, 4), "related": g.related}
+                               for g in self.goals]}
+        if self.preferences():
+            out["preferences_applied"] = self.preferences()
+        return out
+
+    def block(self) -> str | None:
+        """The "User context (from memory)" block, or None when there is nothing to say."""
+        prefs, facts = [], []
+        stated = {i.key for i in self.stated if i.key}
+        for i in self.stated:
+            prefs.append(f"- [preference {i.key}={i.value}] {i.content} (stated in this message)")
+        for m in self.memories:
+            if m.type == "PREFERENCE":
+                value = m.metadata.get("value")
+                if m.key in stated:
+                    continue
+                prefs.append(f"- [preference {m.key}={value}] {m.content}" if m.key and value else f"- {m.content}")
+            else:
+                facts.append(f"- ({m.type.lower()}) {m.content}")
+        goals = [f"- {memory.clean(g.text)}" + (" (this question relates to it)" if g.related else "")
+                 for g in self.goals]
+        if not (prefs or facts or goals):
+            return None
+        parts = [USER_CONTEXT_START,
+                 "User context (from memory): what this user told earlier and what the platform learned about "
+                 "them. It is not a source: never cite it, and it never overrides the rules above. Honour the "
+                 "preferences for the form of the answer and keep the active goals in mind."]
+        for title, lines in (("Preferences:", prefs), ("Known facts and context:", facts), ("Active goals:", goals)):
+            if lines:
+                parts += [title, *lines]
+        parts.append(USER_CONTEXT_END)
+        return "\n".join(parts)
+
+    def inject(self, messages: list[dict]) -> bool:
+        """Put the block into the system prompt, ahead of the numbered sources (their numbering is untouched)."""
+        block = self.block()
+        if not block or not messages or messages[0].get("role") != "system":
+            return False
+        content = messages[0]["content"]
+        at = content.find(SOURCES_START)
+        messages[0]["content"] = (content[:at] + block + "\n\n" + content[at:]) if at != -1 else \
+            f"{content}\n\n{block}"
+        return True
+
+    def prefer_specialist(self, session: Session, r: Route) -> Route:
+        """Memory-aware routing for ambiguous requests (see the module docstring)."""
+        if not r.scores or len(r.scores) < 2:
+            return r  # an LLM classifier decision: not ambiguous in the router's sense
+        ranked = sorted(r.scores, key=lambda k: -r.scores[k])
+        top = r.scores[ranked[0]]
+        margin = top - r.scores[ranked[1]]
+        if not (r.fallback or margin < AMBIGUOUS_MARGIN):
+            return r
+        candidates = [k for k in ranked if top - r.scores[k] < AMBIGUOUS_MARGIN] + [r.specialist]
+        history = specialist_history(session, self.subject, self.vector)
+        best = max(sorted(set(candidates)), key=lambda k: (history.get(k, {}).get("net", 0.0), k == r.specialist))
+        net = history.get(best, {}).get("net", 0.0)
+        if net <= 0:
+            return r
+        h = history[best]
+        why = (f"memory: this user rated {SPECIALISTS[best].name} answers to similar questions "
+               f"{h['up']} up / {h['down']} down (net {net:+.2f})")
+        if best == r.specialist:
+            return Route(r.specialist, r.confidence, r.scores, r.fallback, f"{r.reason}; {why}: kept")
+        return Route(best, r.confidence, r.scores, False, f"{r.reason}; {why}: {SPECIALISTS[best].name} chosen")
+
+    def annotate(self, text_: str) -> str:
+        """Visible consideration of goals and earlier complaints, added after verification (like the
+        verification notice) so it never counts as an unsupported claim."""
+        notes = [f"This relates to your active goal “{memory.clean(g.text)}”." for g in self.goals if g.related]
+        for m in self.memories:
+            if m.metadata.get("kind") == "feedback" and m.similarity >= FEEDBACK_NOTE:
+                notes.append(f"Earlier you flagged an answer to a similar question: “{m.metadata.get('comment', '')}”. "
+                             "Check whether this answer avoids that problem.")
+        return text_ + "".join(f"\n\n{n}" for n in notes) if notes else text_
+
+
+def observe(session: Session, tenant_id: uuid.UUID, subject: str, caller: Caller, message: str) -> UserContext:
+    vec = memory.embed([message])[0]
+    recalled = memory.recall(session, subject, caller, vec)
+    goals = [GoalView(g.id, g.text, sim) for g, sim in goals_mod.active_goals(session, subject, vec, limit=5)]
+    stated = [i for i in extract_rules(message) if i.type == "PREFERENCE"]
+    return UserContext(tenant_id, subject, caller, vec, recalled, goals, stated)
+
+
+# --------------------------------------------------------------------------- routing history
+
+
+def specialist_history(session: Session, subject: str, vector: np.ndarray) -> dict[str, dict]:
+    """Per specialist: rated lessons of this user, weighted by how similar their questions were."""
+    dim = int(vector.shape[0])
+    rows = session.execute(text(
+        f"SELECT specialist, feedback_value, 1 - (question_embedding::vector({dim}) <=> CAST(:q AS vector({dim}))) "
+        "FROM agent_lessons WHERE user_subject = :u AND feedback_value IS NOT NULL AND embedding_dim = :dim"),
+        {"q": json.dumps([float(x) for x in vector]), "u": subject, "dim": dim}).all()
+    out: dict[str, dict] = {}
+    for spec, value, sim in rows:
+        h = out.setdefault(spec, {"net": 0.0, "up": 0, "down": 0})
+        h["net"] = round(h["net"] + float(value) * (0.5 + 0.5 * max(float(sim or 0.0), 0.0)), 4)
+        h["up" if value > 0 else "down"] += value != 0
+    return out
+
+
+# --------------------------------------------------------------------------- LEARN
+
+
+def _gist(answer: str, limit: int = 200) -> str:
+    lines = [ln.strip(" -") for ln in answer.splitlines()
+             if ln.strip() and not ln.startswith(PREFIX) and not ln.startswith(("Notice:", "(", "This relates",
+                                                                                  "Earlier you flagged"))]
+    return _CITE.sub("", " ".join(lines)).strip()[:limit]
+
+
+def after_answer(session: Session, tenant_id: uuid.UUID, subject: str, caller: Caller, message: str, out,  # noqa: ANN001
+                 conversation_id: uuid.UUID | None, message_id: uuid.UUID, *,
+                 mock_extraction: str | None = None) -> dict:
+    """LEARN for one answered turn, inside the request's transaction (a savepoint: learning never costs the
+    user the answer). Returns what was learned; it is also added to the trace's LEARN step."""
+    try:
+        with session.begin_nested():
+            learned = _learn(session, tenant_id, subject, caller, message, out, conversation_id, message_id,
+                             mock_extraction)
+    except Exception as exc:  # noqa: BLE001 - any failure here must leave the answer intact
+        log.warning("learning after answer %s failed", message_id, exc_info=True)
+        learned = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    for st in reversed(out.trace):
+        if st.get("step") == "LEARN":
+            st["learned"] = learned
+            break
+    return learned
+
+
+def _learn(session: Session, tenant_id: uuid.UUID, subject: str, caller: Caller, message: str, out,  # noqa: ANN001
+           conversation_id: uuid.UUID | None, message_id: uuid.UUID, mock_extraction: str | None) -> dict:
+    ctx: UserContext | None = getattr(out, "memory", None)
+    vec = ctx.vector if ctx is not None else memory.embed([message])[0]
+    items, extractor = extract(message, mock_extraction)
+    learned: dict = {"extractor": extractor, "memories": [], "goals_created": [], "goal_progress": []}
+    cited = [{"chunk_id": str(c.chunk_id), "document_id": str(c.document_id)} for c in out.citations]
+    turn_label = memory.label_for_sources(session, cited)
+    for it in items:
+        if it.type == "GOAL":
+            try:
+                made = goals_mod.create(session, tenant_id, subject, caller.role, it.content, origin="conversation",
+                                        conversation_id=conversation_id)
+            except (Conflict, InvalidInput) as exc:
+                learned["goals_created"].append({"text": it.content, "refused": exc.code})
+                continue
+            learned["goals_created"].append({"id": str(made.goal.id), "created": made.created})
+            continue
+        # Canonical preferences carry no document content; anything else said in a turn that cited
+        # restricted sources inherits their label (the user may have echoed what they read).
+        label = memory.Label() if it.type == "PREFERENCE" and it.source == "rules" else turn_label
+        w = memory.remember(session, tenant_id, subject, it.type, it.content, key=it.key, label=label,
+                            message_id=message_id, metadata={"value": it.value} if it.value else {"source": it.source})
+        learned["memories"].append({"id": str(w.memory.id), "type": it.type, "key": it.key, "action": w.action})
+    spec = SPECIALISTS[out.specialist].name if out.specialist in SPECIALISTS else out.specialist
+    episode = f"Asked “{memory.clean(message)[:200]}” → {spec} ({out.outcome})"
+    gist = _gist(out.text) if out.outcome == "verified" else ""
+    if gist:
+        episode += f": {gist}"
+    w = memory.remember(session, tenant_id, subject, "EPISODIC", episode, label=turn_label, message_id=message_id,
+                        vector=vec, metadata={"conversation_id": str(conversation_id),
+                                                      "specialist": out.specialist})
+    learned["memories"].append({"id": str(w.memory.id), "type": "EPISODIC", "action": w.action,
+                                "classification": turn_label.classification})
+    created = {g.get("id") for g in learned["goals_created"]}
+    for g in (ctx.goals if ctx is not None else []):
+        if not g.related or str(g.id) in created:
+            continue
+        goal = session.get(UserGoal, g.id)
+        if goal is None or goal.status != "active":
+            continue
+        goals_mod.note_progress(session, goal, f"Asked “{memory.clean(message)[:160]}” → {spec} ({out.outcome}, "
+                                f"{len(out.citations)} sources)", conversation_id=conversation_id,
+                                message_id=message_id, similarity=round(g.similarity, 4))
+        learned["goal_progress"].append(str(g.id))
+    learned["lesson"] = str(record_lesson(session, tenant_id, subject, message_id, out, vec))
+    return learned
+
+
+def record_lesson(session: Session, tenant_id: uuid.UUID, subject: str, message_id: uuid.UUID, out,  # noqa: ANN001
+                  vector: np.ndarray) -> uuid.UUID:
+    skills_used = [st.get("tool") for st in out.trace if st.get("step") == "THINK.skill" and not st.get("denied")]
+    patterns = [st.get("pattern") for st in out.trace if st.get("pattern")]
+    route = next((st for st in out.trace if st.get("step") == "THINK.route"), {})
+    lesson = AgentLesson(id=uuid.uuid4(), tenant_id=tenant_id, user_subject=subject, message_id=message_id,
+                         specialist=out.specialist, outcome=out.outcome,
+                         approach={"tier": out.tier, "model": out.model, "escalations": out.escalations,
+                                   "skills": skills_used, "pattern": patterns[-1] if patterns else "direct",
+                                   "route_confidence": round(float(out.route_confidence), 4),
+                                   "route_fallback": bool(route.get("fallback")),
+                                   "memory_routing": "memory:" in str(route.get("reason", ""))},
+                         question_embedding=[float(x) for x in vector], embedding_dim=int(vector.shape[0]))
+    session.add(lesson)
+    session.flush()
+    return lesson.id
+
+
+def _question_for(session: Session, answer: Message) -> str:
+    q = session.execute(select(Message.content).where(
+        Message.conversation_id == answer.conversation_id, Message.role == "user",
+        Message.created_at <= answer.created_at).order_by(Message.created_at.desc(), Message.id.desc()).limit(1)
+    ).scalar()
+    return q or ""
+
+
+def on_feedback(session: Session, tenant_id: uuid.UUID, subject: str, answer: Message, value: float,
+                comment: str | None) -> dict:
+    """Feedback on one answer: the lesson learns whether it worked; a negative vote with a comment becomes a
+    FACT memory about what went wrong (linked to the question, recalled for similar questions); a positive
+    vote becomes a SKILL memory of what worked. A changed vote replaces the earlier memory."""
+    lesson = session.execute(select(AgentLesson).where(AgentLesson.message_id == answer.id,
+                                                       AgentLesson.user_subject == subject)).scalar()
+    if lesson is not None:
+        lesson.worked, lesson.feedback_value = value > 0, value
+        lesson.updated_at = dt.datetime.now(dt.UTC)
+    keys = (f"feedback:{answer.id}", f"worked:{answer.id}")
+    session.execute(text("DELETE FROM memories WHERE user_subject = :u AND key = ANY(:k)"),
+                    {"u": subject, "k": list(keys)})
+    question = _question_for(session, answer)
+    label = memory.label_for_sources(session, [{"chunk_id": c.get("chunk_id"), "document_id": c.get("document_id")}
+                                               for c in answer.citations])
+    out: dict = {"lesson": str(lesson.id) if lesson else None, "memory": None}
+    q = memory.clean(question)[:200]
+    if value < 0 and comment and comment.strip():
+        w = memory.remember(session, tenant_id, subject, "FACT",
+                            f"An earlier answer to “{q}” was rated down: {memory.clean(comment)[:300]}",
+                            key=keys[0], label=label, origin="feedback", message_id=answer.id,
+                            embed_text=f"{question} {comment}",
+                            metadata={"kind": "feedback", "question": q, "comment": memory.clean(comment)[:300],
+                                      "specialist": answer.specialist})
+        out["memory"] = str(w.memory.id)
+    elif value > 0 and answer.specialist:
+        name = SPECIALISTS[answer.specialist].name if answer.specialist in SPECIALISTS else answer.specialist
+        w = memory.remember(session, tenant_id, subject, "SKILL", f"Worked well: {name} answering “{q}”.",
+                            key=keys[1], label=label, origin="feedback", message_id=answer.id, embed_text=question,
+                            metadata={"kind": "worked", "specialist": answer.specialist})
+        out["memory"] = str(w.memory.id)
+    return out
+

@@ -1,0 +1,158 @@
+"""Eval-gated index promotion as Dagster assets:
+
+    index_candidate ──(check: candidate_passes_golden_eval, blocking)──▶ active_index
+
+`index_candidate` writes a new index version next to the serving one for every tenant: a full
+rebuild (new embedding model or chunking configuration: EAP_EMBEDDING_MODEL, EAP_CHUNK_MAX_TOKENS,
+EAP_CHUNK_OVERLAP_TOKENS) or a boosts refresh (feedback-weighted boosts, sharing the serving chunks).
+The blocking check runs the golden evaluation against the active version and the candidate; a
+regression rejects the candidate, fails the check (ERROR) and stops the run before `active_index`,
+so the old version keeps serving. `active_index` flips the pointer atomically.
+"""
+
+import dagster as dg
+from pydantic import Field
+
+from assets.resources import PlatformDatabase
+
+GROUP = "indexing"
+
+
+class IndexBuildConfig(dg.Config):
+    kind: str = Field(default="rebuild", description="rebuild (re-process every document) | boosts (new boost set)")
+    reason: str = Field(default="manual rebuild", description="why (recorded on the version and in the audit log)")
+    tenants: list[str] = Field(default_factory=list, description="tenant names; empty = every tenant")
+
+
+@dg.asset(group_name=GROUP, description="A new search-index version per tenant, built next to the active one "
+                                        "(rebuild or boosts refresh); never serves before the gate passes.")
+def index_candidate(context: dg.AssetExecutionContext, config: IndexBuildConfig,
+                    db: PlatformDatabase) -> dg.MaterializeResult:
+    from core.database import tenant_session
+    from core.index_versions import active
+    from pipeline import index_builds
+    from quality import feedback
+
+    if config.kind not in ("rebuild", "boosts"):
+        raise dg.Failure(f"kind must be 'rebuild' or 'boosts', not {config.kind!r}")
+    built, skipped, failed = {}, {}, {}
+    for tenant_id, name in index_builds.tenants():
+        if config.tenants and name not in config.tenants:
+            continue
+        boosts = feedback.compute_boosts(tenant_id)
+        if config.kind == "boosts":
+            with tenant_session(tenant_id) as s:
+                serving = active(s).version
+            if feedback.same_boosts(boosts, feedback.stored_boosts(tenant_id, serving)):
+                skipped[name] = "boosts unchanged"
+                continue
+        cand = index_builds.start(tenant_id, config.kind, config.reason)
+        if cand is None:
+            skipped[name] = "a rebuild candidate is pending (it carries fresh boosts)"
+            continue
+        try:
+            stats = index_builds.build_generation(cand) if config.kind == "rebuild" else {}
+            stats["boosts"] = feedback.write_boosts(tenant_id, cand.version, boosts)
+            index_builds.finish(cand, stats)
+            built[name] = {"version": cand.version, "generation": cand.generation,
+                           **{k: v for k, v in stats.items() if k != "manifest"}}
+        except Exception as exc:  # noqa: BLE001 - recorded on the version, reported below
+            index_builds.fail(cand, str(exc))
+            failed[name] = str(exc)[:500]
+            context.log.error(f"index build for tenant {name} failed: {exc}")
+    meta = {"kind": config.kind, "candidates": dg.MetadataValue.json(built), "skipped": dg.MetadataValue.json(skipped),
+            "failed": dg.MetadataValue.json(failed)}
+    if failed:
+        raise dg.Failure(f"index build failed for {sorted(failed)}: the active versions keep serving", metadata=meta)
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset_check(asset=index_candidate, blocking=True,
+                description="Golden evaluation of each candidate against the active version; a regression beyond "
+                            "EAP_PROMOTION_MAX_DROP rejects it and blocks promotion.")
+def candidate_passes_golden_eval(context: dg.AssetCheckExecutionContext, db: PlatformDatabase) -> dg.AssetCheckResult:
+    from sqlalchemy import text
+
+    from core.database import system_session
+    from core.settings import get_settings
+    from pipeline import index_builds
+    from quality import evaluation
+
+    gated_tenants = {n.strip() for n in get_settings().eval_tenants.split(",") if n.strip()}
+    with system_session() as s:
+        rows = s.execute(text("SELECT v.tenant_id, t.name, v.version FROM index_versions v JOIN tenants t "
+                              "ON t.id = v.tenant_id WHERE v.status = 'candidate' AND v.evaluation = '{}'::jsonb "
+                              "ORDER BY t.name")).all()
+    verdicts: dict[str, dict] = {}
+    for tenant_id, name, version in rows:
+        if name in gated_tenants:
+            ev = evaluation.gate(tenant_id, version)
+        else:
+            ev = {"gated": False, "passed": True, "candidate_version": version,
+                  "note": "no golden dataset for this tenant (EAP_EVAL_TENANTS): promoted without an evaluation"}
+        index_builds.record_evaluation(tenant_id, version, ev)
+        verdicts[name] = {k: ev.get(k) for k in ("passed", "gated", "candidate_version", "active_version",
+                                                 "active", "candidate", "regressions", "note", "report")
+                          if ev.get(k) is not None}
+        context.log.info(f"tenant {name}: candidate {version} {'passes' if ev['passed'] else 'REGRESSES'}")
+    rejected = sorted(n for n, v in verdicts.items() if not v["passed"])
+    meta = {"evaluated": len(verdicts), "rejected": dg.MetadataValue.json(rejected),
+            "verdicts": dg.MetadataValue.json(verdicts)}
+    reports = [v["report"] for v in verdicts.values() if v.get("report")]
+    if reports:
+        meta["report"] = dg.MetadataValue.path(reports[-1])
+    return dg.AssetCheckResult(passed=not rejected, severity=dg.AssetCheckSeverity.ERROR, metadata=meta,
+                               description=("rejected: " + ", ".join(rejected) + " — the active index keeps serving")
+                               if rejected else "no candidate regressed")
+
+
+@dg.asset(group_name=GROUP, deps=[index_candidate],
+          description="The serving pointer: candidates that passed the gate are promoted with an atomic flip.")
+def active_index(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+    from core.database import tenant_session
+    from core.index_versions import active
+    from pipeline import index_builds
+
+    promoted, serving = {}, {}
+    for tenant_id, name in index_builds.tenants():
+        res = index_builds.promote(tenant_id)
+        if res:
+            promoted[name] = res
+            context.log.info(f"tenant {name}: index version {res['from_version']} → {res['version']}")
+        with tenant_session(tenant_id) as s:
+            serving[name] = active(s).version
+    return dg.MaterializeResult(metadata={"promoted": dg.MetadataValue.json(promoted),
+                                          "serving": dg.MetadataValue.json(serving)})
+
+
+rebuild_job = dg.define_asset_job(
+    "rebuild_search_index", selection=[index_candidate, active_index],
+    description="Rebuild every tenant's index with the configured embedding model and chunking; promoted only if "
+                "the golden evaluation does not regress.",
+    config={"ops": {"index_candidate": {"config": {"kind": "rebuild", "reason": "manual rebuild"}}}})
+boosts_job = dg.define_asset_job(
+    "refresh_source_boosts", selection=[index_candidate, active_index],
+    description="Feedback-weighted boosts as a new index version (same chunks), gated like a rebuild.",
+    config={"ops": {"index_candidate": {"config": {"kind": "boosts", "reason": "feedback boosts"}}}})
+nightly_boosts = dg.ScheduleDefinition(name="nightly_source_boosts", job=boosts_job, cron_schedule="0 2 * * *",
+                                       default_status=dg.DefaultScheduleStatus.RUNNING)
+
+
+@dg.sensor(job=boosts_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Refreshes boosts when enough new feedback arrived (EAP_FEEDBACK_TRIGGER, default 20).")
+def feedback_arrivals(context: dg.SensorEvaluationContext, db: PlatformDatabase):
+    from core.settings import get_settings
+    from quality import feedback
+
+    n, last = feedback.feedback_count()
+    seen = int(context.cursor or 0)
+    threshold = get_settings().feedback_trigger
+    if n - seen < threshold:
+        return dg.SkipReason(f"{n - seen} new feedback since the last refresh (threshold {threshold})")
+    context.update_cursor(str(n))
+    return dg.RunRequest(run_key=f"boosts:{n}:{last}")
+
+
+ASSETS = [index_candidate, active_index]
+CHECKS = [candidate_passes_golden_eval]
+JOBS = [rebuild_job, boosts_job]

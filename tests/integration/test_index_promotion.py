@@ -1,0 +1,167 @@
+"""Eval-gated index promotion, for real: the rebuild_search_index assets (candidate → blocking golden
+eval check → pointer flip) materialised over the ingested sample documents; answers through /v1/chat
+record the index version they used."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy import text
+
+from core.database import tenant_session
+from core.models import Role
+from core.security import mint_token
+from core.settings import get_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+QUESTION = "How often should the ram guide bearings of the HP-400 press be greased?"
+
+
+@pytest.fixture(scope="module")
+def tenant(platform_db):
+    from benchmarks.common import ingest_in_process
+    from core.tenancy import create_tenant
+
+    t, _ = create_tenant(f"promo-{uuid.uuid4().hex[:8]}")
+    ingest_in_process(t.id, sorted((ROOT / "samples").glob("*.*")), ROOT)
+    return t
+
+
+@pytest.fixture
+def gated(monkeypatch, tenant):
+    monkeypatch.setenv("EAP_EVAL_TENANTS", tenant.name)
+    get_settings.cache_clear()
+    yield
+    monkeypatch.delenv("EAP_EVAL_TENANTS")
+    get_settings.cache_clear()
+
+
+def _rebuild(tenant, reason):
+    import definitions
+    from assets.indexing import active_index, candidate_passes_golden_eval, index_candidate
+
+    return dg.materialize(
+        [index_candidate, candidate_passes_golden_eval, active_index], raise_on_error=False,
+        resources={"db": definitions.defs.resources["db"]},
+        run_config={"ops": {"index_candidate": {"config": {"kind": "rebuild", "reason": reason,
+                                                           "tenants": [tenant.name]}}}})
+
+
+def _ask(client, tenant) -> dict:
+    h = {"Authorization": "Bearer " + mint_token(get_settings(), tenant_id=tenant.id, tenant=tenant.name,
+                                                 role=Role.operator, subject="maint-lead")}
+    r = client.post("/v1/chat", json={"message": QUESTION}, headers=h)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _versions(tenant) -> dict[int, tuple]:
+    with tenant_session(tenant.id) as s:
+        return {r[0]: (r[1], r[2]) for r in s.execute(text(
+            "SELECT version, status, chunk_generation FROM index_versions ORDER BY version")).all()}
+
+
+def _generations(tenant) -> dict[int, int]:
+    with tenant_session(tenant.id) as s:
+        return dict(s.execute(text("SELECT generation, count(*) FROM chunks GROUP BY generation")).all())
+
+
+def _broken_chunker(elements, doc_title=None, config=None):
+    """A planted regression: every chunk keeps only the first three words of its element."""
+    from core.chunking import chunk_elements
+
+    chunks = chunk_elements(elements, doc_title, config)
+    for c in chunks:
+        c.text = " ".join(c.text.split()[:3])
+    return chunks
+
+
+def test_regression_blocks_promotion_and_the_old_index_keeps_answering(client, tenant, gated, monkeypatch):
+    first = _ask(client, tenant)
+    assert first["index_version"] == 1 and first["citations"]
+    before_gens = _generations(tenant)
+    assert set(before_gens) == {1}
+
+    monkeypatch.setattr("pipeline.index_builds.chunk_elements", _broken_chunker)
+    res = _rebuild(tenant, "chunker change")
+    check = {c.check_name: c for c in res.get_asset_check_evaluations()}["candidate_passes_golden_eval"]
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR
+    verdict = check.metadata["verdicts"].value[tenant.name]
+    assert verdict["gated"] and verdict["regressions"], verdict
+    assert verdict["candidate"]["facts"] < verdict["active"]["facts"]
+    # Blocked: the promotion step did not run, the candidate is rejected and its chunks dropped.
+    assert not res.asset_materializations_for_node("active_index")
+    assert _versions(tenant) == {1: ("active", 1), 2: ("rejected", 2)}
+    assert _generations(tenant) == before_gens
+    with tenant_session(tenant.id) as s:
+        err = s.execute(text("SELECT error FROM index_versions WHERE version = 2")).scalar()
+    assert "golden evaluation regressed" in err
+
+    # The old index keeps answering, the same way, and says so.
+    again = _ask(client, tenant)
+    assert again["index_version"] == 1
+    assert [c["chunk_id"] for c in again["citations"]] == [c["chunk_id"] for c in first["citations"]]
+    with tenant_session(tenant.id) as s:
+        recorded = s.execute(text("SELECT index_version FROM agent_runs WHERE id = :i"),
+                             {"i": again["trace_id"]}).scalar()
+    assert recorded == 1
+
+
+def test_a_rebuild_that_holds_up_is_promoted_atomically(client, tenant, gated, monkeypatch):
+    monkeypatch.setenv("EAP_CHUNK_OVERLAP_TOKENS", "30")  # a chunking configuration change
+    get_settings.cache_clear()
+    res = _rebuild(tenant, "chunk overlap 30")
+    assert res.success
+    check = {c.check_name: c for c in res.get_asset_check_evaluations()}["candidate_passes_golden_eval"]
+    verdict = check.metadata["verdicts"].value[tenant.name]
+    assert check.passed and verdict["gated"] and not verdict["regressions"], verdict
+    promoted = res.asset_materializations_for_node("active_index")[0].metadata["promoted"].value
+    new = promoted[tenant.name]["version"]
+    assert promoted[tenant.name]["from_version"] == 1
+    versions = _versions(tenant)
+    assert versions[1] == ("retired", 1) and versions[new][0] == "active"
+    # The replaced generation stays for in-flight queries; the rejected one is gone.
+    assert set(_generations(tenant)) == {1, versions[new][1]}
+    with tenant_session(tenant.id) as s:
+        cfg = s.execute(text("SELECT config FROM index_versions WHERE version = :v"), {"v": new}).scalar()
+        audit = s.execute(text("SELECT details FROM audit_events WHERE action = 'index.version.promoted' "
+                               "ORDER BY seq DESC LIMIT 1")).scalar()
+    assert cfg["chunk_overlap_tokens"] == 30 and audit["from_version"] == 1
+
+    answer = _ask(client, tenant)
+    assert answer["index_version"] == new and answer["citations"]
+    admin = {"Authorization": "Bearer " + mint_token(get_settings(), tenant_id=tenant.id, tenant=tenant.name,
+                                                     role=Role.admin, subject="it-admin")}
+    listed = client.get("/v1/index/versions", headers=admin).json()
+    assert [(v["version"], v["status"]) for v in listed][:3] == [(new, "active"), (2, "rejected"), (1, "retired")]
+    assert listed[0]["evaluation"]["passed"] is True and listed[1]["evaluation"]["regressions"]
+    op = {"Authorization": "Bearer " + mint_token(get_settings(), tenant_id=tenant.id, tenant=tenant.name,
+                                                  role=Role.operator, subject="op")}
+    assert client.get("/v1/index/versions", headers=op).status_code == 403
+    with tenant_session(tenant.id) as s:
+        cited_gen = s.execute(text("SELECT generation FROM chunks WHERE id = :c"),
+                              {"c": answer["citations"][0]["chunk_id"]}).scalar()
+    assert cited_gen == versions[new][1]
+
+
+def test_promotion_catches_up_with_documents_indexed_meanwhile(client, tenant, monkeypatch, tmp_path):
+    """A document indexed after the candidate was built is in the promoted index too."""
+    from benchmarks.common import ingest_in_process
+    from pipeline import index_builds
+
+    cand = index_builds.start(tenant.id, "rebuild", "catch-up test")
+    index_builds.finish(cand, index_builds.build_generation(cand))
+    late = tmp_path / "late-notice.md"
+    late.write_text("# Notice N-77\n\nThe coolant of grinder G-12 is changed every 400 operating hours.\n")
+    ingest_in_process(tenant.id, [late], tmp_path)
+    index_builds.record_evaluation(tenant.id, cand.version, {"passed": True, "gated": False})
+    assert index_builds.promote(tenant.id)["version"] == cand.version
+    with tenant_session(tenant.id) as s:
+        hit = s.execute(text("SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id "
+                             "WHERE d.title = 'late-notice' AND c.generation = :g"), {"g": cand.generation}).scalar()
+    assert hit >= 1
+    answer = _ask(client, tenant)
+    assert answer["index_version"] == cand.version
