@@ -308,6 +308,9 @@ def _generate(session: Session, caller: Caller, message: str, prepared: Prepared
     return ""
 
 
+_STEP_PREFIX = re.compile(rf"^(\d+\.|{re.escape(skills.SAFETY_FIRST)})\s*")
+
+
 def _direct_answer(res: skills.SkillResult, prepared: Prepared, tool_n: int) -> str | None:
     """With the extractive responder, a skill's structured output (ordered steps, a report, a
     calculation) is the answer itself; the seam still carries it, so usage and traces are uniform."""
@@ -316,7 +319,7 @@ def _direct_answer(res: skills.SkillResult, prepared: Prepared, tool_n: int) -> 
         lines = []
         for line in res.text.splitlines():
             # Cite the retrieved chunk that holds this step; else the SOP's first retrieved chunk; else the tool.
-            step = " ".join(line.split(" ", 1)[-1].split())
+            step = " ".join(_STEP_PREFIX.sub("", line).split())
             idx = next((i for i, h in same if step in " ".join(h.text.split())), same[0][0] if same else tool_n)
             lines.append(f"{line} [{idx}]")
         return f"Steps from {res.title}:\n" + "\n".join(lines)

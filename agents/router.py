@@ -5,6 +5,7 @@ Analyst, and the trace says so."""
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,15 @@ from core.embedding import get_embedder
 
 MIN_MARGIN = 0.005  # top-1 minus top-2 score below this is "ambiguous"
 KEYWORD_WEIGHT = 0.06
+# The task a request opens with ("Summarise …", "Calculate …") says which specialist does the work,
+# whatever the topic (the topic steers retrieval): a summary of a quality report is document
+# analysis, a scrap percentage is a calculation.
+INTENT_MARGIN = 0.05  # the intent's specialist leads the best topic score by this much
+_INTENTS = {
+    "document_analyst": re.compile(r"^(please\s+)?(summari[sz]e|compare|contrast|give (me )?(an?\s+)?(short\s+)?"
+                                   r"(overview|summary)|provide (me )?(an?\s+)?(short\s+)?(overview|summary))\b", re.I),
+    "data_analyst": re.compile(r"^(please\s+)?(calculate|compute|convert|what is the (average|total|mean))\b", re.I),
+}
 
 
 @dataclass
@@ -47,15 +57,19 @@ def route(question: str) -> Route:
     base = np.sort(sims, axis=1)[:, -3:].mean(axis=1)
     low = question.lower()
     scores = {}
+    intent = next((k for k, rx in _INTENTS.items() if rx.match(question.strip())), None)
     for i, k in enumerate(keys):
         hits = sum(1 for kw in SPECIALISTS[k].keywords if kw in low)
         scores[k] = float(base[i] + KEYWORD_WEIGHT * min(hits, 3))
+    if intent:
+        scores[intent] = max(scores.values()) + INTENT_MARGIN
     ranked = sorted(scores, key=lambda k: -scores[k])
     margin = scores[ranked[0]] - scores[ranked[1]]
+    why = f" (task intent: {intent})" if intent else ""
     if margin < MIN_MARGIN:
         return Route(DEFAULT, margin, scores, True,
-                     f"ambiguous between {ranked[0]} and {ranked[1]} (margin {margin:.3f}): Document Analyst")
-    return Route(ranked[0], margin, scores, False, f"best match {ranked[0]} (margin {margin:.3f})")
+                     f"ambiguous between {ranked[0]} and {ranked[1]} (margin {margin:.3f}): Document Analyst{why}")
+    return Route(ranked[0], margin, scores, False, f"best match {ranked[0]} (margin {margin:.3f}){why}")
 
 
 def route_with_model(question: str, model: str, mock_response: str | None = None) -> Route | None:

@@ -17,10 +17,13 @@ from sqlalchemy.orm import Session
 
 from agents.tools import calculate, convert, statistics, tool_schema
 from compliance.access import can_read
+from core import index_versions
 from core.errors import Forbidden, InvalidInput
 from retrieval.search import Caller, Hit, search
 
 RANK = {"viewer": 0, "operator": 1, "admin": 2}
+SAFETY_FIRST = "Before you start:"
+_SAFETY = re.compile(r"safety|before you (start|begin)|prerequisite|precaution|warning|hazard", re.I)
 _STEP = re.compile(r"^\s*(\d{1,2})[.)]\s+(.+)$")
 
 
@@ -44,6 +47,19 @@ class Skill:
         return [tool_schema(t) for t in self.tools]
 
 
+_N = r"(-?\d+(?:\.\d+)?)"
+# Arithmetic asked for in words ("the difference between 6.3 and 1.2 percent"): the expression the
+# calculator evaluates is shown with the result.
+_WORDED = [
+    (re.compile(rf"difference between\D{{0,40}}?{_N}\D{{1,30}}?{_N}", re.I), "{0} - {1}"),
+    (re.compile(rf"sum of\D{{0,40}}?{_N}\D{{1,30}}?{_N}", re.I), "{0} + {1}"),
+    (re.compile(rf"ratio of\D{{0,40}}?{_N}\D{{1,30}}?{_N}", re.I), "{0} / {1}"),
+    (re.compile(rf"{_N}\s*(?:%|percent) of\D{{0,30}}?{_N}", re.I), "{0} / 100 * {1}"),
+    (re.compile(rf"(?:percent|percentage|rate|share)\D{{0,40}}?{_N}\D{{1,30}}?\bout of\s+{_N}", re.I),
+     "{0} / {1} * 100"),
+]
+
+
 def _calculations(session: Session, caller: Caller, question: str, **_) -> SkillResult:
     conv = re.search(r"(-?\d+(?:\.\d+)?)\s*([a-zA-Z°/*·-]+)\s+(?:to|in|into)\s+([a-zA-Z°/*·-]+)", question)
     if conv and re.search(r"\b(convert|in|to)\b", question, re.I):
@@ -61,6 +77,13 @@ def _calculations(session: Session, caller: Caller, question: str, **_) -> Skill
         body = ", ".join(f"{k} {v:.4g}" for k, v in res.items())
         return SkillResult("calculations", "Statistics", f"Statistics of {', '.join(nums)}: {body}",
                            {"tool": "statistics", "args": values, "result": res})
+    for phrase, template in _WORDED:
+        m = phrase.search(question)
+        if m:
+            expression = template.format(*m.groups())
+            value = calculate(expression)
+            return SkillResult("calculations", "Calculation", f"{m.group(0).strip()}: {expression} = {value:.6g}",
+                               {"tool": "calculate", "args": [expression], "result": value})
     expr = re.search(r"[-(]?\d[\d\s.+\-*/()%^]*[\d)]", question)
     if expr and re.search(r"[+\-*/%^]", expr.group(0)):
         value = calculate(expr.group(0))
@@ -75,13 +98,25 @@ def _procedure_lookup(session: Session, caller: Caller, question: str, **_) -> S
         raise InvalidInput("no procedure found", code="no_procedure")
     sop = next((h for h in hits if "sop" in h.title.lower()), hits[0])
     rows = session.execute(
-        text("SELECT text, classification, acl_groups FROM chunks WHERE document_id = :d ORDER BY ordinal"),
-        {"d": sop.document_id},
+        text("SELECT text, classification, acl_groups, section FROM chunks WHERE document_id = :d "
+             "AND generation = :g ORDER BY ordinal"),
+        {"d": sop.document_id, "g": index_versions.serving(session).generation},
     ).all()
     steps: list[tuple[int, str]] = []
-    for body, cls, acl in rows:
+    safety: list[str] = []
+    for body, cls, acl, section in rows:
         if not can_read(caller.role, caller.groups, cls, acl, "approved"):
             continue  # defence in depth: the same rule as the search that found the document
+        # The SOP's safety preconditions (a "Safety" / "Before you start" section) come with its steps.
+        in_safety = bool(section and _SAFETY.search(section.split(" > ")[-1]))
+        for line in body.splitlines():
+            ln = line.strip()
+            if not ln or _STEP.match(ln):
+                in_safety = in_safety and not ln
+            elif len(ln.split()) <= 6 and ln[-1] not in ".!?;:":  # a heading
+                in_safety = bool(_SAFETY.search(ln))
+            elif in_safety and ln not in safety:
+                safety.append(ln)
         for line in body.splitlines():
             m = _STEP.match(line)
             if not m:
@@ -93,9 +128,9 @@ def _procedure_lookup(session: Session, caller: Caller, question: str, **_) -> S
                 steps.append((n, m.group(2).strip()))
     if not steps:
         return SkillResult("procedure_lookup", sop.title, sop.text, {"document_id": str(sop.document_id), "steps": 0})
-    body = "\n".join(f"{n}. {s}" for n, s in steps)
+    body = "\n".join([f"{SAFETY_FIRST} {line}" for line in safety] + [f"{n}. {s}" for n, s in steps])
     return SkillResult("procedure_lookup", f"{sop.title} (steps in order)", body,
-                       {"document_id": str(sop.document_id), "steps": len(steps)})
+                       {"document_id": str(sop.document_id), "steps": len(steps), "safety": safety})
 
 
 def _first_sentences(text_: str, n: int = 2) -> str:
@@ -175,6 +210,7 @@ def select_skill(specialist: str, question: str) -> str | None:
     if specialist == "document_analyst" and re.search(r"summar|compar|overview|differ", q):
         return "document_analysis"
     # A hyphen between digits without spaces is an identifier (lot 2026-125), not a subtraction.
-    if re.search(r"\d\s*[+*/^%]\s*\d|\d\s+-\s*\d|\d-\s+\d|\bconvert\b|\b(mean|average|median|stdev)\b.*\d", q):
+    if re.search(r"\d\s*[+*/^%]\s*\d|\d\s+-\s*\d|\d-\s+\d|\bconvert\b|\b(mean|average|median|stdev)\b.*\d", q) or \
+            any(phrase.search(question) for phrase, _ in _WORDED):
         return "calculations"
     return None

@@ -36,6 +36,7 @@ MIN_SCORE = 0.32
 REDUNDANT = 0.92
 
 _HEADER = re.compile(r"^\[(\d+)\][^\n]*$", re.M)
+_HEADER_PREFIX = re.compile(r"^\[\d+\]\s*|\bp\. \d+\b")
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
 _PREFERENCE = re.compile(r"\[preference ([a-z_]+)=([A-Za-z_-]+)\]")
 SHORT_SENTENCES = 2
@@ -46,6 +47,7 @@ DETAILED_SENTENCES = 6
 class Source:
     n: int
     text: str
+    header: str = ""  # "title, p. N, section > path" as the prompt builder wrote it
 
 
 def parse_sources(prompt: str) -> list[Source]:
@@ -59,7 +61,7 @@ def parse_sources(prompt: str) -> list[Source]:
     for i, m in enumerate(heads):
         body = block[m.end() : heads[i + 1].start() if i + 1 < len(heads) else len(block)].strip()
         if body:
-            out.append(Source(int(m.group(1)), body))
+            out.append(Source(int(m.group(1)), body, m.group(0)))
     return out
 
 
@@ -72,11 +74,20 @@ def user_preferences(prompt: str) -> dict[str, str]:
     return dict(_PREFERENCE.findall(prompt[start:end]))
 
 
+def _is_heading(s: str, header: str) -> bool:
+    """A title or section heading is a label, not an answer: the source's own title/section path, or a
+    short line without sentence punctuation or numbers ("Corrective actions")."""
+    bare = s.rstrip(" .:").lower()
+    if bare and bare in header.lower():
+        return True
+    return s[-1] not in ".!?;:)" and len(s.split()) <= 5 and not any(c.isdigit() for c in s)
+
+
 def _sentences(src: Source) -> list[tuple[int, str]]:
     out = []
     for part in _SPLIT.split(src.text):
         s = part.strip(" -•\t")
-        if len(s) >= 12 and sum(c.isalpha() for c in s) >= 6:
+        if len(s) >= 12 and sum(c.isalpha() for c in s) >= 6 and not _is_heading(s, src.header):
             out.append((src.n, s))
     return out
 
@@ -100,7 +111,9 @@ def compose(messages: list[dict]) -> str:
     prefs = user_preferences(prompt)
     length = prefs.get("answer_length")
     most = {"short": SHORT_SENTENCES, "detailed": DETAILED_SENTENCES}.get(length or "", MAX_SENTENCES)
-    sents = [s for src in parse_sources(prompt) for s in _sentences(src)]
+    sources = parse_sources(prompt)
+    context = {src.n: set(tokenize(_HEADER_PREFIX.sub("", src.header))) for src in sources}
+    sents = [s for src in sources for s in _sentences(src)]
     if not question.strip() or not sents:
         return NO_ANSWER
     emb = get_embedder()
@@ -108,7 +121,9 @@ def compose(messages: list[dict]) -> str:
     q, sv = vecs[0], vecs[1:]
     cos = sv @ q
     q_terms = set(tokenize(question))
-    overlap = np.array([len(q_terms & set(tokenize(s))) / max(1, len(q_terms)) for _, s in sents])
+    # Term overlap counts the passage's title and section too: questions often name the document or
+    # section ("corrective actions of QR-2026-044") rather than words of the answering sentence.
+    overlap = np.array([len(q_terms & (set(tokenize(s)) | context[n])) / max(1, len(q_terms)) for n, s in sents])
     score = 0.75 * cos + 0.25 * overlap
     chosen: list[int] = []
     for i in np.argsort(-score, kind="stable"):

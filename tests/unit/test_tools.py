@@ -56,3 +56,49 @@ def test_complexity_raises_the_starting_tier():
     assert complexity(long_q) == "COMPLEX"
     assert [pick_tier("LIGHT", lvl) for lvl in ("SIMPLE", "MODERATE", "COMPLEX")] == ["LIGHT", "STANDARD", "HEAVY"]
     assert pick_tier("STANDARD", "SIMPLE") == "STANDARD"
+
+
+@pytest.mark.parametrize("question,expression,value", [
+    ("Calculate the difference between the defect rates 6.3 and 1.2 percent", "6.3 - 1.2", 5.1),
+    ("What is the sum of 120 and 80 parts?", "120 + 80", 200.0),
+    ("What is the ratio of 25 to 20 minutes?", "25 / 20", 1.25),
+    ("How much is 15 percent of 3200 parts?", "15 / 100 * 3200", 480.0),
+    ("What is the scrap rate for 24 defects out of 400 parts?", "24 / 400 * 100", 6.0),
+])
+def test_arithmetic_asked_in_words_is_calculated_and_shows_its_expression(question, expression, value):
+    assert skills.select_skill("data_analyst", question) == "calculations"
+    res = skills.invoke("calculations", None, Caller("viewer"), question)
+    assert res.data["args"] == [expression] and res.data["result"] == pytest.approx(value)
+    assert expression in res.text
+
+
+def test_words_without_arithmetic_are_not_a_calculation():
+    assert skills.select_skill("data_analyst", "How many parts out of lot 2026-125 were inspected?") is None
+    with pytest.raises(InvalidInput):
+        skills.invoke("calculations", None, Caller("viewer"), "Which lots out of the quarter were re-inspected?")
+
+
+def test_the_task_a_request_opens_with_picks_the_specialist():
+    from agents.router import route
+
+    # The topic words point at the Quality Inspector / Procedure Expert; the task decides.
+    r = route("Summarise the weld porosity quality report QR-2026-044")
+    assert r.specialist == "document_analyst" and "task intent" in r.reason
+    assert route("Compare the lockout SOP and the die change SOP").specialist == "document_analyst"
+    assert route("Calculate the difference between the defect rates 6.3 and 1.2 percent").specialist == "data_analyst"
+    # Without a task verb up front the topic decides as before.
+    assert route("What caused the weld porosity on bracket BR-220?").specialist == "quality_inspector"
+
+
+def test_extractive_answers_do_not_quote_headings():
+    from core.extractive import SOURCES_END, SOURCES_START, compose
+
+    # The title (in the source header) and a short section heading are labels inside the chunk text.
+    prompt = (f"{SOURCES_START}\n[1] Weld porosity on bracket BR-220, p. 2, Corrective actions\n"
+              "Weld porosity on bracket BR-220\nCorrective actions\n"
+              "The gas hose on robot W2 was replaced and the shielding gas flow raised to 16 l/min.\n"
+              f"{SOURCES_END}")
+    out = compose([{"role": "system", "content": prompt},
+                   {"role": "user", "content": "What corrective actions were taken for the weld porosity on BR-220?"}])
+    assert "gas hose on robot W2 was replaced" in out
+    assert "- Corrective actions" not in out and "- Weld porosity on bracket BR-220 [" not in out
