@@ -145,6 +145,14 @@ def test_a_rebuild_that_holds_up_is_promoted_atomically(client, tenant, gated, m
         cited_gen = s.execute(text("SELECT generation FROM chunks WHERE id = :c"),
                               {"c": answer["citations"][0]["chunk_id"]}).scalar()
     assert cited_gen == versions[new][1]
+    # Two generations hold the SOP now (the replaced one is kept): its steps still come once, in order.
+    h = {"Authorization": "Bearer " + mint_token(get_settings(), tenant_id=tenant.id, tenant=tenant.name,
+                                                 role=Role.operator, subject="setter")}
+    steps = client.post("/v1/chat", json={"message": "What are the steps to change the die on the HP-400?"},
+                        headers=h).json()
+    numbered = [ln.split(".", 1)[0] for ln in steps["answer"].splitlines() if ln[:1].isdigit()]
+    assert numbered == [str(i) for i in range(1, 8)], steps["answer"]
+    assert "Before you start: A die change is done only after lockout/tagout according to SOP-114" in steps["answer"]
 
 
 def test_promotion_catches_up_with_documents_indexed_meanwhile(client, tenant, monkeypatch, tmp_path):
