@@ -316,6 +316,9 @@ def execute(plan: Plan, deps: Deps, primary: Branch, start_tier: str) -> Compose
         deps.calls.extend(primary.calls)
         branches = [primary]
     hits, tool_texts, texts = merge(branches)
+    # The responder's notes to the user (e.g. "Short answer, as you prefer"): kept aside, given once
+    # at the end, whatever merging and revision do to the statements.
+    notes = list(dict.fromkeys(ln.strip() for t in texts for ln in t.splitlines() if _NOTE.match(ln.strip())))
     template = primary.prepared.messages
     merged = dataclasses.replace(primary.prepared, hits=hits,
                                  messages=_with_sources(template, hits, tool_texts))
@@ -359,6 +362,7 @@ def execute(plan: Plan, deps: Deps, primary: Branch, start_tier: str) -> Compose
                        "composition": plan.composition, "class": plan.klass, "thinking_tool": plan.tool,
                        "specialists": [b.specialist for b in branches], "revisions": revisions,
                        "criteria_passed": not failed, "outcome": outcome or "see LEARN"})
+    text += "".join(f"\n{n}" for n in notes if n not in text)
     return Composed(text, merged, model, TIERS[tier_i], escalations, verdict, tool_texts, outcome, reasoning)
 
 
@@ -553,6 +557,9 @@ def _with_sources(messages: list[dict], hits: list[Hit], tool_texts: list[str]) 
     msgs[0]["content"] = system[:start] + body + system[end + len(SOURCES_END):] if start != -1 and end != -1 \
         else f"{system}\n\n{body}"
     return msgs
+
+
+_NOTE = re.compile(r"^\((?!.*\[\d{1,2}\]).+\)$")
 
 
 def _strip_prefix(text: str) -> tuple[str, bool]:

@@ -98,6 +98,12 @@ def test_preference_changes_prompt_and_answer_form_for_that_user_only(client, pl
     assert prompt.split(SOURCES_START, 1)[1].lstrip().startswith("[1] ")
     assert "[preference" not in otto.prepared.messages[0]["content"]  # otto's context has only his own episode
 
+    # A question composed from several specialists keeps the preference and says so once.
+    composed = _chat(client, t, "pia", "What caused the weld porosity on bracket BR-220, and which hydraulic oil "
+                                       "does press P3 use?")
+    pattern = next(st for st in composed["trace"] if st["step"] == "THINK.compose")["composition"]
+    assert pattern != "direct" and composed["answer"].count("Short answer, as you prefer") == 1, composed["answer"]
+
     # Another user of the same tenant keeps the default form.
     other = _chat(client, t, "otto", OIL_Q)
     assert "preferences_applied" not in _observe(other)
