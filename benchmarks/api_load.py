@@ -4,7 +4,8 @@
 
 Starts the real API (uvicorn) on a free 127.0.0.1 port over a fresh embedded database holding the
 sample documents, then: p50/p95 of POST /v1/chat (extractive responder) with N concurrent
-clients; the same questions answered in-process (retrieval + model seam, no HTTP) sequentially, so
+clients; the same questions answered in-process (the route's own function: orchestrator, memory, learning,
+storage, audit — no HTTP, auth or serialisation) sequentially, so
 the API overhead is a difference measured in the same run; and time to the first SSE event and
 the first delta. Targets: p95 overhead <= 150 ms, first event <= 300 ms.
 """
@@ -49,15 +50,13 @@ def main() -> int:
                        "EAP_RATE_LIMIT_USER_PER_MINUTE": "100000", "EAP_RATE_LIMIT_TENANT_PER_MINUTE": "100000"})
     import httpx
 
-    from agents.answer import answer
     from benchmarks.common import ingest_in_process
-    from core.database import bootstrap, stop_embedded, tenant_session
+    from core.database import bootstrap, stop_embedded
     from core.models import Role
     from core.security import mint_token
     from core.settings import get_settings
     from core.tenancy import create_tenant
     from eap.up import child_env
-    from retrieval.search import Caller
 
     settings = get_settings()
     urls = bootstrap()
@@ -82,16 +81,23 @@ def main() -> int:
                 pass
             time.sleep(0.5)
         with httpx.Client(base_url=base, headers=headers, timeout=60) as c:  # warm the model in the server
-            c.post("/v1/chat", json={"message": QUESTIONS[0]})
+            for q in QUESTIONS:  # every path once (skills, model seam, composition)
+                c.post("/v1/chat", json={"message": q})
 
-        # In-process baseline: the same work without HTTP, sequential.
+        # In-process baseline: exactly what the route runs (orchestrator, memory, learning, storage,
+        # audit) without HTTP, authentication, rate limiting and serialisation, sequential, as a
+        # user of its own (memories of one user do not leak into the other's measurements).
+        from core.security import Principal
+        from serving.routes.chat import ChatIn, _chat_sync
+
+        me = Principal("load-inproc", tenant.id, tenant.name, Role.operator, ())
+        for q in QUESTIONS:  # warm the in-process paths too
+            _chat_sync(me, ChatIn(message=q))
         inproc = []
-        with tenant_session(tenant.id) as s:
-            answer(s, Caller("operator"), QUESTIONS[0], [])  # warm the in-process seam too
-            for q in QUESTIONS * 3:
-                t = time.perf_counter()
-                answer(s, Caller("operator"), q, [])
-                inproc.append((time.perf_counter() - t) * 1000)
+        for q in QUESTIONS * 3:
+            t = time.perf_counter()
+            _chat_sync(me, ChatIn(message=q))
+            inproc.append((time.perf_counter() - t) * 1000)
 
         sequential = []
         with httpx.Client(base_url=base, headers=headers, timeout=60) as c:

@@ -49,6 +49,19 @@ class LocalEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if len(texts) == 1:
+            # One request embeds its question several times (routing, retrieval, memory recall):
+            # single texts are computed once (read-only array, shared).
+            return self._one(texts[0])[None, :]
+        return self._encode(texts)
+
+    @functools.lru_cache(maxsize=2048)  # noqa: B019 - one embedder per process, cached by _build
+    def _one(self, text: str) -> np.ndarray:
+        vec = self._encode([text])[0]
+        vec.setflags(write=False)
+        return vec
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         with self._lock:
             out = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                      convert_to_numpy=True, show_progress_bar=False)
