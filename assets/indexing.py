@@ -22,6 +22,27 @@ class IndexBuildConfig(dg.Config):
     kind: str = Field(default="rebuild", description="rebuild (re-process every document) | boosts (new boost set)")
     reason: str = Field(default="manual rebuild", description="why (recorded on the version and in the audit log)")
     tenants: list[str] = Field(default_factory=list, description="tenant names; empty = every tenant")
+    embedding_model: str | None = Field(default=None, description="rebuild with this embedding model (LiteLLM "
+                                        "name, served at EAP_EMBEDDING_API_BASE); default EAP_EMBEDDING_MODEL")
+    embedding_dim: int | None = Field(default=None, description="its dimension (required for a LiteLLM model)")
+    chunk_max_tokens: int | None = Field(default=None, ge=16, le=250, description="default EAP_CHUNK_MAX_TOKENS")
+    chunk_overlap_tokens: int | None = Field(default=None, ge=0, le=120,
+                                             description="default EAP_CHUNK_OVERLAP_TOKENS")
+
+    def build(self):  # noqa: ANN201
+        """The configuration a rebuild builds: the settings, with this run's overrides."""
+        from core.embedding import LOCAL_ALIASES, LOCAL_DIM, LOCAL_MODEL_NAME
+        from core.index_versions import BuildConfig
+
+        base = BuildConfig.desired()
+        model = self.embedding_model or base.embedding_model
+        dim = self.embedding_dim or (base.embedding_dim if model == base.embedding_model else None)
+        if model in LOCAL_ALIASES:
+            model, dim = LOCAL_MODEL_NAME, LOCAL_DIM
+        if not dim:
+            raise dg.Failure(f"embedding model {model!r} needs embedding_dim")
+        overlap = base.chunk_overlap_tokens if self.chunk_overlap_tokens is None else self.chunk_overlap_tokens
+        return BuildConfig(model, dim, self.chunk_max_tokens or base.chunk_max_tokens, overlap)
 
 
 @dg.asset(group_name=GROUP, description="A new search-index version per tenant, built next to the active one "
@@ -46,7 +67,8 @@ def index_candidate(context: dg.AssetExecutionContext, config: IndexBuildConfig,
             if feedback.same_boosts(boosts, feedback.stored_boosts(tenant_id, serving)):
                 skipped[name] = "boosts unchanged"
                 continue
-        cand = index_builds.start(tenant_id, config.kind, config.reason)
+        cand = index_builds.start(tenant_id, config.kind, config.reason,
+                                  config.build() if config.kind == "rebuild" else None)
         if cand is None:
             skipped[name] = "a rebuild candidate is pending (it carries fresh boosts)"
             continue

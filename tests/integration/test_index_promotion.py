@@ -173,3 +173,79 @@ def test_promotion_catches_up_with_documents_indexed_meanwhile(client, tenant, m
     assert hit >= 1
     answer = _ask(client, tenant)
     assert answer["index_version"] == cand.version
+
+
+class _HashEmbeddings:
+    """A loopback OpenAI-compatible embeddings endpoint serving a deliberately poor model: each text
+    becomes a one-hot vector of its SHA-256 (deterministic, meaningless), i.e. a broken new model."""
+
+    def __init__(self):
+        import hashlib
+        import http.server
+        import json
+        import threading
+
+        self.calls = 0
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.calls += 1
+                data = []
+                for i, s in enumerate(body["input"]):
+                    vec = [0.0] * 64
+                    vec[hashlib.sha256(s.encode()).digest()[0] % 64] = 1.0
+                    data.append({"object": "embedding", "index": i, "embedding": vec})
+                payload = json.dumps({"object": "list", "data": data, "model": body["model"],
+                                      "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):  # noqa: ANN002
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.srv.server_port}/v1"
+
+
+def test_a_new_embedding_model_is_evaluated_with_its_own_query_embeddings_and_rejected_when_worse(
+        client, tenant, gated, monkeypatch):
+    """The candidate is built and *queried* with the new model (the gate's questions are embedded by
+    it), the serving version keeps its own model; a worse model never serves."""
+    import definitions
+    from assets.indexing import active_index, candidate_passes_golden_eval, index_candidate
+
+    server = _HashEmbeddings()
+    monkeypatch.setenv("EAP_EMBEDDING_API_BASE", server.base)
+    get_settings.cache_clear()
+    try:
+        serving_before = _ask(client, tenant)["index_version"]
+        res = dg.materialize(
+            [index_candidate, candidate_passes_golden_eval, active_index], raise_on_error=False,
+            resources={"db": definitions.defs.resources["db"]},
+            run_config={"ops": {"index_candidate": {"config": {
+                "kind": "rebuild", "reason": "try hash-embed", "tenants": [tenant.name],
+                "embedding_model": "openai/hash-embed", "embedding_dim": 64}}}})
+        built = res.asset_materializations_for_node("index_candidate")[0].metadata["candidates"].value[tenant.name]
+        with tenant_session(tenant.id) as s:
+            cfg, status = s.execute(text("SELECT config, status FROM index_versions WHERE version = :v"),
+                                    {"v": built["version"]}).one()
+        assert cfg["embedding_model"] == "openai/hash-embed" and cfg["embedding_dim"] == 64
+        check = {c.check_name: c for c in res.get_asset_check_evaluations()}["candidate_passes_golden_eval"]
+        verdict = check.metadata["verdicts"].value[tenant.name]
+        # Chunks (build) and 60 golden questions (gate, candidate side) went to the new model's endpoint.
+        assert server.calls >= 60
+        assert check.passed is False and status == "rejected", verdict
+        assert verdict["candidate"]["mrr"] < verdict["active"]["mrr"]
+        calls = server.calls
+        after = _ask(client, tenant)
+        assert after["index_version"] == serving_before and after["citations"]
+        assert server.calls == calls  # the serving version embeds queries with its own (local) model
+    finally:
+        server.srv.shutdown()
+        get_settings.cache_clear()
