@@ -70,3 +70,44 @@ def docx_bytes(title: str, sections: list[tuple[str, list[str]]], table: list[li
     buf = io.BytesIO()
     d.save(buf)
     return buf.getvalue()
+
+
+class LoopbackEmbeddings:
+    """An OpenAI-compatible embeddings endpoint on 127.0.0.1 (standing in for Ollama/vLLM): `vector`
+    maps each input text to its embedding; `calls` records (path, model, number of inputs)."""
+
+    def __init__(self, vector) -> None:  # noqa: ANN001
+        import http.server
+        import json
+        import threading
+
+        self.calls: list[tuple[str, str, int]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.calls.append((self.path, body["model"], len(body["input"])))
+                data = [{"object": "embedding", "index": i, "embedding": vector(s)}
+                        for i, s in enumerate(body["input"])]
+                payload = json.dumps({"object": "list", "data": data, "model": body["model"],
+                                      "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):  # noqa: ANN002
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.srv.server_port}/v1"
+
+    def __enter__(self) -> LoopbackEmbeddings:
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self.srv.shutdown()
+        self.srv.server_close()

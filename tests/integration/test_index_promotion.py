@@ -15,6 +15,7 @@ from core.database import tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
+from tests.builders import LoopbackEmbeddings
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "How often should the ram guide bearings of the HP-400 press be greased?"
@@ -175,42 +176,13 @@ def test_promotion_catches_up_with_documents_indexed_meanwhile(client, tenant, m
     assert answer["index_version"] == cand.version
 
 
-class _HashEmbeddings:
-    """A loopback OpenAI-compatible embeddings endpoint serving a deliberately poor model: each text
-    becomes a one-hot vector of its SHA-256 (deterministic, meaningless), i.e. a broken new model."""
+def _hash_vector(text_: str) -> list[float]:
+    """A deliberately poor embedding model: a one-hot vector of the text's SHA-256 (deterministic, meaningless)."""
+    import hashlib
 
-    def __init__(self):
-        import hashlib
-        import http.server
-        import json
-        import threading
-
-        self.calls = 0
-        outer = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.calls += 1
-                data = []
-                for i, s in enumerate(body["input"]):
-                    vec = [0.0] * 64
-                    vec[hashlib.sha256(s.encode()).digest()[0] % 64] = 1.0
-                    data.append({"object": "embedding", "index": i, "embedding": vec})
-                payload = json.dumps({"object": "list", "data": data, "model": body["model"],
-                                      "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):  # noqa: ANN002
-                pass
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.srv.server_port}/v1"
+    vec = [0.0] * 64
+    vec[hashlib.sha256(text_.encode()).digest()[0] % 64] = 1.0
+    return vec
 
 
 def test_a_new_embedding_model_is_evaluated_with_its_own_query_embeddings_and_rejected_when_worse(
@@ -220,7 +192,7 @@ def test_a_new_embedding_model_is_evaluated_with_its_own_query_embeddings_and_re
     import definitions
     from assets.indexing import active_index, candidate_passes_golden_eval, index_candidate
 
-    server = _HashEmbeddings()
+    server = LoopbackEmbeddings(_hash_vector)
     monkeypatch.setenv("EAP_EMBEDDING_API_BASE", server.base)
     get_settings.cache_clear()
     try:
@@ -239,13 +211,13 @@ def test_a_new_embedding_model_is_evaluated_with_its_own_query_embeddings_and_re
         check = {c.check_name: c for c in res.get_asset_check_evaluations()}["candidate_passes_golden_eval"]
         verdict = check.metadata["verdicts"].value[tenant.name]
         # Chunks (build) and 60 golden questions (gate, candidate side) went to the new model's endpoint.
-        assert server.calls >= 60
+        assert len(server.calls) >= 60
         assert check.passed is False and status == "rejected", verdict
         assert verdict["candidate"]["mrr"] < verdict["active"]["mrr"]
-        calls = server.calls
+        calls = len(server.calls)
         after = _ask(client, tenant)
         assert after["index_version"] == serving_before and after["citations"]
-        assert server.calls == calls  # the serving version embeds queries with its own (local) model
+        assert len(server.calls) == calls  # the serving version embeds queries with its own (local) model
     finally:
-        server.srv.shutdown()
+        server.__exit__()
         get_settings.cache_clear()

@@ -376,37 +376,13 @@ def test_eap_ingest_waits_until_the_pipeline_finishes(dagster_env, make_tenant, 
 def test_litellm_embedding_seam_against_an_openai_compatible_server():
     """The alternative embedder speaks the OpenAI embeddings API through LiteLLM (here to a
     loopback server standing in for Ollama/vLLM)."""
-    import http.server
-    import threading
-
     from core.embedding import LiteLLMEmbedder
+    from tests.builders import LoopbackEmbeddings
 
-    calls = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            calls.append((self.path, body["model"], len(body["input"])))
-            data = [{"object": "embedding", "index": i, "embedding": [float(len(s)), 1.0, 0.0, 2.0]}
-                    for i, s in enumerate(body["input"])]
-            payload = json.dumps({"object": "list", "data": data, "model": body["model"],
-                                  "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):  # noqa: ANN002
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        emb = LiteLLMEmbedder("openai/nomic-embed-text", f"http://127.0.0.1:{srv.server_port}/v1", dim=4)
+    with LoopbackEmbeddings(lambda s: [float(len(s)), 1.0, 0.0, 2.0]) as server:
+        emb = LiteLLMEmbedder("openai/nomic-embed-text", server.base, dim=4)
         out = emb.embed(["abc", "defgh"])
-    finally:
-        srv.shutdown()
+    calls = server.calls
     assert calls == [("/v1/embeddings", "nomic-embed-text", 2)]
     assert out.shape == (2, 4)
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0)
