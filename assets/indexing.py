@@ -67,6 +67,10 @@ def index_candidate(context: dg.AssetExecutionContext, config: IndexBuildConfig,
             if feedback.same_boosts(boosts, feedback.stored_boosts(tenant_id, serving)):
                 skipped[name] = "boosts unchanged"
                 continue
+            rejected = index_builds.last_rejected(tenant_id, "boosts")
+            if rejected and feedback.same_boosts(boosts, feedback.stored_boosts(tenant_id, rejected)):
+                skipped[name] = f"this boost set was rejected by the gate as version {rejected}"
+                continue
         cand = index_builds.start(tenant_id, config.kind, config.reason,
                                   config.build() if config.kind == "rebuild" else None)
         if cand is None:

@@ -79,6 +79,15 @@ def pending(tenant_id: uuid.UUID) -> IndexVersion | None:
         return row
 
 
+def last_rejected(tenant_id: uuid.UUID, kind: str) -> int | None:
+    """The newest version of this kind the gate rejected, if it is newer than the active one."""
+    with system_session() as s:
+        return s.execute(text(
+            "SELECT max(version) FROM index_versions WHERE tenant_id = :t AND kind = :k AND status = 'rejected' "
+            "AND version > (SELECT coalesce(max(version), 0) FROM index_versions WHERE tenant_id = :t "
+            "AND status = 'active')"), {"t": tenant_id, "k": kind}).scalar()
+
+
 def start(tenant_id: uuid.UUID, kind: str, reason: str, config: BuildConfig | None = None) -> Candidate | None:
     """Register a new version in `building`. A rebuild supersedes a pending candidate; a boosts
     refresh does not (it returns None: the pending rebuild will carry fresh boosts itself)."""

@@ -221,3 +221,55 @@ def test_a_new_embedding_model_is_evaluated_with_its_own_query_embeddings_and_re
     finally:
         server.__exit__()
         get_settings.cache_clear()
+
+
+def test_a_boost_set_that_hurts_the_golden_set_is_rejected_and_not_retried(client, tenant, gated):
+    """Feedback boosts are gated like a rebuild: users who (wrongly) rate down every answer from three
+    of the six documents produce a boost set that buries them; the gate rejects it, the serving
+    version keeps its ranking, and the same boost set is not built again."""
+    import definitions
+    from assets.indexing import active_index, candidate_passes_golden_eval, index_candidate
+    from core.models import Conversation, Message
+    from tests.integration.test_quality import _h
+
+    with tenant_session(tenant.id) as s:
+        serving = s.execute(text("SELECT version, chunk_generation FROM index_versions WHERE status = 'active'")).one()
+        chunks = s.execute(text(
+            "SELECT c.id, c.document_id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.generation = :g "
+            "AND d.title IN ('sop-114-lockout-tagout', 'mm-310-welding-robot-manual', 'qr-2026-044-weld-porosity')"),
+            {"g": serving[1]}).all()
+    assert len(chunks) >= 3
+    for i, (cid, did) in enumerate(chunks * 3):
+        user = f"grumpy-{i}"
+        with tenant_session(tenant.id) as s:
+            conv = Conversation(id=uuid.uuid4(), tenant_id=tenant.id, user_subject=user, title="q")
+            s.add(conv)
+            s.flush()
+            mid = uuid.uuid4()
+            s.add(Message(id=mid, tenant_id=tenant.id, conversation_id=conv.id, role="assistant", content="a [1]",
+                          citations=[{"n": 1, "document_id": str(did), "chunk_id": str(cid), "score": 0.03,
+                                      "title": "x", "page": 1, "section": None}]))
+        assert client.post("/v1/feedback", json={"message_id": str(mid), "rating": "down"},
+                           headers=_h(tenant, user)).status_code == 201
+    before = _ask(client, tenant)
+
+    def refresh():
+        return dg.materialize([index_candidate, candidate_passes_golden_eval, active_index], raise_on_error=False,
+                              resources={"db": definitions.defs.resources["db"]},
+                              run_config={"ops": {"index_candidate": {"config": {
+                                  "kind": "boosts", "reason": "nightly", "tenants": [tenant.name]}}}})
+
+    res = refresh()
+    built = res.asset_materializations_for_node("index_candidate")[0].metadata["candidates"].value[tenant.name]
+    assert built["generation"] == serving[1] and built["boosts"]["documents"] == 3  # same chunks, new boosts
+    check = {c.check_name: c for c in res.get_asset_check_evaluations()}["candidate_passes_golden_eval"]
+    verdict = check.metadata["verdicts"].value[tenant.name]
+    assert check.passed is False and verdict["candidate"]["mrr"] < verdict["active"]["mrr"] - 0.02, verdict
+    assert not res.asset_materializations_for_node("active_index")
+    after = _ask(client, tenant)
+    assert after["index_version"] == serving[0] == before["index_version"]
+    assert [c["chunk_id"] for c in after["citations"]] == [c["chunk_id"] for c in before["citations"]]
+
+    again = refresh()
+    skipped = again.asset_materializations_for_node("index_candidate")[0].metadata["skipped"].value
+    assert skipped[tenant.name] == f"this boost set was rejected by the gate as version {built['version']}"
