@@ -132,22 +132,43 @@ def candidate_passes_golden_eval(context: dg.AssetCheckExecutionContext, db: Pla
                                if rejected else "no candidate regressed")
 
 
+class ActiveIndexConfig(dg.Config):
+    rollback: list[str] = Field(default_factory=list, description="tenant names to roll back to the version the "
+                                "active one replaced (job rollback_search_index); empty = promote candidates")
+
+
 @dg.asset(group_name=GROUP, deps=[index_candidate],
-          description="The serving pointer: candidates that passed the gate are promoted with an atomic flip.")
-def active_index(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+          description="The serving pointer: candidates that passed the gate are promoted with an atomic flip "
+                      "(or, with config rollback, the previous version is restored).")
+def active_index(context: dg.AssetExecutionContext, config: ActiveIndexConfig,
+                 db: PlatformDatabase) -> dg.MaterializeResult:
     from core.database import tenant_session
     from core.index_versions import active
     from pipeline import index_builds
 
-    promoted, serving = {}, {}
-    for tenant_id, name in index_builds.tenants():
-        res = index_builds.promote(tenant_id)
-        if res:
-            promoted[name] = res
-            context.log.info(f"tenant {name}: index version {res['from_version']} → {res['version']}")
+    known = dict((name, tid) for tid, name in index_builds.tenants())
+    unknown = sorted(set(config.rollback) - set(known))
+    if unknown:
+        raise dg.Failure(f"unknown tenant(s) {unknown}: nothing rolled back")
+    promoted, rolled_back, serving = {}, {}, {}
+    for name, tenant_id in sorted(known.items()):
+        if name in config.rollback:
+            try:
+                res = index_builds.rollback(tenant_id)
+            except index_builds.BuildFailed as exc:
+                raise dg.Failure(f"rollback of tenant {name} failed: {exc}") from exc
+            rolled_back[name] = res
+            context.log.info(f"tenant {name}: rolled back from index version {res['from_version']} to "
+                             f"{res['version']}")
+        elif not config.rollback:
+            res = index_builds.promote(tenant_id)
+            if res:
+                promoted[name] = res
+                context.log.info(f"tenant {name}: index version {res['from_version']} → {res['version']}")
         with tenant_session(tenant_id) as s:
             serving[name] = active(s).version
     return dg.MaterializeResult(metadata={"promoted": dg.MetadataValue.json(promoted),
+                                          "rolled_back": dg.MetadataValue.json(rolled_back),
                                           "serving": dg.MetadataValue.json(serving)})
 
 
@@ -160,6 +181,11 @@ boosts_job = dg.define_asset_job(
     "refresh_source_boosts", selection=[index_candidate, active_index],
     description="Feedback-weighted boosts as a new index version (same chunks), gated like a rebuild.",
     config={"ops": {"index_candidate": {"config": {"kind": "boosts", "reason": "feedback boosts"}}}})
+rollback_job = dg.define_asset_job(
+    "rollback_search_index", selection=[active_index],
+    description="Serve the previous index version of the tenants named in the run config again (caught up with "
+                "documents indexed since); for when a promoted version misbehaves in production.",
+    config={"ops": {"active_index": {"config": {"rollback": ["default"]}}}})
 nightly_boosts = dg.ScheduleDefinition(name="nightly_source_boosts", job=boosts_job, cron_schedule="0 2 * * *",
                                        default_status=dg.DefaultScheduleStatus.RUNNING)
 
@@ -181,4 +207,4 @@ def feedback_arrivals(context: dg.SensorEvaluationContext, db: PlatformDatabase)
 
 ASSETS = [index_candidate, active_index]
 CHECKS = [candidate_passes_golden_eval]
-JOBS = [rebuild_job, boosts_job]
+JOBS = [rebuild_job, boosts_job, rollback_job]

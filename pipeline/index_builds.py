@@ -232,6 +232,53 @@ def _catch_up(cand: Candidate, manifest: dict[str, str]) -> dict[str, str]:
     return {k: v["hash"] for k, v in docs.items()}
 
 
+def _documents_now(s, tenant_id: uuid.UUID) -> dict[str, str]:  # noqa: ANN001
+    return {str(r[0]): r[1] for r in s.execute(
+        select(Document.id, Document.indexed_hash).where(Document.tenant_id == tenant_id,
+                                                         Document.status == "indexed")).all()}
+
+
+def _switch(cand: Candidate, manifest: dict[str, str], from_status: str, action: str, attempts: int,
+            own_generation: bool) -> dict | None:
+    """Make `cand` the active version: catch its generation up with the documents (when it has a
+    generation of its own), then flip the pointer in one transaction under the exclusive index lock.
+    The version it replaces keeps, as its manifest, the documents its generation held at the flip."""
+    tenant_id = cand.tenant_id
+    for _attempt in range(attempts):
+        if own_generation:
+            manifest = _catch_up(cand, manifest)
+        with system_session() as s:
+            index_versions.lock_promotion(s, tenant_id)
+            now_docs = _documents_now(s, tenant_id)
+            if own_generation and now_docs != manifest:
+                continue  # a document changed during the catch-up: catch up again
+            row = s.get(IndexVersion, (tenant_id, cand.version), with_for_update=True)
+            if row is None or row.status != from_status:
+                return None
+            old = s.execute(select(IndexVersion).where(IndexVersion.tenant_id == tenant_id,
+                                                       IndexVersion.status == "active")).scalar()
+            if not own_generation and old is not None and old.chunk_generation != cand.generation:
+                row.status, row.error = "superseded", "the serving generation changed since this boost set was built"
+                row.decided_at = dt.datetime.now(dt.UTC)
+                return None
+            now = dt.datetime.now(dt.UTC)
+            if old is not None:
+                old.status, old.decided_at, old.manifest = "retired", now, now_docs
+                s.flush()  # the partial unique index allows one active version: retire first
+            row.status, row.decided_at, row.manifest = "active", now, now_docs
+            audit.record(s, tenant_id=tenant_id, actor="pipeline", action=action,
+                         resource_type="index_version", resource_id=str(cand.version),
+                         details={"from_version": old.version if old else None, "kind": cand.kind,
+                                  "generation": cand.generation, "evaluation": (row.evaluation or {}).get(
+                                      "candidate")})
+            result = {"version": cand.version, "from_version": old.version if old else None,
+                      "generation": cand.generation}
+        drop_unused_generations(tenant_id)
+        return result
+    raise BuildFailed(f"index version {cand.version} could not be switched to: documents kept changing during "
+                      f"{attempts} catch-up attempts")
+
+
 def promote(tenant_id: uuid.UUID, attempts: int = 3) -> dict | None:
     """Promote the tenant's evaluated candidate (None if there is nothing to promote)."""
     with system_session() as s:
@@ -241,40 +288,33 @@ def promote(tenant_id: uuid.UUID, attempts: int = 3) -> dict | None:
             return None
         cand = Candidate(tenant_id, row.version, row.chunk_generation, row.kind, dict(row.config))
         manifest = dict(row.manifest or {})
-    for _attempt in range(attempts):
-        manifest = _catch_up(cand, manifest)
-        with system_session() as s:
-            index_versions.lock_promotion(s, tenant_id)
-            if cand.kind == "rebuild":
-                now_docs = {str(r[0]): r[1] for r in s.execute(
-                    select(Document.id, Document.indexed_hash).where(Document.tenant_id == tenant_id,
-                                                                     Document.status == "indexed")).all()}
-                if now_docs != manifest:
-                    continue  # a document changed during the catch-up: catch up again
-            row = s.get(IndexVersion, (tenant_id, cand.version), with_for_update=True)
-            if row is None or row.status != "candidate":
-                return None
-            old = s.execute(select(IndexVersion).where(IndexVersion.tenant_id == tenant_id,
-                                                       IndexVersion.status == "active")).scalar()
-            if cand.kind == "boosts" and old is not None and old.chunk_generation != cand.generation:
-                row.status, row.error = "superseded", "the serving generation changed since this boost set was built"
-                row.decided_at = dt.datetime.now(dt.UTC)
-                return None
-            now = dt.datetime.now(dt.UTC)
-            if old is not None:
-                old.status, old.decided_at = "retired", now
-                s.flush()  # the partial unique index allows one active version: retire first
-            row.status, row.decided_at, row.manifest = "active", now, manifest
-            audit.record(s, tenant_id=tenant_id, actor="pipeline", action="index.version.promoted",
-                         resource_type="index_version", resource_id=str(cand.version),
-                         details={"from_version": old.version if old else None, "kind": cand.kind,
-                                  "generation": cand.generation, "evaluation": row.evaluation.get("candidate")})
-            result = {"version": cand.version, "from_version": old.version if old else None,
-                      "generation": cand.generation}
-        drop_unused_generations(tenant_id)
-        return result
-    raise BuildFailed(f"index version {cand.version} could not be promoted: documents kept changing during "
-                      f"{attempts} catch-up attempts")
+    return _switch(cand, manifest, "candidate", "index.version.promoted", attempts,
+                   own_generation=cand.kind == "rebuild")
+
+
+def rollback(tenant_id: uuid.UUID, attempts: int = 3) -> dict:
+    """Serve the version the active one replaced again (its generation is kept for this), caught up
+    with the documents indexed or removed since, in its own configuration. Not gated: it served
+    before. A pending candidate is left alone (the gate compares it with whatever is active)."""
+    with system_session() as s:
+        act = _ensure_active_row(s, tenant_id)
+        prev = s.execute(select(IndexVersion).where(IndexVersion.tenant_id == tenant_id,
+                                                    IndexVersion.status == "retired")
+                         .order_by(IndexVersion.decided_at.desc(), IndexVersion.version.desc()).limit(1)).scalar()
+        if prev is None:
+            raise BuildFailed("there is no earlier index version to roll back to")
+        has_chunks = s.execute(text("SELECT 1 FROM lexical_stats WHERE tenant_id = :t AND generation = :g"),
+                               {"t": tenant_id, "g": prev.chunk_generation}).first() is not None
+        if prev.chunk_generation != act.chunk_generation and not has_chunks:
+            raise BuildFailed(f"index version {prev.version} can no longer be restored (its chunks were dropped)")
+        cand = Candidate(tenant_id, prev.version, prev.chunk_generation, "rebuild",
+                         dict(prev.config) or BuildConfig.desired().as_dict())
+        manifest = dict(prev.manifest or {})
+        own = prev.chunk_generation != act.chunk_generation
+    result = _switch(cand, manifest, "retired", "index.version.rolled_back", attempts, own_generation=own)
+    if result is None:
+        raise BuildFailed(f"index version {cand.version} changed state during the rollback")
+    return result
 
 
 def drop_unused_generations(tenant_id: uuid.UUID) -> int:

@@ -273,3 +273,44 @@ def test_a_boost_set_that_hurts_the_golden_set_is_rejected_and_not_retried(clien
     again = refresh()
     skipped = again.asset_materializations_for_node("index_candidate")[0].metadata["skipped"].value
     assert skipped[tenant.name] == f"this boost set was rejected by the gate as version {built['version']}"
+
+
+def test_rollback_serves_the_previous_version_again_caught_up(client, tenant, tmp_path):
+    """Job rollback_search_index: the version the active one replaced serves again, including a
+    document indexed after it was replaced; then the rolled-back-from version can be restored too."""
+    import definitions
+    from benchmarks.common import ingest_in_process
+
+    with tenant_session(tenant.id) as s:
+        current, previous = s.execute(text(
+            "SELECT (SELECT version FROM index_versions WHERE status = 'active'), "
+            "(SELECT version FROM index_versions WHERE status = 'retired' ORDER BY decided_at DESC LIMIT 1)")).one()
+        prev_gen = s.execute(text("SELECT chunk_generation FROM index_versions WHERE version = :v"),
+                             {"v": previous}).scalar()
+    late = tmp_path / "after-promotion.md"
+    late.write_text("# Notice N-78\n\nThe chiller of line 4 is descaled every 900 operating hours.\n")
+    ingest_in_process(tenant.id, [late], tmp_path)  # written into the current version only
+
+    job = definitions.defs.resolve_job_def("rollback_search_index")
+    res = job.execute_in_process(run_config={"ops": {"active_index": {"config": {"rollback": [tenant.name]}}}},
+                                 resources={"db": definitions.defs.resources["db"]})
+    assert res.success
+    meta = res.asset_materializations_for_node("active_index")[0].metadata
+    assert meta["rolled_back"].value[tenant.name] == {"version": previous, "from_version": current,
+                                                       "generation": prev_gen}
+    assert _versions(tenant)[previous][0] == "active" and _versions(tenant)[current][0] == "retired"
+    with tenant_session(tenant.id) as s:
+        caught_up = s.execute(text("SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id "
+                                   "WHERE d.title = 'after-promotion' AND c.generation = :g"), {"g": prev_gen}).scalar()
+        audited = s.execute(text("SELECT count(*) FROM audit_events "
+                                 "WHERE action = 'index.version.rolled_back'")).scalar()
+    assert caught_up >= 1 and audited == 1
+    assert _ask(client, tenant)["index_version"] == previous
+
+    # And back: the version rolled back from is the one kept, so it can be restored in turn.
+    res = job.execute_in_process(run_config={"ops": {"active_index": {"config": {"rollback": [tenant.name]}}}},
+                                 resources={"db": definitions.defs.resources["db"]})
+    assert res.success and _ask(client, tenant)["index_version"] == current
+    bad = job.execute_in_process(run_config={"ops": {"active_index": {"config": {"rollback": ["no-such-tenant"]}}}},
+                                 resources={"db": definitions.defs.resources["db"]}, raise_on_error=False)
+    assert not bad.success
