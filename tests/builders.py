@@ -109,5 +109,8 @@ class LoopbackEmbeddings:
         return self
 
     def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self.close()
+
+    def close(self) -> None:
         self.srv.shutdown()
         self.srv.server_close()

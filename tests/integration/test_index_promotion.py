@@ -219,7 +219,7 @@ def test_a_new_embedding_model_is_evaluated_with_its_own_query_embeddings_and_re
         assert after["index_version"] == serving_before and after["citations"]
         assert len(server.calls) == calls  # the serving version embeds queries with its own (local) model
     finally:
-        server.__exit__()
+        server.close()
         get_settings.cache_clear()
 
 
@@ -229,8 +229,7 @@ def test_a_boost_set_that_hurts_the_golden_set_is_rejected_and_not_retried(clien
     version keeps its ranking, and the same boost set is not built again."""
     import definitions
     from assets.indexing import active_index, candidate_passes_golden_eval, index_candidate
-    from core.models import Conversation, Message
-    from tests.integration.test_quality import _h
+    from tests.integration.test_quality import _answer_citing, _h
 
     with tenant_session(tenant.id) as s:
         serving = s.execute(text("SELECT version, chunk_generation FROM index_versions WHERE status = 'active'")).one()
@@ -241,14 +240,7 @@ def test_a_boost_set_that_hurts_the_golden_set_is_rejected_and_not_retried(clien
     assert len(chunks) >= 3
     for i, (cid, did) in enumerate(chunks * 3):
         user = f"grumpy-{i}"
-        with tenant_session(tenant.id) as s:
-            conv = Conversation(id=uuid.uuid4(), tenant_id=tenant.id, user_subject=user, title="q")
-            s.add(conv)
-            s.flush()
-            mid = uuid.uuid4()
-            s.add(Message(id=mid, tenant_id=tenant.id, conversation_id=conv.id, role="assistant", content="a [1]",
-                          citations=[{"n": 1, "document_id": str(did), "chunk_id": str(cid), "score": 0.03,
-                                      "title": "x", "page": 1, "section": None}]))
+        mid = _answer_citing(tenant, user, did, cid)
         assert client.post("/v1/feedback", json={"message_id": str(mid), "rating": "down"},
                            headers=_h(tenant, user)).status_code == 201
     before = _ask(client, tenant)
