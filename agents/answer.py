@@ -2,20 +2,22 @@
 call the model through the LiteLLM seam, map [n] markers back to cited chunks.
 
 Retrieved text is data, not instructions: the prompt fences it and tells the model so, and the
-extractive responder only ever quotes it.
+extractive responder only ever quotes it. The prompt is a typed `core.prompt.Prompt` (sources as a
+numbered list of header + text) rendered once with the source text escaped; it travels with the system
+message, so no later step re-parses prompt text a document could have shaped (see core/prompt.py).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
 from core import llm
-from core.extractive import SOURCES_END, SOURCES_START
+from core.prompt import Prompt, PromptSource, numbered
 from retrieval.search import Caller, Filters, Hit, search
 
 AI_DISCLOSURE = (
@@ -63,10 +65,20 @@ def retrieval_query(message: str, history: list[dict]) -> str:
     return message
 
 
+def source_header(h: Hit) -> str:
+    """A chunk's source header: "title, p. N, section" (document metadata)."""
+    return ", ".join(p for p in (h.title, f"p. {h.page}" if h.page else None, h.section) if p)
+
+
+def prompt_sources(hits: list[Hit], tool_texts: Sequence[str] = ()) -> tuple[PromptSource, ...]:
+    """The numbered sources of a prompt: the chunks, then tool results (also used by agents/composition.py
+    to renumber merged sources)."""
+    return numbered([(source_header(h), h.text, False) for h in hits] + [("Tool result", t, True) for t in tool_texts])
+
+
 def source_block(n: int, h: Hit) -> str:
-    """One numbered source of the prompt (also used to renumber merged sources in agents/composition.py)."""
-    where = ", ".join(p for p in (h.title, f"p. {h.page}" if h.page else None, h.section) if p)
-    return f"[{n}] {where}\n{h.text}"
+    """One numbered source as the prompt renders it (escaped document text)."""
+    return PromptSource(n, source_header(h), h.text).render()
 
 
 def prepare(session: Session, caller: Caller, message: str, history: list[dict], k: int = 6,
@@ -76,10 +88,8 @@ def prepare(session: Session, caller: Caller, message: str, history: list[dict],
     if prefer_titles:
         # Specialist preference (e.g. SOPs for the Procedure Expert): a stable reorder, never a filter.
         res.hits.sort(key=lambda h: not any(p in h.title.lower() for p in prefer_titles))
-    blocks = [source_block(i, h) for i, h in enumerate(res.hits, start=1)]
-    head = f"{SYSTEM_PROMPT}\n{role_prompt}" if role_prompt else SYSTEM_PROMPT
-    system = f"{head}\n\n{SOURCES_START}\n" + "\n\n".join(blocks) + f"\n{SOURCES_END}"
-    msgs = [{"role": "system", "content": system}]
+    prompt = Prompt(SYSTEM_PROMPT, role_prompt or None, sources=prompt_sources(res.hits))
+    msgs = [prompt.system_message()]
     msgs += [{"role": m["role"], "content": m["content"]} for m in history[-2 * HISTORY_TURNS :]]
     msgs.append({"role": "user", "content": message})
     return Prepared(msgs, res.hits, res.notes, res.timings_ms, res.index_version)

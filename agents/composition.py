@@ -38,12 +38,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from agents import thinking
-from agents.answer import Prepared, prepare, source_block
+from agents.answer import Prepared, prepare, prompt_sources
 from agents.router import Route, route
 from agents.specialists import SPECIALISTS
 from core import llm
 from core.embedding import get_embedder
-from core.extractive import NO_ANSWER, PREFIX, SOURCES_END, SOURCES_START
+from core.extractive import NO_ANSWER, PREFIX
+from core.prompt import prompt_of
 from retrieval.search import Caller, Hit
 
 SIMPLE, DEEP, MULTI, CRITICAL = "SIMPLE", "DEEP", "MULTI_PERSPECTIVE", "QUALITY_CRITICAL"
@@ -388,9 +389,7 @@ def _new_branch(deps: Deps, session: Session, primary: Branch, key: str, questio
         res = dataclasses.replace(res, hits=own)
     role = spec.prompt + (f"\nFindings of the specialists before you (build on them; cite only the numbered "
                           f"sources below):\n{findings}" if findings else "")
-    primary_role = SPECIALISTS[primary.specialist].prompt
-    msgs = _with_sources(primary.prepared.messages, res.hits, [])
-    msgs[0] = {**msgs[0], "content": msgs[0]["content"].replace(primary_role, role, 1)}
+    msgs = _with_sources(primary.prepared.messages, res.hits, [], role=role)
     msgs[-1] = {"role": "user", "content": user_text or question}
     prepared = dataclasses.replace(res, messages=msgs)
     b = Branch(key, question, prepared)
@@ -546,16 +545,16 @@ def _numbering(b: Branch, hits: list[Hit]) -> dict[str, int]:
     return {str(i): index[h.chunk_id] for i, h in enumerate(b.prepared.hits, start=1)}
 
 
-def _with_sources(messages: list[dict], hits: list[Hit], tool_texts: list[str]) -> list[dict]:
-    """The same conversation with the system prompt's SOURCES block replaced by these sources."""
+def _with_sources(messages: list[dict], hits: list[Hit], tool_texts: list[str], *,
+                  role: str | None = None) -> list[dict]:
+    """The same conversation with the typed prompt's sources (and, if given, its role) replaced and the
+    system message rendered again; the rendered text is never searched or spliced."""
     msgs = [dict(m) for m in messages]
-    system = msgs[0]["content"]
-    start, end = system.find(SOURCES_START), system.find(SOURCES_END)
-    blocks = [source_block(i, h) for i, h in enumerate(hits, start=1)]
-    blocks += [f"[{len(hits) + j}] Tool result\n{t}" for j, t in enumerate(tool_texts, start=1)]
-    body = f"{SOURCES_START}\n" + "\n\n".join(blocks) + f"\n{SOURCES_END}"
-    msgs[0]["content"] = system[:start] + body + system[end + len(SOURCES_END):] if start != -1 and end != -1 \
-        else f"{system}\n\n{body}"
+    prompt = prompt_of(msgs)
+    if prompt is None:
+        raise ValueError("a composed branch needs the typed prompt its sources are replaced in")
+    prompt = prompt.replace(sources=prompt_sources(hits, tool_texts), **({"role": role} if role is not None else {}))
+    msgs[0] = prompt.system_message()
     return msgs
 
 

@@ -34,8 +34,10 @@ from agents.router import Route
 from agents.specialists import SPECIALISTS
 from core import llm
 from core.errors import Conflict, InvalidInput
-from core.extractive import PREFIX, SOURCES_START, USER_CONTEXT_END, USER_CONTEXT_START
+from core.extractive import PREFIX, USER_CONTEXT_END, USER_CONTEXT_START
 from core.models import AgentLesson, Message, UserGoal
+from core.prompt import PROMPT_KEY, prompt_of
+from core.prompt import UserContext as PromptUserContext
 from core.settings import get_settings
 from retrieval.search import Caller
 
@@ -266,14 +268,13 @@ class UserContext:
         return "\n".join(parts)
 
     def inject(self, messages: list[dict]) -> bool:
-        """Put the block into the system prompt, ahead of the numbered sources (their numbering is untouched)."""
+        """Put the block into the typed system prompt, ahead of the numbered sources (their numbering is
+        untouched); the responder reads the preferences from it as data, never from the text."""
         block = self.block()
-        if not block or not messages or messages[0].get("role") != "system":
+        prompt = prompt_of(messages)
+        if not block or prompt is None or messages[0].get(PROMPT_KEY) is not prompt:
             return False
-        content = messages[0]["content"]
-        at = content.find(SOURCES_START)
-        messages[0]["content"] = (content[:at] + block + "\n\n" + content[at:]) if at != -1 else \
-            f"{content}\n\n{block}"
+        messages[0] = prompt.replace(user_context=PromptUserContext(block, self.preferences())).system_message()
         return True
 
     def prefer_specialist(self, session: Session, r: Route) -> Route:

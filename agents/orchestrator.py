@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from agents import budget, composition, learning, skills
+from agents import answer_access, budget, composition, learning, skills
 from agents.answer import Citation, Prepared, citations_for, prepare
 from agents.router import route, route_with_model
 from agents.specialists import SPECIALISTS, Specialist
@@ -31,8 +31,9 @@ from compliance.pii import sanitise
 from core import llm
 from core.errors import Forbidden, InvalidInput
 from core.extractive import MODEL as EXTRACTIVE_MODEL
-from core.extractive import NO_ANSWER, SOURCES_END
+from core.extractive import NO_ANSWER
 from core.models import AgentRun
+from core.prompt import prompt_of
 from core.settings import get_settings
 from retrieval.search import Caller
 
@@ -214,8 +215,12 @@ def _skill(session: Session, caller: Caller, spec: Specialist, message: str, pre
             res = skills.invoke(skill_name, session, caller, message, hits=prepared.hits)
             tool_texts.append(res.text)
             n = len(prepared.hits) + 1
-            prepared.messages[0]["content"] = prepared.messages[0]["content"].replace(
-                SOURCES_END, f"\n[{n}] Tool {res.skill}: {res.title}\n{res.text}\n{SOURCES_END}")
+            # The tool result becomes source n of the typed prompt (re-rendered; never spliced into its text).
+            prompt = prompt_of(prepared.messages)
+            if prompt is None or len(prompt.sources) != len(prepared.hits):
+                raise RuntimeError("the prepared prompt has no typed source list to add the tool result to")
+            prepared.messages[0] = prompt.with_source(f"Tool {res.skill}: {res.title}", res.text,
+                                                      tool=True).system_message()
             trace.append({"step": "THINK.skill", "ms": round((time.perf_counter() - t) * 1000, 1), "tool": res.skill,
                           "args": {"question": message}, "result": res.data})
             if llm.is_extractive(model_for(spec.tier)):
@@ -336,7 +341,8 @@ def record(session: Session, tenant_id: uuid.UUID, subject: str, out: Outcome, c
     session.add(AgentRun(id=run_id, tenant_id=tenant_id, user_subject=subject, conversation_id=conversation_id,
                          message_id=message_id, specialist=out.specialist, model_tier=out.tier, model=out.model,
                          route_confidence=out.route_confidence, outcome=out.outcome, escalations=out.escalations,
-                         trace=out.trace, index_version=out.prepared.index_version))
+                         trace=out.trace, index_version=out.prepared.index_version,
+                         access=answer_access.label_for_outcome(session, out)))
     out.run_id = run_id
     session.flush()
     for c in out.calls:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from agents.tools import calculate, convert, statistics, tool_schema
+from agents.tools import CalculationRefused, calculate, convert, statistics, tool_schema
 from compliance.access import can_read
 from core import index_versions
 from core.errors import Forbidden, InvalidInput
@@ -68,12 +68,19 @@ def _calculations(session: Session, caller: Caller, question: str, **_) -> Skill
             out = convert(value, f, t)
             return SkillResult("calculations", "Unit conversion", f"{value:g} {f} = {out:.4g} {t}",
                                {"tool": "convert", "args": [value, f, t], "result": out})
+        except CalculationRefused as exc:
+            return SkillResult("calculations", "Calculation refused", f"The conversion was refused: {exc.message}.",
+                               {"tool": "convert", "refused": exc.code, "reason": exc.message})
         except InvalidInput:
             pass
     nums = re.findall(r"-?\d+(?:\.\d+)?", question)
     if re.search(r"\b(mean|average|median|stdev|standard deviation|statistics)\b", question, re.I) and len(nums) >= 2:
         values = [float(n) for n in nums]
-        res = statistics(values)
+        try:
+            res = statistics(values)
+        except InvalidInput as exc:
+            return SkillResult("calculations", "Calculation refused", f"The statistics were refused: {exc.message}.",
+                               {"tool": "statistics", "refused": exc.code, "reason": exc.message})
         body = ", ".join(f"{k} {v:.4g}" for k, v in res.items())
         return SkillResult("calculations", "Statistics", f"Statistics of {', '.join(nums)}: {body}",
                            {"tool": "statistics", "args": values, "result": res})
@@ -81,15 +88,26 @@ def _calculations(session: Session, caller: Caller, question: str, **_) -> Skill
         m = phrase.search(question)
         if m:
             expression = template.format(*m.groups())
-            value = calculate(expression)
-            return SkillResult("calculations", "Calculation", f"{m.group(0).strip()}: {expression} = {value:.6g}",
-                               {"tool": "calculate", "args": [expression], "result": value})
+            return _calculated(expression, f"{m.group(0).strip()}: {expression}")
     expr = re.search(r"[-(]?\d[\d\s.+\-*/()%^]*[\d)]", question)
     if expr and re.search(r"[+\-*/%^]", expr.group(0)):
-        value = calculate(expr.group(0))
-        return SkillResult("calculations", "Calculation", f"{expr.group(0).strip()} = {value:.6g}",
-                           {"tool": "calculate", "args": [expr.group(0)], "result": value})
+        return _calculated(expr.group(0), expr.group(0).strip())
     raise InvalidInput("no calculation found in the request", code="no_calculation")
+
+
+def _calculated(expression: str, shown: str) -> SkillResult:
+    """The calculator's result — or, for arithmetic it refuses (too large, not a number), an answer
+    that says so: the user asked for a calculation and learns why there is none."""
+    try:
+        value = calculate(expression)
+    except InvalidInput as exc:
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        return SkillResult("calculations", "Calculation refused",
+                           f"The calculation {shown} was refused: {exc.message}.",
+                           {"tool": "calculate", "args": [expression[:200]], "refused": exc.code,
+                            "reason": exc.message})
+    return SkillResult("calculations", "Calculation", f"{shown} = {value:.6g}",
+                       {"tool": "calculate", "args": [expression], "result": value})
 
 
 def _procedure_lookup(session: Session, caller: Caller, question: str, **_) -> SkillResult:

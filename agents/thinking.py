@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from compliance.normalise import fold
 from compliance.pii import contains_pii, sanitise
 from core.extractive import NO_ANSWER, PREFIX
 from core.lexical import tokenize
@@ -70,9 +71,14 @@ class Statement:
 
 
 def is_structural(line: str) -> bool:
+    """Notices, headings, table rows: lines the platform writes, and it never puts a citation into them.
+    A line carrying an [n] marker is content, whatever it starts with: a quoted document sentence that
+    begins "Notice: …" or "Quality gate: …" is still checked, cited and attacked like any statement."""
     s = line.strip()
+    if s and MARK.search(s) and s != PREFIX:
+        return False
     return (not s or s == PREFIX or s.startswith(_STRUCTURAL_START) or s.startswith(NO_ANSWER[:40])
-            or (s.endswith(":") and not MARK.search(s)))
+            or s.endswith(":"))
 
 
 def _split_line(line: str) -> tuple[str, list[str]]:
@@ -224,7 +230,7 @@ def red_team(text: str, hit_texts: Sequence[str], hit_titles: Sequence[str], too
                 if not re.search(re.escape(m.group(0)), joined, re.I):
                     problems.append(f"assurance '{m.group(0)}' that no cited source makes")
                     break
-        hazard = _HAZARD.search(plain)
+        hazard = _HAZARD.search(fold(plain))
         by_procedure = any(1 <= n <= n_hits and CONTROLLING.search(hit_titles[n - 1] or "") for n in st.markers)
         if problems:
             findings.append({"statement": plain[:240], "attack": "unsupported", "problem": "; ".join(problems),
@@ -234,7 +240,7 @@ def red_team(text: str, hit_texts: Sequence[str], hit_titles: Sequence[str], too
                                  "problem": f"hazardous action '{hazard.group(0)}' in an unsupported statement",
                                  "action": "removed"})
             return None
-        if _EXPORT.search(plain):
+        if _EXPORT.search(fold(plain)):  # folded like the classifier's detectors (full-width, look-alikes)
             findings.append({"statement": plain[:240], "attack": "compliance",
                              "problem": "export-controlled term", "action": "removed"})
             return None

@@ -6,14 +6,17 @@
 Runs cover a range of partitions (single-run backfill policy) so a batch of uploads is one run.
 Each asset handles documents one by one: a document that fails is marked `failed` with its reason
 and the others in the run carry on. The gate: `search_index` leaves Class III/IV documents
-`awaiting_approval`; a data steward launches the `steward_review` job (or materialises the
-document's `search_index` partition) with run config {decision, steward, reason}.
+`awaiting_approval`; a data steward obtains a single-use approval token from the platform API and
+launches the `steward_review` job with run config {decision, reason, approval_token}.
 """
 
 
+import contextlib
+import enum
+import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 from pydantic import Field
@@ -32,24 +35,48 @@ _COMMON = dict(partitions_def=documents_partitions, backfill_policy=dg.BackfillP
 _SKIP_STATUSES = {"failed", "rejected"}
 
 
+# Launched by the intake sensor (the tag names the request): such a run takes only queued documents.
+REQUEST_TAG = "eap/request"
+
+
+@contextlib.contextmanager
+def _private_umask() -> Iterator[None]:
+    """Stage products carry unsanitised text: whatever a stage writes is owner-only (restored after,
+    since an in-process run shares the caller's process)."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 def _run_stage(
     context: dg.AssetExecutionContext, stage: str, fn: Callable[[ingestion.DocumentJob], object], needs: str | None
 ) -> tuple[dict, list[ingestion.DocumentJob]]:
     keys = list(context.partition_keys)
-    jobs = ingestion.load_jobs(keys)
+    jobs = ingestion.load_jobs(keys, run_id=context.run_id)
     ok, failed, skipped = [], {}, []
     t0 = time.perf_counter()
-    for key in keys:
-        job = jobs.get(key)
-        if job is None or job.status in _SKIP_STATUSES or (needs and not ingestion.Stages(job).has(needs)):
-            skipped.append(key)
-            continue
-        try:
-            fn(job)
-            ok.append(job)
-        except Exception as exc:  # noqa: BLE001 - one bad document must not stop the others
-            failed[key] = ingestion.mark_failed(job, stage, exc)
-            context.log.warning(f"document {key} failed at {stage}: {failed[key]}")
+    with _private_umask(), ingestion.Heartbeat(context.run_id):
+        for key in keys:
+            job = jobs.get(key)
+            if job is None or job.status in _SKIP_STATUSES or (
+                needs and (not job.held or not ingestion.Stages(job).has(needs))
+            ):
+                skipped.append(key)
+                continue
+            try:
+                fn(job)
+                ok.append(job)
+            except ingestion.NotHeld as exc:
+                skipped.append(key)
+                context.log.info(f"document {key} skipped at {stage}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one bad document must not stop the others
+                ingestion.mark_failed(job, stage, exc)
+                # The full reason is on the document (GET /v1/documents/{id}); it can quote document text
+                # (a parser's or the database's message), so the UI gets the stage and error class only.
+                failed[key] = f"{stage}: {type(exc).__name__}"
+                context.log.warning(f"document {key} failed at {stage}: {failed[key]}")
     meta = {
         "documents": len(keys),
         "succeeded": len(ok),
@@ -64,7 +91,12 @@ def _run_stage(
 
 @dg.asset(**_COMMON, description="Original bytes from the content-addressed store, checked against their hash.")
 def document_raw(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
-    meta, ok = _run_stage(context, "raw", ingestion.stage_raw, needs=None)
+    only_queued = REQUEST_TAG in context.run.tags
+
+    def raw(job):  # noqa: ANN001, ANN202
+        return ingestion.stage_raw(job, context.run_id, only_queued=only_queued)
+
+    meta, ok = _run_stage(context, "raw", raw, needs=None)
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -128,19 +160,21 @@ def document_chunks(context: dg.AssetExecutionContext, db: PlatformDatabase) -> 
 @dg.asset(**_COMMON, deps=[document_chunks], description="Chunk embeddings through the embedding seam.")
 def document_embeddings(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
     keys = list(context.partition_keys)
-    jobs = [j for j in ingestion.load_jobs(keys).values()
-            if j.status not in _SKIP_STATUSES and ingestion.Stages(j).has("chunks.json")]
-    embedder = get_embedder()
+    jobs = [j for j in ingestion.load_jobs(keys, run_id=context.run_id).values()
+            if j.status not in _SKIP_STATUSES and j.held and ingestion.Stages(j).has("chunks.json")]
     t0 = time.perf_counter()
     counts: dict[str, int] = {}
-    try:
-        counts = ingestion.stage_embed(jobs, embedder)
-    except Exception:  # noqa: BLE001 - retry per document so one bad input does not sink the batch
-        for job in jobs:
-            try:
-                counts.update(ingestion.stage_embed([job], embedder))
-            except Exception as exc:  # noqa: BLE001
-                ingestion.mark_failed(job, "embed", exc)
+    with _private_umask(), ingestion.Heartbeat(context.run_id):
+        embedder = get_embedder()  # loading the model counts as work: the heartbeat runs meanwhile
+        try:
+            counts = ingestion.stage_embed(jobs, embedder)
+        except Exception:  # noqa: BLE001 - retry per document so one bad input does not sink the batch
+            for job in jobs:
+                try:
+                    counts.update(ingestion.stage_embed([job], embedder))
+                except Exception as exc:  # noqa: BLE001
+                    ingestion.mark_failed(job, "embed", exc)
+                    context.log.warning(f"document {job.id} failed at embed: {type(exc).__name__}")
     secs = time.perf_counter() - t0
     total = sum(counts.values())
     return dg.MaterializeResult(metadata={
@@ -150,59 +184,103 @@ def document_embeddings(context: dg.AssetExecutionContext, db: PlatformDatabase)
     })
 
 
-class IndexConfig(dg.Config):
-    """Leave empty for pipeline runs. A data steward sets all three to approve or reject a
-    Class III/IV document (one partition per run)."""
+class Decision(enum.Enum):
+    approve = "approve"
+    reject = "reject"
 
-    decision: str | None = Field(default=None, description="approve | reject")
-    steward: str | None = Field(default=None, description="who decides (recorded in the audit log)")
-    reason: str | None = Field(default=None, description="why (recorded in the audit log)")
+
+class IndexConfig(dg.Config):
+    """Leave empty for pipeline runs. A data steward's review (job `steward_review`, one partition) sets
+    all three, as returned by `POST /v1/documents/{id}/review-token`: the run verifies the token
+    (signature, expiry, this document version, this decision and reason, never used) and records the
+    token's authenticated user as the steward."""
+
+    decision: Decision | None = Field(default=None, description="approve | reject (as in the approval token)")
+    reason: str | None = Field(default=None, description="why (as given when the token was issued; audited)")
+    approval_token: str | None = Field(default=None, description="single-use token from the platform API: "
+                                       "POST /v1/documents/{id}/review-token")
+
+
+def _review(context: dg.AssetExecutionContext, config: IndexConfig, key: str) -> str:
+    """A steward's decision on one document: verified and recorded (consuming the token) before anything
+    is indexed or removed; any doubt fails the run and changes nothing."""
+    from compliance import approvals
+    from compliance.classification import CLASS_NAMES
+
+    if config.decision is None or not (config.reason or "").strip() or not (config.approval_token or "").strip():
+        raise dg.Failure("a steward review needs decision (approve|reject), reason and approval_token "
+                         "(POST /v1/documents/{id}/review-token)")
+    job = ingestion.load_jobs([key]).get(key)
+    if job is None:
+        raise dg.Failure(f"document {key} does not exist")
+    if not job.gated:
+        raise dg.Failure(f"document {key} is Class {CLASS_NAMES[job.classification]}: no review needed")
+    if job.status != "awaiting_approval":
+        raise dg.Failure(f"document {key} is {job.status}, not awaiting approval")
+    decision = config.decision.value
+    if decision == "approve" and not ingestion.Stages(job).has("embeddings.npy"):
+        raise dg.Failure(f"document {key} has no processed version waiting for review")
+    try:
+        approval = approvals.consume_review(
+            config.approval_token or "", tenant_id=job.tenant_id, document_id=job.id, content_hash=job.content_hash,
+            decision=decision, reason=config.reason or "", run_id=context.run_id,
+            class_name=CLASS_NAMES[job.classification])
+    except approvals.ApprovalRefused as exc:
+        raise dg.Failure(f"review of {key} refused: {exc.message}") from None
+    job.review_status = "approved" if decision == "approve" else "rejected"
+    job.reviewed_hash = job.content_hash
+    context.log.info(f"document {key}: {job.review_status} by {approval.subject} (approval {approval.id})")
+    try:
+        return ingestion.stage_index(job)
+    except Exception as exc:  # noqa: BLE001 - the decision stands; the document is retried by the pipeline
+        raise dg.Failure(f"document {key} {job.review_status}, but indexing failed ({type(exc).__name__}); "
+                         "the next pipeline run indexes it") from None
 
 
 @dg.asset(**_COMMON, deps=[document_embeddings],
           description="Chunks written atomically to pgvector HNSW + BM25 postings; Class III/IV wait for a steward.")
 def search_index(context: dg.AssetExecutionContext, config: IndexConfig, db: PlatformDatabase) -> dg.MaterializeResult:
     keys = list(context.partition_keys)
-    review = None
-    if config.decision is not None or config.steward is not None or config.reason is not None:
+    t0 = time.perf_counter()
+    reviewing = config.decision is not None or config.reason is not None or config.approval_token is not None
+    if reviewing:
         if len(keys) != 1:
             raise dg.Failure("a steward review covers exactly one document: select one partition")
-        if config.decision not in ("approve", "reject") or not (config.steward or "").strip() or not (
-            config.reason or ""
-        ).strip():
-            raise dg.Failure("steward review needs decision (approve|reject), steward and reason")
-        review = ingestion.Review(config.decision, config.steward or "", config.reason or "")
+        outcome = _review(context, config, keys[0])
+        # Ids, the decision and the approval only: the reason and the document's text stay out of the UI.
+        return dg.MaterializeResult(metadata={
+            "documents": 1, "seconds": round(time.perf_counter() - t0, 3), f"outcome_{outcome}": 1,
+            "outcomes": dg.MetadataValue.json({keys[0]: outcome}),
+            "review": dg.MetadataValue.json({"decision": config.decision.value if config.decision else None}),
+        })
     jobs = ingestion.load_jobs(keys)
     outcomes: dict[str, str] = {}
-    t0 = time.perf_counter()
     for key in keys:
         job = jobs.get(key)
         if job is None:
             outcomes[key] = "deleted"
             continue
-        if review is None and (job.status in _SKIP_STATUSES or not ingestion.Stages(job).has("embeddings.npy")):
+        if job.status in _SKIP_STATUSES or not ingestion.Stages(job).has("embeddings.npy"):
             outcomes[key] = f"skipped ({job.status})"
             continue
-        if review is not None and not ingestion.Stages(job).has("embeddings.npy") and review.decision == "approve":
-            raise dg.Failure(f"document {key} has no processed version waiting for review (status {job.status})")
         try:
-            outcomes[key] = ingestion.stage_index(job, review)
+            outcomes[key] = ingestion.stage_index(job)
         except Exception as exc:  # noqa: BLE001
-            if review is not None:
-                raise dg.Failure(f"review of {key} failed: {exc}") from exc
-            outcomes[key] = "failed: " + ingestion.mark_failed(job, "index", exc)
+            ingestion.mark_failed(job, "index", exc)
+            # The reason (stored on the document) can quote text, e.g. a database error's parameters:
+            # run metadata shown in the UI gets the error class only.
+            outcomes[key] = f"failed: {type(exc).__name__}"
     summary: dict[str, int] = {}
     for v in outcomes.values():
         summary[v.split(":")[0].split(" ")[0]] = summary.get(v.split(":")[0].split(" ")[0], 0) + 1
     for key, outcome in outcomes.items():
         if outcome == "awaiting_approval":
-            context.log.info(f"document {key} awaits a data steward: launch job steward_review for partition {key}")
+            context.log.info(f"document {key} awaits a data steward: ask the platform API for an approval token "
+                             f"(POST /v1/documents/{key}/review-token) and launch job steward_review for it")
     return dg.MaterializeResult(metadata={
         "documents": len(keys), "seconds": round(time.perf_counter() - t0, 3),
         **{f"outcome_{k}": v for k, v in summary.items()},
         "outcomes": dg.MetadataValue.json(outcomes),
-        **({"review": dg.MetadataValue.json({"decision": review.decision, "steward": review.steward,
-                                            "reason": review.reason})} if review else {}),
     })
 
 

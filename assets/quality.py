@@ -2,20 +2,45 @@
 the eval-gated index promotion are in assets/indexing.py)."""
 
 import dagster as dg
+from pydantic import Field
 
 from assets.resources import PlatformDatabase
 
 QUALITY = "quality"
 
 
-@dg.asset(group_name=QUALITY, description="Chat-format JSONL of positively rated answers per tenant, PII-scrubbed, "
-                                          "Class III/IV excluded, de-duplicated, with a data card.")
-def finetune_dataset(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+class FinetuneConfig(dg.Config):
+    """Dagster's webserver has no login, so an export needs an approval: a tenant admin asks the platform
+    API (`POST /v1/finetune/export-token`) and pastes the returned config. The run exports that tenant's
+    data only, once per token."""
+
+    reason: str = Field(description="why (as given when the token was issued; audited)")
+    approval_token: str = Field(description="single-use token from POST /v1/finetune/export-token")
+
+
+@dg.asset(group_name=QUALITY, description="Chat-format JSONL of positively rated answers of one tenant, PII-scrubbed, "
+                                          "Class III/IV excluded, de-duplicated, with a data card; needs an "
+                                          "approval token from a tenant admin.")
+def finetune_dataset(context: dg.AssetExecutionContext, config: FinetuneConfig,
+                     db: PlatformDatabase) -> dg.MaterializeResult:
+    from compliance import approvals
+    from core import audit
+    from core.database import system_session
     from quality import finetune
 
-    written = finetune.build()
-    return dg.MaterializeResult(metadata={"tenants": len(written),
-                                          "records": sum(w["records"] for w in written.values()),
+    try:
+        approval = approvals.consume_export(config.approval_token, reason=config.reason, run_id=context.run_id)
+    except approvals.ApprovalRefused as exc:
+        raise dg.Failure(f"export refused: {exc.message}") from None
+    written = finetune.build(tenant_ids=[approval.tenant_id])
+    records = sum(w["records"] for w in written.values())
+    with system_session() as s:
+        audit.record(s, tenant_id=approval.tenant_id, actor=approval.subject, actor_role=approval.subject_role,
+                     action="dataset.export.finetune.written", resource_type="dataset", resource_id="finetune",
+                     details={"approval_id": str(approval.id), "run_id": context.run_id, "records": records})
+    # Counts and paths only: no question or answer text in the UI.
+    return dg.MaterializeResult(metadata={"tenants": len(written), "records": records,
+                                          "approved_by": approval.subject, "approval_id": str(approval.id),
                                           "files": dg.MetadataValue.json(written)})
 
 
@@ -23,6 +48,9 @@ def finetune_dataset(context: dg.AssetExecutionContext, db: PlatformDatabase) ->
                                           "retrieval (recall@k, MRR, nDCG) and answers (facts, citations, routing) "
                                           "per specialist, with history, regression flags and an HTML report.")
 def golden_eval(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+    # Scores, counts and the report's path only. The evaluation asks as an admin without need-to-know
+    # groups (quality/evaluation.py), so no Class III/IV text reaches an answer, and answers are not
+    # kept: a launch from the (unauthenticated) Dagster UI reveals scores, never document text.
     from core.settings import get_settings
     from core.tenancy import get_tenant
     from quality import evaluation

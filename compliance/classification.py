@@ -1,7 +1,9 @@
 """Data classification (Class I–IV): the declared class, checked by detectors.
 
 Detectors may raise the class, never lower it; every decision keeps its reasons so a steward
-(and an auditor) can see why a document ended up where it did.
+(and an auditor) can see why a document ended up where it did. They read the text as
+`compliance.normalise` folds it (full-width `ＩＴＡＲ`, Cyrillic look-alikes and zero-width characters
+cannot hide a marker); the evidence quoted in a reason is the original text.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from compliance.normalise import normalise
 from compliance.pii import find_pii
 
 CLASS_NAMES = {1: "I", 2: "II", 3: "III", 4: "IV"}
@@ -69,18 +72,21 @@ class ClassificationDecision:
 def classify(text: str, declared: int) -> ClassificationDecision:
     reasons: list[dict] = [{"detector": "declared", "class": CLASS_NAMES[declared]}]
     final = declared
-    head = text[:20000]
+    norm = normalise(text)
+    head = norm.text[:20000]
     for cls, pattern, label in _MARKERS:
         m = pattern.search(head)
         if m:
-            reasons.append({"detector": "marker", "class": CLASS_NAMES[cls], "evidence": m.group(0), "label": label})
+            reasons.append({"detector": "marker", "class": CLASS_NAMES[cls],
+                            "evidence": norm.original_text(m.start(), m.end()), "label": label})
             final = max(final, cls)
             break
-    m = _EXPORT_CONTROL.search(text)
+    m = _EXPORT_CONTROL.search(norm.text)
     if m:
-        reasons.append({"detector": "export_control", "class": "IV", "evidence": m.group(0)})
+        reasons.append({"detector": "export_control", "class": "IV",
+                        "evidence": norm.original_text(m.start(), m.end())})
         final = max(final, 4)
-    words = max(1, len(text.split()))
+    words = max(1, len(norm.text.split()))
     pii = find_pii(text)
     density = len(pii) * 1000.0 / words
     if pii:

@@ -3,6 +3,10 @@
 Detected spans are replaced by typed placeholders such as `[EMAIL]`; the original values are
 never returned, stored in chunks or logged — only counts per type.
 Checksums (IBAN mod-97, Luhn, Czech/Slovak birth-number mod-11) keep false positives down.
+
+The recognizers run on the text as `compliance.normalise` folds it (NFKC, confusables, invisible
+characters removed), so `ｊｏｅ＠ｅｘａｍｐｌｅ.ｃｏｍ` or `＋４９ ３０ …` are found like their ASCII forms;
+findings carry offsets into the *original* text, and `sanitise` replaces there.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+
+from compliance.normalise import normalise
 
 PLACEHOLDER = {
     "EMAIL": "[EMAIL]",
@@ -108,6 +114,19 @@ def _cz_birth_ok(m: re.Match) -> bool:
 
 
 def find_pii(text: str) -> list[Finding]:
+    """PII findings with offsets into `text` (detected on its normalised form, mapped back)."""
+    norm = normalise(text)
+    found = _find(norm.text)
+    if norm.starts is None:
+        return found
+    out = []
+    for f in found:
+        start, end = norm.span(f.start, f.end)
+        out.append(Finding(f.type, start, end))
+    return out
+
+
+def _find(text: str) -> list[Finding]:
     found: list[Finding] = []
 
     def add(kind: str, start: int, end: int) -> None:
@@ -167,6 +186,8 @@ def sanitise(text: str) -> SanitisedText:
     last = 0
     counts: Counter = Counter()
     for f in findings:
+        if f.start < last:  # two findings inside one folded character (a ligature): replaced once
+            continue
         parts.append(text[last : f.start])
         parts.append(PLACEHOLDER[f.type])
         counts[f.type] += 1

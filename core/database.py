@@ -43,6 +43,7 @@ class DatabaseUrls:
     app: str  # application role, the application database
     dagster: str  # psycopg2 URL for dagster-postgres
     embedded: bool
+    system: str = ""  # the system role (member of the owner role, not a superuser); see resolve_urls
 
     def describe(self) -> str:
         return redact_url(self.admin)
@@ -96,6 +97,12 @@ def _render(url: URL) -> str:
 
 
 def resolve_urls(settings: Settings) -> DatabaseUrls:
+    if settings.attached_db:
+        # A serving process (the API under `eap up`): no privileged URL at all. Platform tasks that
+        # span tenants run as the system role, which may only SET ROLE to the owner.
+        system = _render(make_url(settings.system_database_url))
+        return DatabaseUrls(maintenance=system, admin=system, app=settings.app_database_url or "",
+                            dagster=settings.dagster_database_url or "", embedded=False, system=system)
     if settings.embedded_db:
         server = start_embedded(settings)
         base = make_url(server.get_uri(database=settings.db_name)).set(drivername="postgresql+psycopg")
@@ -107,6 +114,7 @@ def resolve_urls(settings: Settings) -> DatabaseUrls:
             app=_render(app),
             dagster=_render(dagster),
             embedded=True,
+            system=_render(base.set(username=settings.system_db_role, password=None)),
         )
     admin = make_url(settings.database_url)
     if not admin.database:
@@ -125,6 +133,7 @@ def resolve_urls(settings: Settings) -> DatabaseUrls:
         app=_render(app),
         dagster=_render(dagster),
         embedded=False,
+        system=_render(admin.set(username=settings.system_db_role, password=settings.system_password())),
     )
 
 
@@ -221,6 +230,22 @@ def _ensure_roles_and_databases(settings: Settings, urls: DatabaseUrls) -> None:
             conn.execute(
                 text(f"ALTER ROLE {_q(app)} PASSWORD {_literal(settings.app_password())}")
             )
+        # The system role: what a serving process uses for cross-tenant platform tasks instead of this
+        # (privileged) URL — it may SET ROLE to the owner and nothing more (no superuser, no CREATEROLE).
+        # Best effort: a DATABASE_URL role that may not manage it simply leaves it out (the API then
+        # needs DATABASE_URL, as before).
+        system = settings.system_db_role
+        exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": system}).scalar()
+        if exists is None and (me.rolsuper or me.rolcreaterole):
+            conn.execute(text(f"CREATE ROLE {_q(system)} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"))
+            exists = 1
+        manage = exists is not None and (me.rolsuper or conn.execute(
+            text("SELECT pg_has_role(current_user, :s, 'MEMBER WITH ADMIN OPTION') "
+                 "AND pg_has_role(current_user, :o, 'MEMBER WITH ADMIN OPTION')"), {"s": system, "o": owner}).scalar())
+        if manage:
+            conn.execute(text(f"GRANT {_q(owner)} TO {_q(system)}"))
+            if not urls.embedded:
+                conn.execute(text(f"ALTER ROLE {_q(system)} PASSWORD {_literal(settings.system_password())}"))
         if not me.rolsuper:
             member = conn.execute(text("SELECT pg_has_role(current_user, :r, 'MEMBER')"), {"r": owner}).scalar()
             if not member:
@@ -235,6 +260,8 @@ def _ensure_roles_and_databases(settings: Settings, urls: DatabaseUrls) -> None:
             conn.execute(text(f"CREATE DATABASE {_q(dagster_db)}"))
         conn.execute(text(f"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {_q(app_db)} TO {_q(owner)}"))
         conn.execute(text(f"GRANT CONNECT ON DATABASE {_q(app_db)} TO {_q(app)}"))
+        if manage:
+            conn.execute(text(f"GRANT CONNECT ON DATABASE {_q(app_db)} TO {_q(system)}"))
 
 
 def _literal(value: str) -> str:
@@ -316,9 +343,17 @@ def bootstrap(settings: Settings | None = None) -> DatabaseUrls:
     settings = settings or get_settings()
     urls = resolve_urls(settings)
     try:
-        _ensure_roles_and_databases(settings, urls)
-        _ensure_vector(settings, urls)
-        migrate(settings, urls)
+        # Every Dagster run worker bootstraps (PlatformDatabase.setup_for_execution): two at once
+        # collided on GRANT/ALTER ROLE ("tuple concurrently updated"). One server-wide advisory lock,
+        # held on the maintenance database every bootstrap connects to, serialises them.
+        with _engine(urls.maintenance, autocommit=True).connect() as lock:
+            lock.execute(text("SELECT pg_advisory_lock(hashtextextended('eap:bootstrap', 0))"))
+            try:
+                _ensure_roles_and_databases(settings, urls)
+                _ensure_vector(settings, urls)
+                migrate(settings, urls)
+            finally:
+                lock.execute(text("SELECT pg_advisory_unlock(hashtextextended('eap:bootstrap', 0))"))
     except sa.exc.OperationalError as exc:
         raise _explain_connect_error(exc, urls.admin) from None
     except sa.exc.DBAPIError as exc:

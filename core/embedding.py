@@ -94,8 +94,18 @@ class LiteLLMEmbedder:
         return arr / np.maximum(norms, 1e-12)
 
 
-@functools.lru_cache(maxsize=4)
+_BUILD_LOCK = threading.Lock()
+
+
 def _build(model: str, api_base: str | None, dim: int | None, api_key: str | None) -> Embedder:
+    # One build at a time: two threads loading the model at once (API worker threads, concurrent
+    # in-process runs) break torch's lazy initialisation ("Cannot copy out of meta tensor").
+    with _BUILD_LOCK:
+        return _build_cached(model, api_base, dim, api_key)
+
+
+@functools.lru_cache(maxsize=4)
+def _build_cached(model: str, api_base: str | None, dim: int | None, api_key: str | None) -> Embedder:
     if model in LOCAL_ALIASES:
         return LocalEmbedder()
     if not dim:

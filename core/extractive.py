@@ -1,14 +1,19 @@
 """The grounded extractive responder: a LiteLLM custom provider that answers from the sources in
 the prompt, without a generative model.
 
-It reads the SOURCES block the prompt builder writes, ranks the sources' sentences against the
-question (embedding similarity + term overlap), quotes the best few with [n] citations and says
-plainly that the answer is extractive. Deterministic: same prompt, same answer.
+It reads the numbered sources of the prompt, ranks their sentences against the question (embedding
+similarity + term overlap), quotes the best few with [n] citations and says plainly that the answer is
+extractive. Deterministic: same prompt, same answer.
 
-It also reads the USER_CONTEXT block (the user's remembered preferences, written by OBSERVE) for
-`[preference key=value]` markers and honours what it can without a generative model: answer length
-(short: the best two sentences as one paragraph; detailed: up to six), format (bullets or prose), and
-says which preferences (language, units) it cannot apply to quoted text.
+It also honours the user's remembered preferences (written by OBSERVE) as far as it can without a
+generative model: answer length (short: the best two sentences as one paragraph; detailed: up to six),
+format (bullets or prose), and says which preferences (language, units) it cannot apply to quoted text.
+
+Sources and preferences are read from the typed `core.prompt.Prompt` that travels with the system
+message, never from the rendered text: a document cannot add a source, renumber one, end the source
+list or set a preference by containing text shaped like the prompt's markers. A quoted sentence's own
+`[n]`-shaped text is written `(n)`, so the only citation markers in an answer are the responder's.
+Hand-written message lists without a Prompt (tests, tools) are still parsed from their text.
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.lexical import tokenize
+from core.prompt import SOURCES_END, SOURCES_START, USER_CONTEXT_END, USER_CONTEXT_START, Prompt, prompt_of
+
+__all__ = ["MODEL", "NO_ANSWER", "PREFIX", "PROVIDER", "SOURCES_END", "SOURCES_START", "USER_CONTEXT_END",
+           "USER_CONTEXT_START", "build_handler", "compose"]
 
 PROVIDER = "eap-extractive"
 MODEL = f"{PROVIDER}/grounded"
-SOURCES_START = "<<<SOURCES"
-SOURCES_END = "SOURCES>>>"
-USER_CONTEXT_START = "<<<USER_CONTEXT"
-USER_CONTEXT_END = "USER_CONTEXT>>>"
 NO_ANSWER = ("I could not find an answer to this question in the documents you have access to. "
              "Try rephrasing it, or ask a data steward whether the relevant document has been ingested.")
 PREFIX = "Extractive answer (quoted from your documents; no generative model was used):"
@@ -39,6 +44,7 @@ _HEADER = re.compile(r"^\[(\d+)\][^\n]*$", re.M)
 _HEADER_PREFIX = re.compile(r"^\[\d+\]\s*|\bp\. \d+\b")
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
 _PREFERENCE = re.compile(r"\[preference ([a-z_]+)=([A-Za-z_-]+)\]")
+_MARKER_SHAPED = re.compile(r"\[(\d{1,3})\]")
 SHORT_SENTENCES = 2
 DETAILED_SENTENCES = 6
 
@@ -50,7 +56,13 @@ class Source:
     header: str = ""  # "title, p. N, section > path" as the prompt builder wrote it
 
 
+def sources_of(prompt: Prompt) -> list[Source]:
+    """The typed sources, as the responder ranks them (the header as `[n] header`, for term overlap)."""
+    return [Source(src.n, src.text.strip(), f"[{src.n}] {src.header}") for src in prompt.sources if src.text.strip()]
+
+
 def parse_sources(prompt: str) -> list[Source]:
+    """Sources of a hand-written prompt's text (a message list without a `Prompt`)."""
     start = prompt.find(SOURCES_START)
     end = prompt.find(SOURCES_END, start + 1)
     if start == -1 or end == -1:
@@ -104,14 +116,17 @@ def _question(messages: list[dict]) -> str:
 def compose(messages: list[dict]) -> str:
     from core.embedding import get_embedder
 
-    prompt = "\n".join(
-        m["content"] for m in messages if m.get("role") == "system" and isinstance(m.get("content"), str)
-    )
+    typed = prompt_of(messages)
+    if typed is not None:
+        prefs, sources = typed.preferences, sources_of(typed)
+    else:
+        prompt = "\n".join(
+            m["content"] for m in messages if m.get("role") == "system" and isinstance(m.get("content"), str)
+        )
+        prefs, sources = user_preferences(prompt), parse_sources(prompt)
     question = _question(messages)
-    prefs = user_preferences(prompt)
     length = prefs.get("answer_length")
     most = {"short": SHORT_SENTENCES, "detailed": DETAILED_SENTENCES}.get(length or "", MAX_SENTENCES)
-    sources = parse_sources(prompt)
     context = {src.n: set(tokenize(_HEADER_PREFIX.sub("", src.header))) for src in sources}
     sents = [s for src in sources for s in _sentences(src)]
     if not question.strip() or not sents:
@@ -134,10 +149,15 @@ def compose(messages: list[dict]) -> str:
         chosen.append(int(i))
     if not chosen:
         return NO_ANSWER
-    quoted = [f"{sents[i][1]} [{sents[i][0]}]" for i in chosen]
+    quoted = [f"{_defang(sents[i][1])} [{sents[i][0]}]" for i in chosen]
     prose = prefs.get("format") == "prose" or (length == "short" and prefs.get("format") != "bullets")
     body = " ".join(quoted) if prose else "\n".join(f"- {q}" for q in quoted)
     return PREFIX + "\n" + body + "".join(f"\n{n}" for n in _preference_notes(prefs))
+
+
+def _defang(sentence: str) -> str:
+    """A document's own `[n]` is text, not a citation: quoted as `(n)`."""
+    return _MARKER_SHAPED.sub(r"(\1)", sentence)
 
 
 def _preference_notes(prefs: dict[str, str]) -> list[str]:

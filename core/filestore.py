@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,14 @@ class FileStore:
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
 
+    def _private_dir(self, d: Path) -> None:
+        """Originals of Class IV documents: folders owner-only (0700), whatever the umask."""
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if d.stat().st_mode & 0o077:
+            d.chmod(0o700)
+
     def put_stream(self, stream: BinaryIO, max_bytes: int) -> StoredBlob:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._private_dir(self.root)
         h = hashlib.sha256()
         size = 0
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".upload-")
@@ -64,9 +71,10 @@ class FileStore:
                 raise EmptyFile("the file is empty")
             digest = h.hexdigest()
             final = self.path_for(digest)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            self._private_dir(final.parent)
             created = not final.exists()
             if created:
+                os.chmod(tmp, 0o600)  # mkstemp's mode already; stated here because it is the contract
                 os.replace(tmp, final)
             return StoredBlob(digest, size, final, created)
         finally:
@@ -84,3 +92,10 @@ class FileStore:
     def discard(self, blob: StoredBlob) -> None:
         if blob.created:
             blob.path.unlink(missing_ok=True)
+
+    def remove(self, sha256: str) -> None:
+        """Delete one original for good. The caller checks (under a lock) that nothing references it."""
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):  # never a path: only our own hex names are removable
+            raise ValueError(f"not a content hash: {sha256!r}")
+        # The two-character fan-out folder stays: a concurrent upload may be about to publish into it.
+        self.path_for(sha256).unlink(missing_ok=True)

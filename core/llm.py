@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from core.errors import PlatformError
 from core.extractive import MODEL as EXTRACTIVE_MODEL
 from core.extractive import PROVIDER, build_handler
+from core.prompt import wire
 from core.settings import get_settings
 
 _lock = threading.Lock()
@@ -58,6 +59,17 @@ class Completion:
     tool_calls: list[dict] | None = None  # [{"id", "name", "arguments"}] when the model asked for tools
 
 
+def _failed(model: str, exc: Exception) -> LLMUnavailable:
+    """Every failed model call is an audit record (the error class, not the message: a provider's
+    message can echo the prompt, i.e. document text)."""
+    from core import audit
+
+    audit.record_failure("model.call.failed", resource_type="model", resource_id=model,
+                         details={"error": type(exc).__name__})
+    first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    return LLMUnavailable(f"model {model} failed: {first}")
+
+
 def model_name() -> str:
     return get_settings().llm_model or EXTRACTIVE_MODEL
 
@@ -79,6 +91,12 @@ def _kwargs(model: str, mock_response: str | None) -> dict:
     return kw
 
 
+def _messages(messages: list[dict], model: str) -> list[dict]:
+    """The in-process extractive responder reads the typed prompt (`core.prompt.Prompt`) that travels with
+    the system message; a model server gets text only."""
+    return messages if is_extractive(model) else wire(messages)
+
+
 def complete(messages: list[dict], *, model: str | None = None, mock_response: str | None = None,
              tools: list[dict] | None = None, mock_tool_calls: list[dict] | None = None) -> Completion:
     litellm = _litellm()
@@ -91,9 +109,9 @@ def complete(messages: list[dict], *, model: str | None = None, mock_response: s
         kwargs["mock_tool_calls"] = mock_tool_calls
         kwargs.setdefault("mock_response", "")
     try:
-        resp = litellm.completion(messages=messages, **kwargs)
+        resp = litellm.completion(messages=_messages(messages, model), **kwargs)
     except Exception as exc:  # noqa: BLE001 - provider errors vary; one clear line for the caller
-        raise LLMUnavailable(f"model {model} failed: {str(exc).splitlines()[0][:300]}") from None
+        raise _failed(model, exc) from None
     usage = getattr(resp, "usage", None)
     msg = resp.choices[0].message
     calls = [{"id": tc.id, "name": tc.function.name, "arguments": tc.function.arguments or "{}"}
@@ -112,10 +130,10 @@ def stream(messages: list[dict], *, model: str | None = None, mock_response: str
     litellm = _litellm()
     model = model or model_name()
     try:
-        chunks = litellm.completion(messages=messages, stream=True, **_kwargs(model, mock_response))
+        chunks = litellm.completion(messages=_messages(messages, model), stream=True, **_kwargs(model, mock_response))
         for chunk in chunks:
             delta = chunk.choices[0].delta.content if chunk.choices else None
             if delta:
                 yield delta
     except Exception as exc:  # noqa: BLE001
-        raise LLMUnavailable(f"model {model} failed: {str(exc).splitlines()[0][:300]}") from None
+        raise _failed(model, exc) from None

@@ -70,6 +70,7 @@ class User(Base):
     groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
     password_hash: Mapped[str | None] = mapped_column(sa.Text)
     totp_secret: Mapped[str | None] = mapped_column(sa.Text)
+    totp_last_step: Mapped[int | None] = mapped_column(sa.BigInteger)  # time step of the last accepted code
     failed_logins: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
     locked_until: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
     is_active: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, server_default=sa.true())
@@ -117,6 +118,12 @@ class Document(Base):
     created_by: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
+    # Ingestion recovery (0015): the Dagster run holding the document, its last heartbeat, and how
+    # many runs died on the version `ingest_attempts_hash`.
+    ingest_run_id: Mapped[str | None] = mapped_column(sa.Text)
+    ingest_heartbeat_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    ingest_attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
+    ingest_attempts_hash: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class Chunk(Base):
@@ -228,6 +235,7 @@ class Message(Base):
     specialist: Mapped[str | None] = mapped_column(sa.Text)
     metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
     index_version: Mapped[int | None] = mapped_column(sa.Integer)  # answers: the search index version used
+    access: Mapped[dict | None] = mapped_column(JSONB)  # answers: access label of their sources (0013)
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -309,6 +317,7 @@ class AgentRun(Base):
     escalations: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
     trace: Mapped[list] = mapped_column(JSONB, nullable=False)
     index_version: Mapped[int | None] = mapped_column(sa.Integer)  # the search index version the answer used
+    access: Mapped[dict | None] = mapped_column(JSONB)  # access label of what the run saw (0013)
     created_at: Mapped[dt.datetime] = _now()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 import zipfile
 from dataclasses import dataclass, field
 
@@ -431,18 +432,61 @@ def _parse_docx(data: bytes) -> ParsedDocument:
     return ParsedDocument("docx", out, pages=page if page > 1 else None)
 
 
-def ocr_image(image) -> str:  # noqa: ANN001 - a PIL image
+class OcrBudgetExceeded(ParseError):
+    code = "ocr_budget_exceeded"
+
+
+class OcrBudget:
+    """Per-document OCR limits (EAP_OCR_MAX_PAGES, EAP_OCR_TIMEOUT_S): a document with more scanned
+    pages, or whose pages take longer in total, fails alone with the reason instead of holding a run."""
+
+    def __init__(self, max_pages: int | None = None, timeout_s: float | None = None) -> None:
+        self.max_pages, self.timeout_s = max_pages, timeout_s
+        self.deadline = time.monotonic() + timeout_s if timeout_s else None
+        self.pages = 0
+
+    def check_pages(self, scanned: int) -> None:
+        """Refuse up front (before any OCR time is spent) a document with too many scanned pages."""
+        if self.max_pages is not None and scanned > self.max_pages:
+            raise OcrBudgetExceeded(f"OCR budget exceeded: {scanned} scanned pages, at most {self.max_pages} per "
+                                    "document (EAP_OCR_MAX_PAGES)")
+
+    def take_page(self) -> float | None:
+        """Account for one more page; the seconds it may take (None: no limit)."""
+        self.pages += 1
+        if self.max_pages is not None and self.pages > self.max_pages:
+            raise OcrBudgetExceeded(f"OCR budget exceeded: more than {self.max_pages} scanned pages "
+                                    "(EAP_OCR_MAX_PAGES)")
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self.timed_out()
+        return left
+
+    def timed_out(self) -> OcrBudgetExceeded:
+        return OcrBudgetExceeded(f"OCR time budget exceeded: {self.timeout_s:g} s per document (EAP_OCR_TIMEOUT_S), "
+                                 f"reached on scanned page {self.pages}")
+
+
+def ocr_image(image, budget: OcrBudget | None = None) -> str:  # noqa: ANN001 - a PIL image
     import pytesseract
 
     # tesseract's OpenMP threading makes a page 10x slower on 2 cores.
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    left = budget.take_page() if budget is not None else None
     try:
-        return pytesseract.image_to_string(image.convert("L"), lang="eng")
+        # timeout: pytesseract kills tesseract and raises RuntimeError when the page runs out of time.
+        return pytesseract.image_to_string(image.convert("L"), lang="eng", timeout=left or 0)
     except pytesseract.TesseractNotFoundError:
         raise ParseError("OCR needs the tesseract-ocr package (apt-get install tesseract-ocr)") from None
+    except RuntimeError as exc:
+        if budget is not None and "timeout" in str(exc).lower():
+            raise budget.timed_out() from None
+        raise
 
 
-def _parse_pdf(data: bytes) -> ParsedDocument:
+def _parse_pdf(data: bytes, budget: OcrBudget | None = None) -> ParsedDocument:
     import pypdf
 
     try:
@@ -463,11 +507,15 @@ def _parse_pdf(data: bytes) -> ParsedDocument:
     sections, out, ocr_pages = _Sections(), [], []
     pdfium_doc = None
     try:
+        texts = []
         for i in range(n_pages):
             try:
-                text = reader.pages[i].extract_text() or ""
+                texts.append(reader.pages[i].extract_text() or "")
             except Exception:  # noqa: BLE001 - one unreadable page should not lose the others
-                text = ""
+                texts.append("")
+        if budget is not None:
+            budget.check_pages(sum(1 for t in texts if len(t.strip()) < OCR_MIN_CHARS))
+        for i, text in enumerate(texts):
             ocr = False
             if len(text.strip()) < OCR_MIN_CHARS:
                 if pdfium_doc is None:
@@ -478,7 +526,7 @@ def _parse_pdf(data: bytes) -> ParsedDocument:
                     except Exception as exc:  # noqa: BLE001
                         raise ParseError(f"corrupt PDF: {exc}") from None
                 image = pdfium_doc[i].render(scale=OCR_DPI / 72).to_pil()
-                ocr_text = ocr_image(image)
+                ocr_text = ocr_image(image, budget)
                 if len(ocr_text.strip()) > len(text.strip()):
                     text, ocr = ocr_text, True
                     ocr_pages.append(i + 1)
@@ -489,7 +537,7 @@ def _parse_pdf(data: bytes) -> ParsedDocument:
     return ParsedDocument("pdf", out, pages=n_pages, ocr_pages=ocr_pages)
 
 
-def _parse_image(data: bytes) -> ParsedDocument:
+def _parse_image(data: bytes, budget: OcrBudget | None = None) -> ParsedDocument:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -498,7 +546,7 @@ def _parse_image(data: bytes) -> ParsedDocument:
     except (UnidentifiedImageError, OSError) as exc:
         raise ParseError(f"corrupt image: {exc}") from None
     sections, out = _Sections(), []
-    _plain_blocks(ocr_image(img), 1, sections, out, ocr=True)
+    _plain_blocks(ocr_image(img, budget), 1, sections, out, ocr=True)
     return ParsedDocument("image", out, pages=1, ocr_pages=[1])
 
 
@@ -506,9 +554,13 @@ _PARSERS = {"txt": _parse_txt, "md": _parse_md, "html": _parse_html, "docx": _pa
             "image": _parse_image}
 
 
-def parse(filename: str, data: bytes) -> ParsedDocument:
+def parse(filename: str, data: bytes, *, ocr_max_pages: int | None = None,
+          ocr_timeout_s: float | None = None) -> ParsedDocument:
     fmt = detect_format(filename, data)
-    doc = _PARSERS[fmt](data)
+    if fmt in ("pdf", "image"):
+        doc = _PARSERS[fmt](data, OcrBudget(ocr_max_pages, ocr_timeout_s))
+    else:
+        doc = _PARSERS[fmt](data)
     doc.elements = [e for e in doc.elements if e.text.strip()]
     if not doc.elements:
         raise ParseError("no text could be extracted" + (" (OCR found nothing either)" if doc.ocr_pages else ""))

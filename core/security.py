@@ -20,7 +20,7 @@ from pathlib import Path
 
 import jwt
 
-from core.errors import ConfigurationError, Unauthorized
+from core.errors import ConfigurationError, InvalidInput, Unauthorized
 from core.models import Role
 from core.settings import Settings
 
@@ -29,19 +29,55 @@ OIDC_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 REQUIRED = ["exp", "iat", "iss", "aud", "sub"]
 
 
+OIDC_PREFIX = "oidc:"
+
+
 @dataclass(frozen=True)
 class Principal:
+    """`subject` is the principal's key — everything per user (conversations, memories, goals,
+    traces, feedback, rate limits, audit actor) is stored under it. Identity is (issuer, subject):
+    platform tokens (issued by this platform: `eap token`, `/v1/auth/login`) keep their `sub`;
+    OIDC tokens become `oidc:<issuer>#<sub>`, so an IdP user whose `sub` equals a platform username
+    is a different principal. `token_subject` is the `sub` claim as the token carries it."""
+
     subject: str
     tenant_id: uuid.UUID
     tenant: str
     role: Role
     groups: tuple[str, ...] = field(default_factory=tuple)
+    token_subject: str | None = None
+    # The data-steward permission (approve/reject Class III/IV documents): admins, and anyone whose
+    # roles claim lists "steward" (`is_steward`).
+    steward: bool = False
+
+    @property
+    def display_subject(self) -> str:
+        return self.token_subject if self.token_subject is not None else self.subject
+
+
+STEWARD_ROLE = "steward"
+
+
+def is_steward(role: str, roles_claim: object) -> bool:
+    """Data-steward permission: the admin role, or "steward" in the token's roles claim (a list, or
+    one string). It is a permission next to the role ladder, not a rung of it."""
+    if role == Role.admin.value:
+        return True
+    if isinstance(roles_claim, str):
+        return roles_claim == STEWARD_ROLE
+    return isinstance(roles_claim, list) and STEWARD_ROLE in roles_claim
 
 
 def mint_token(settings: Settings, *, tenant_id: uuid.UUID, tenant: str, role: Role, subject: str,
                groups: list[str] | None = None, ttl_seconds: int | None = None, extra: dict | None = None) -> str:
     now = dt.datetime.now(dt.UTC)
     ttl = ttl_seconds if ttl_seconds is not None else settings.jwt_ttl_seconds
+    if not 0 < ttl <= settings.jwt_max_lifetime_seconds:
+        raise InvalidInput(f"token lifetime must be 1-{settings.jwt_max_lifetime_seconds} seconds "
+                           "(EAP_JWT_MAX_LIFETIME_SECONDS)", code="invalid_ttl")
+    if not subject.strip() or subject.startswith(OIDC_PREFIX):
+        raise InvalidInput(f"a token subject must be non-empty and not start with {OIDC_PREFIX!r}",
+                           code="invalid_subject")
     claims = {
         "iss": settings.jwt_issuer, "aud": settings.jwt_audience, "sub": subject, "iat": now, "nbf": now,
         "exp": now + dt.timedelta(seconds=ttl), "jti": str(uuid.uuid4()), "tid": str(tenant_id), "tenant": tenant,
@@ -105,43 +141,66 @@ def _jwks(path: str | None, url: str | None) -> _JWKS:
     return _JWKS(path, url)
 
 
-def _decode(token: str, key, algorithms: list[str], issuer: str, audience: str) -> dict:  # noqa: ANN001
+def _decode(token: str, key, algorithms: list[str], issuer: str, audience: str,  # noqa: ANN001
+            max_lifetime_s: int) -> dict:
     try:
-        return jwt.decode(token, key, algorithms=algorithms, audience=audience, issuer=issuer,
-                          options={"require": REQUIRED}, leeway=30)
+        claims = jwt.decode(token, key, algorithms=algorithms, audience=audience, issuer=issuer,
+                            options={"require": REQUIRED}, leeway=30)
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token expired", code="token_expired") from None
     except jwt.ImmatureSignatureError:
         raise Unauthorized("token not yet valid", code="invalid_token") from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from None
+    # A token is a bearer credential: one that lives for years cannot be taken back. exp and iat
+    # are required above; refuse lifetimes over the configured maximum (EAP_JWT_MAX_LIFETIME_SECONDS).
+    try:
+        lifetime = float(claims["exp"]) - float(claims["iat"])
+    except (TypeError, ValueError):
+        raise Unauthorized("invalid token: exp and iat must be numbers", code="invalid_token") from None
+    if lifetime > max_lifetime_s:
+        raise Unauthorized(f"invalid token: lifetime over the maximum of {max_lifetime_s} s",
+                           code="token_lifetime_exceeded")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.strip() or "\x00" in sub:
+        raise Unauthorized("invalid token: empty subject", code="invalid_token")
+    return claims
 
 
-def verify_claims(settings: Settings, token: str) -> dict:
+def _verify(settings: Settings, token: str) -> tuple[str, dict]:
+    """(issuer kind, claims): "platform" for this platform's HS256 tokens, "oidc" for the IdP's."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError:
         raise Unauthorized("invalid token: malformed", code="invalid_token") from None
     alg = header.get("alg")
     if alg in PLATFORM_ALGORITHMS and settings.accept_platform_tokens:
-        return _decode(token, settings.jwt_signing_secret(), PLATFORM_ALGORITHMS, settings.jwt_issuer,
-                       settings.jwt_audience)
+        return "platform", _decode(token, settings.jwt_signing_secret(), PLATFORM_ALGORITHMS, settings.jwt_issuer,
+                                   settings.jwt_audience, settings.jwt_max_lifetime_seconds)
     if alg in OIDC_ALGORITHMS and (settings.jwks_local_path or settings.jwks_url):
         key = _jwks(settings.jwks_local_path, settings.jwks_url).get(header.get("kid"))
         if key.algorithm_name and key.algorithm_name != alg:
             raise Unauthorized("invalid token: algorithm does not match the key", code="invalid_token")
-        return _decode(token, key.key, [alg], settings.oidc_issuer or "", settings.oidc_audience or "")
+        return "oidc", _decode(token, key.key, [alg], settings.oidc_issuer or "", settings.oidc_audience or "",
+                               settings.jwt_max_lifetime_seconds)
     raise Unauthorized(f"invalid token: algorithm {alg!r} not allowed", code="invalid_token")
 
 
-def principal_from_claims(settings: Settings, claims: dict, tenant_lookup=None) -> Principal:  # noqa: ANN001
-    role_claim = claims.get("role") or claims.get(settings.oidc_role_claim)
+def verify_claims(settings: Settings, token: str) -> dict:
+    return _verify(settings, token)[1]
+
+
+def principal_from_claims(settings: Settings, claims: dict, tenant_lookup=None,  # noqa: ANN001
+                          kind: str = "platform") -> Principal:
+    # Platform tokens carry the platform's own `role`; for IdP tokens only the configured roles
+    # claim counts (a singular `role` claim an IdP also sends must not override it).
+    role_claim = claims.get("role") if kind == "platform" else claims.get(settings.oidc_role_claim)
     if isinstance(role_claim, list):  # IdPs send app roles as a list: take the strongest we know
         known = [r for r in ("admin", "operator", "viewer") if r in role_claim]
         role_claim = known[0] if known else None
     try:
         role = Role(role_claim)
-    except ValueError:
+    except (ValueError, TypeError):
         raise Unauthorized("invalid token: no platform role (admin/operator/viewer)", code="invalid_token") from None
     groups = claims.get(settings.oidc_groups_claim, claims.get("groups")) or []
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
@@ -154,8 +213,18 @@ def principal_from_claims(settings: Settings, claims: dict, tenant_lookup=None) 
         if not tenant or tenant_lookup is None:
             raise Unauthorized("invalid token: no tenant claim", code="invalid_token") from None
         tenant_id = tenant_lookup(tenant)
-    return Principal(str(claims["sub"]), tenant_id, tenant, role, tuple(groups))
+    sub = str(claims.get("sub") or "")
+    if not sub.strip():
+        raise Unauthorized("invalid token: empty subject", code="invalid_token")
+    steward = is_steward(role.value, claims.get(settings.oidc_role_claim))
+    if kind == "platform":
+        if sub.startswith(OIDC_PREFIX):  # that namespace belongs to the IdP's users
+            raise Unauthorized("invalid token: reserved subject", code="invalid_token")
+        return Principal(sub, tenant_id, tenant, role, tuple(groups), steward=steward)
+    return Principal(f"{OIDC_PREFIX}{claims['iss']}#{sub}", tenant_id, tenant, role, tuple(groups), token_subject=sub,
+                     steward=steward)
 
 
 def verify_token(settings: Settings, token: str, tenant_lookup=None) -> Principal:  # noqa: ANN001
-    return principal_from_claims(settings, verify_claims(settings, token), tenant_lookup)
+    kind, claims = _verify(settings, token)
+    return principal_from_claims(settings, claims, tenant_lookup, kind)

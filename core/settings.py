@@ -58,17 +58,33 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "EAP_DATABASE_URL", "database_url")
     )
     app_database_url: str | None = None
+    # A process that serves requests but never administers the server (the API under `eap up`) gets
+    # this URL of the `system_db_role` (LOGIN, member of the owner role, not a superuser, no CREATEROLE)
+    # for its cross-tenant platform tasks, together with EAP_APP_DATABASE_URL, and no DATABASE_URL.
+    system_database_url: str | None = None
     dagster_database_url: str | None = None
     db_name: str = "eap"
     app_db_role: str = "eap_app"
     owner_db_role: str = "eap_owner"
+    system_db_role: str = "eap_system"
     app_db_password: SecretStr | None = None
 
     # Auth (dev HS256; OIDC settings arrive with the auth issue).
     jwt_secret: SecretStr | None = None
+    # The signing key in a file (0600) instead of the environment: `eap up` hands the API process
+    # this path, so the key is not readable from /proc/<pid>/environ.
+    jwt_secret_file: Path | None = None
     jwt_issuer: str = "eap"
     jwt_audience: str = "eap-api"
     jwt_ttl_seconds: int = Field(default=12 * 3600, gt=0)
+    # Tokens whose exp - iat exceeds this are refused (platform and OIDC alike); minting refuses it too.
+    jwt_max_lifetime_seconds: int = Field(default=24 * 3600, gt=0)
+
+    # Request bodies (checked before the body is read; uploads have max_upload_bytes).
+    max_json_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # POST /v1/auth/login attempts per minute, per client IP and per (tenant, username).
+    login_rate_limit_ip_per_minute: int = Field(default=30, ge=1)
+    login_rate_limit_user_per_minute: int = Field(default=10, ge=1)
 
     # Ingestion
     file_store: Path | None = None  # default EAP_HOME/files
@@ -98,6 +114,15 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = Field(default=40, ge=0, le=120)
     promotion_max_drop: float = Field(default=0.02, ge=0.0, le=1.0)  # tolerated drop of any overall eval score
     ingest_batch_size: int = Field(default=50, ge=1, le=1000)
+    # Ingestion budgets and recovery (pipeline/ingestion.py, sensors/ingestion.py). A document at or
+    # above ingest_large_bytes gets a run of its own, so it cannot hold small ones back.
+    ingest_large_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    ocr_max_pages: int = Field(default=200, ge=1)  # scanned pages OCR'd per document
+    ocr_timeout_s: float = Field(default=900.0, gt=0)  # OCR time per document
+    embed_max_chunks: int = Field(default=20_000, ge=1)  # chunks embedded per document
+    ingest_max_attempts: int = Field(default=3, ge=1, le=20)  # runs that may die on one version
+    ingest_heartbeat_s: float = Field(default=15.0, gt=0)  # a run touches its documents this often
+    ingest_stale_s: float = Field(default=300.0, gt=0)  # no heartbeat for this long: the run is dead
     pii_sanitise_all: bool = True  # Class III/IV are always sanitised; this extends it to I/II
     # Memory, learning and goals (agents/memory.py, agents/learning.py, agents/goals.py)
     memory_max_per_user: int = Field(default=200, ge=5, le=100_000)  # hard limit, enforced on every write
@@ -143,19 +168,25 @@ class Settings(BaseSettings):
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, v: Path) -> Path:
-        return v.expanduser().resolve()
+        v = v.expanduser().resolve()
+        existing = next((p for p in (v, *v.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            what = "exists and is not a directory" if existing == v else f"is inside {existing}, which is a file"
+            raise ValueError(f"EAP_HOME {v} {what}")
+        return v
 
-    @field_validator("database_url", "app_database_url", "dagster_database_url", mode="before")
+    @field_validator("database_url", "app_database_url", "system_database_url", "dagster_database_url",
+                     mode="before")
     @classmethod
     def _empty_is_none(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("database_url", "app_database_url", mode="after")
+    @field_validator("database_url", "app_database_url", "system_database_url", mode="after")
     @classmethod
     def _normalise(cls, v: str | None) -> str | None:
         return normalise_sqlalchemy_url(v) if v else None
 
-    @field_validator("app_db_role", "owner_db_role", "db_name", mode="after")
+    @field_validator("app_db_role", "owner_db_role", "system_db_role", "db_name", mode="after")
     @classmethod
     def _identifier(cls, v: str) -> str:
         # These names are interpolated into DDL (roles cannot be bound parameters).
@@ -167,17 +198,23 @@ class Settings(BaseSettings):
     def _refuse_dev_defaults_in_prod(self) -> Settings:
         if self.env == "prod":
             secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
-            if len(secret) < _DEV_SECRET_MIN_LEN:
-                raise ValueError("EAP_JWT_SECRET must be set to at least 32 characters when EAP_ENV=prod")
-            if self.database_url is None:
+            if len(secret) < _DEV_SECRET_MIN_LEN and self.jwt_secret_file is None:
+                raise ValueError("EAP_JWT_SECRET (or EAP_JWT_SECRET_FILE) must be set to at least 32 characters "
+                                 "when EAP_ENV=prod")
+            if self.database_url is None and not self.attached_db:
                 raise ValueError("DATABASE_URL must be set when EAP_ENV=prod (the embedded database is for dev)")
             if self.app_database_url is None and self.app_db_password is None:
                 raise ValueError("set EAP_APP_DATABASE_URL or EAP_APP_DB_PASSWORD when EAP_ENV=prod")
         return self
 
     @property
+    def attached_db(self) -> bool:
+        """Serving only: app and system URLs given, no privileged URL (see system_database_url)."""
+        return self.database_url is None and bool(self.app_database_url and self.system_database_url)
+
+    @property
     def embedded_db(self) -> bool:
-        return self.database_url is None
+        return self.database_url is None and not self.attached_db
 
     @property
     def pgdata_dir(self) -> Path:
@@ -225,9 +262,18 @@ class Settings(BaseSettings):
     def jwt_signing_secret(self) -> str:
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
+        if self.jwt_secret_file is not None:
+            try:
+                return self.jwt_secret_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigurationError(f"cannot read EAP_JWT_SECRET_FILE {self.jwt_secret_file}: "
+                                         f"{exc.strerror}") from None
         if self.env == "prod":
             raise ConfigurationError("EAP_JWT_SECRET is required when EAP_ENV=prod")
         return self._dev_secret("jwt_secret")
+
+    def system_password(self) -> str:
+        return self._dev_secret("system_db_password")
 
     def app_password(self) -> str:
         if self.app_db_password is not None:

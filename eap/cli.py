@@ -4,7 +4,7 @@
     eap db upgrade
     eap tenant create NAME
     eap token --tenant NAME --role admin|operator|viewer [--user U] [--groups g1,g2]
-    eap ingest PATH... --tenant NAME [--classification II] [--acl g1,g2] [--no-wait]
+    eap ingest PATH... --tenant NAME [--classification II] [--acl g1,g2] [--no-wait] [--idle-timeout S]
     eap ask "QUESTION" [--tenant default] [--role viewer] [--groups g1,g2]
     eap user set-password --tenant NAME --username U --role R   (password on stdin)
 """
@@ -66,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--classification", default="II", help="I, II, III or IV (default II)")
     ing.add_argument("--acl", default=None, help="comma-separated need-to-know groups (required for III/IV)")
     ing.add_argument("--no-wait", action="store_true", help="return after submitting")
-    ing.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (default 900)")
+    ing.add_argument("--timeout", type=float, default=None,
+                     help="give up after this many seconds in total (default: no limit while progress is made)")
+    ing.add_argument("--idle-timeout", type=float, default=900.0,
+                     help="give up after this many seconds without progress (default 900)")
 
     ask = sub.add_parser("ask", help="ask a question; prints the answer and its citations")
     ask.add_argument("question")
@@ -117,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ingest":
             from eap.ingest import run_ingest
 
-            return run_ingest(args.paths, args.tenant, args.classification, args.acl, not args.no_wait, args.timeout)
+            return run_ingest(args.paths, args.tenant, args.classification, args.acl, not args.no_wait, args.timeout,
+                              args.idle_timeout)
         if args.command == "ask":
             from eap.ask import run_ask
 

@@ -1,64 +1,98 @@
 """`eap ingest PATH...`: submit files or folders through the same code path as the upload API,
-then wait (with a progress line) until each is indexed, awaiting approval, rejected or failed."""
+then wait (with a progress line) until each is indexed, awaiting approval, rejected or failed — for
+as long as the pipeline makes progress (`--idle-timeout` without any is the limit).
+
+Folders are walked without following links: a link inside a folder is refused (and reported), and
+every file is opened without following links, as a single-named regular file physically inside the
+folder and outside the platform's private folders (pipeline/source_files.py) — a link planted in a
+folder cannot make the CLI ingest the signing key or the file store."""
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.parsing import EXTENSIONS
 
 
-def collect(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    folder: Path | None = None  # set when found by walking a folder: must lie physically inside it
+
+
+def collect(paths: list[str], refused: list[tuple[Path, str]] | None = None) -> list[Source]:
+    from pipeline import source_files
+
+    files: list[Source] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS
-                                and not f.name.startswith(".")))
+            folder = Path(os.path.realpath(p))
+            found, links = source_files.walk(folder)
+            files.extend(Source(f, folder) for f in found
+                         if f.suffix.lower() in EXTENSIONS and not f.name.startswith("."))
+            if refused is not None:
+                refused.extend(links)
         elif p.is_file():
-            files.append(p)
+            files.append(Source(p))
         else:
             raise FileNotFoundError(f"no such file or folder: {p}")
     return files
 
 
-def submit_paths(tenant_id, files: list[Path], *, classification: str, acl: str | None, actor: str,
-                 root: Path | None = None, out=sys.stdout) -> tuple[list, list]:  # noqa: ANN001
+def submit_paths(tenant_id, files: list[Path | Source], *, classification: str, acl: str | None, actor: str,
+                 root: Path | None = None, out=None) -> tuple[list, list]:  # noqa: ANN001
     from core.errors import PlatformError
-    from pipeline import ingestion
+    from pipeline import ingestion, source_files
+
+    out = out or sys.stdout  # looked up at call time (a default argument would pin the import-time stream)
 
     queued, refused = [], []
-    for f in files:
+    for item in files:
+        src = item if isinstance(item, Source) else Source(item)
+        f = src.path
         key = f"file:{f.resolve().relative_to(root) if root else f.resolve()}"
         try:
-            with f.open("rb") as fh:
+            opened = source_files.open_inside(src.folder, f) if src.folder else source_files.open_named(f)
+            with opened as fh:
                 sub = ingestion.submit_document(tenant_id, filename=f.name, stream=fh, classification=classification,
                                                 acl_groups=acl, actor=actor, source="cli", source_key=key)
         except PlatformError as exc:
             refused.append((f, exc.message))
             print(f"  refused {f}: {exc.message}", file=out)
+            if isinstance(exc, source_files.RefusedFile):
+                source_files.record_refusal(tenant_id, str(f), exc.message, actor=actor)
             continue
         queued.append((f, sub))
     return queued, refused
 
 
 def run_ingest(paths: list[str], tenant: str, classification: str, acl: str | None, wait: bool,
-               timeout: float) -> int:
+               timeout: float | None, idle_timeout: float = 900.0) -> int:
     from core.database import bootstrap
     from core.tenancy import get_tenant
     from pipeline.ingestion import wait_for
 
     bootstrap()
     ref = get_tenant(tenant)
+    links: list[tuple[Path, str]] = []
     try:
-        files = collect(paths)
+        files = collect(paths, links)
     except FileNotFoundError as exc:
         print(f"eap: error: {exc}", file=sys.stderr)
         return 2
+    from pipeline.source_files import record_refusal
+
+    for link, reason in links:
+        print(f"  refused {link}: {reason}")
+        record_refusal(ref.id, str(link), reason, actor="cli")
     if not files:
         print("eap: error: no supported files found", file=sys.stderr)
         return 2
     queued, refused = submit_paths(ref.id, files, classification=classification, acl=acl, actor="cli")
+    refused += links
     unchanged = sum(1 for _, s in queued if s.unchanged)
     print(f"{len(queued)} submitted ({unchanged} unchanged), {len(refused)} refused")
     if not wait or not queued:
@@ -75,11 +109,12 @@ def run_ingest(paths: list[str], tenant: str, classification: str, acl: str | No
                          f"{counts['awaiting_approval']}  failed {counts['failed']}  ")
         sys.stdout.flush()
 
-    rows = wait_for(ref.id, ids, timeout, progress)
+    rows = wait_for(ref.id, ids, timeout, progress, idle_timeout_s=idle_timeout)
     print()
     pending = [names[i] for i in ids if rows.get(i) in ("queued", "parsing", None)]
     if pending:
-        print(f"timed out with {len(pending)} documents still queued: is `eap up` running? "
+        print(f"gave up with {len(pending)} documents still queued or in progress: no progress for "
+              f"{idle_timeout:.0f} s (--idle-timeout) or past --timeout; is `eap up` running? "
               "(its Dagster daemon runs the ingestion)")
         return 1
     from sqlalchemy import select

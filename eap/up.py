@@ -2,8 +2,11 @@
 
 Order: check ports → database (embedded or DATABASE_URL) → migrations → default tenant + admin →
 $DAGSTER_HOME → Dagster webserver, Dagster daemon, API (uvicorn) as child processes → wait until
-each answers → print URLs and a dev admin token → supervise until Ctrl-C/SIGTERM, then stop every
-child (SIGTERM, then SIGKILL after a grace period) and release the embedded database.
+each answers → print URLs and a dev admin token → supervise (a crashed child is restarted with
+exponential backoff; one that keeps crashing ends the platform loudly) until Ctrl-C/SIGTERM, then stop
+every child (SIGTERM, then SIGKILL after a grace period) and release the embedded database. One
+`eap up` per EAP_HOME (a lock file). The API gets no superuser URL and no signing key in its
+environment.
 """
 
 from __future__ import annotations
@@ -44,11 +47,49 @@ def ensure_port_free(host: str, port: int, flag: str) -> None:
             raise PortInUse(f"port {port} on {host} is already in use; choose another with {flag}") from None
 
 
+class AlreadyRunning(ConfigurationError):
+    code = "already_running"
+
+
+def acquire_home_lock(home: Path):  # noqa: ANN201 - an open file whose lock lives as long as it does
+    """One `eap up` per EAP_HOME: an exclusive, non-blocking flock on EAP_HOME/eap-up.lock, held for the
+    process's lifetime (the kernel releases it however the process ends, so a crash leaves no stale lock)."""
+    import fcntl
+
+    home.mkdir(parents=True, exist_ok=True)
+    fh = open(home / "eap-up.lock", "a+")  # noqa: SIM115 - kept open on purpose
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise AlreadyRunning(f"`eap up` is already running on EAP_HOME {home} ({holder}); stop it first or "
+                             "use another EAP_HOME") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}")
+    fh.flush()
+    return fh
+
+
+# Supervision: a child that dies is restarted after 1, 2, 4 … (at most 30) seconds; more than
+# MAX_RESTARTS restarts of one child within RESTART_WINDOW_S means it cannot stay up: give up loudly.
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 30.0
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 300.0
+
+
 @dataclass
 class Child:
     name: str
     proc: subprocess.Popen
     log_path: Path
+    cmd: list[str] | None = None
+    env: dict[str, str] | None = None
+    restarts: list[float] | None = None  # monotonic times of recent restarts
+    restart_at: float | None = None  # pending restart (after a crash)
 
     def tail(self, n: int = 15) -> str:
         try:
@@ -72,7 +113,32 @@ def _spawn(name: str, cmd: list[str], env: dict[str, str], logs: Path) -> Child:
         start_new_session=True,  # its own process group: we stop it, a terminal's ^C does not race us
     )
     fh.close()
-    return Child(name, proc, log_path)
+    return Child(name, proc, log_path, cmd, env, [])
+
+
+def _supervise(children: list[Child], logs: Path, now: float) -> None:
+    """Restart crashed children with exponential backoff; raise ChildFailed when one keeps crashing."""
+    for i, c in enumerate(children):
+        if c.restart_at is None:
+            if c.proc.poll() is None:
+                continue
+            recent = [t for t in (c.restarts or []) if now - t < RESTART_WINDOW_S]
+            if len(recent) >= MAX_RESTARTS:
+                raise ChildFailed(
+                    f"{c.name} exited with code {c.proc.returncode} and was restarted {len(recent)} times in "
+                    f"{RESTART_WINDOW_S:.0f}s; giving up. Last log lines ({c.log_path}):\n{c.tail()}"
+                )
+            delay = min(BACKOFF_MAX_S, BACKOFF_START_S * 2 ** len(recent))
+            c.restarts, c.restart_at = recent, now + delay
+            _stop([c])  # whatever the dead child left in its process group
+            print(f"eap: {c.name} exited with code {c.proc.returncode}; restarting in {delay:.0f}s "
+                  f"(restart {len(recent) + 1} of at most {MAX_RESTARTS} in {RESTART_WINDOW_S:.0f}s; "
+                  f"log {c.log_path})", flush=True)
+        elif now >= c.restart_at:
+            fresh = _spawn(c.name, c.cmd or [], c.env or {}, logs)
+            fresh.restarts = [*(c.restarts or []), now]
+            children[i] = fresh
+            print(f"eap: {c.name} restarted (pid {fresh.proc.pid})", flush=True)
 
 
 def _stop(children: list[Child]) -> None:
@@ -129,8 +195,32 @@ def prepare_dagster_home(dagster_home: Path) -> Path:
     return dagster_home
 
 
-def child_env(settings, urls) -> dict[str, str]:
-    env = os.environ.copy()
+def signing_key_file(settings) -> Path:  # noqa: ANN001
+    """The signing key as a 0600 file children read (EAP_JWT_SECRET_FILE), never an environment
+    variable (readable in /proc/<pid>/environ and inherited by every grandchild)."""
+    if settings.jwt_secret is None and settings.jwt_secret_file is not None:
+        return settings.jwt_secret_file
+    secret = settings.jwt_signing_secret()  # the dev key lives in EAP_HOME/secrets/jwt_secret already
+    path = settings.secrets_dir / "jwt_secret"
+    if settings.jwt_secret is not None:
+        path = settings.secrets_dir / "jwt_secret.from_env"
+        settings.secrets_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret)
+    os.chmod(path, 0o600)
+    os.chmod(settings.secrets_dir, 0o700)
+    return path
+
+
+_SECRET_VARS = ("DATABASE_URL", "EAP_DATABASE_URL", "EAP_JWT_SECRET", "EAP_DAGSTER_PG_URL", "EAP_DAGSTER_DATABASE_URL",
+                "EAP_SYSTEM_DATABASE_URL", "EAP_APP_DATABASE_URL")
+
+
+def child_env(settings, urls) -> dict[str, str]:  # noqa: ANN001
+    """Environment of the Dagster processes: they run migrations and pipeline tasks, so they get the
+    privileged URL (the API does not: see api_env)."""
+    env = {k: v for k, v in os.environ.items() if k not in _SECRET_VARS}
     env.update(
         {
             "EAP_HOME": str(settings.home),
@@ -140,7 +230,45 @@ def child_env(settings, urls) -> dict[str, str]:
             "DATABASE_URL": urls.admin,
             "EAP_APP_DATABASE_URL": urls.app,
             "EAP_DAGSTER_DATABASE_URL": urls.dagster,
-            "EAP_JWT_SECRET": settings.jwt_signing_secret(),
+            "EAP_JWT_SECRET_FILE": str(signing_key_file(settings)),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _system_role_usable(settings, urls) -> bool:  # noqa: ANN001
+    """Can the system role log in and become the owner? (A DATABASE_URL role without CREATEROLE may
+    not have been able to set it up.)"""
+    import sqlalchemy as sa
+
+    if not urls.system:
+        return False
+    eng = sa.create_engine(urls.system, poolclass=sa.pool.NullPool)
+    try:
+        with eng.connect() as conn:
+            conn.execute(sa.text(f'SET ROLE "{settings.owner_db_role}"'))
+        return True
+    except sa.exc.DBAPIError:
+        return False
+    finally:
+        eng.dispose()
+
+
+def api_env(settings, urls) -> dict[str, str]:  # noqa: ANN001
+    """Least privilege for the process that faces the network: the application role's URL and the
+    system role's (member of the owner role, not a superuser) — no superuser URL, no Dagster
+    database, and the signing key only as a 0600 file path."""
+    env = {k: v for k, v in os.environ.items() if k not in _SECRET_VARS}
+    if not _system_role_usable(settings, urls):
+        print("  warning: the system database role is not usable; the API gets DATABASE_URL", flush=True)
+        env["DATABASE_URL"] = urls.admin
+    env.update(
+        {
+            "EAP_HOME": str(settings.home),
+            "EAP_APP_DATABASE_URL": urls.app,
+            "EAP_SYSTEM_DATABASE_URL": urls.system,
+            "EAP_JWT_SECRET_FILE": str(signing_key_file(settings)),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -163,6 +291,7 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
     host = "127.0.0.1"
     if settings.api_port == settings.dagster_port:
         raise ConfigurationError("--api-port and --dagster-port must differ")
+    home_lock = acquire_home_lock(settings.home)  # noqa: F841 - held until this process ends
     ensure_port_free(host, settings.api_port, "--api-port")
     ensure_port_free(host, settings.dagster_port, "--dagster-port")
 
@@ -226,7 +355,7 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
                 "api",
                 [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory", "--host", host,
                  "--port", str(settings.api_port), "--no-access-log"],
-                env,
+                api_env(settings, urls),
                 logs,
             )
         )
@@ -252,12 +381,7 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
                 flush=True,
             )
         while not stop_requested:
-            for c in children:
-                if c.proc.poll() is not None:
-                    raise ChildFailed(
-                        f"{c.name} exited unexpectedly with code {c.proc.returncode}; last log lines "
-                        f"({c.log_path}):\n{c.tail()}"
-                    )
+            _supervise(children, logs, time.monotonic())
             time.sleep(0.5)
         print("stopping…", flush=True)
         return 0

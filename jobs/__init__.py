@@ -15,12 +15,18 @@ ingest_job = dg.define_asset_job(
     "the document_intake sensor).",
 )
 
+# Dagster's webserver has no login: the decision is authorised by the platform API (an approval token
+# for one document version, issued to an authenticated data steward who did not upload it) and the run
+# verifies and consumes that token; a launch without one fails and changes nothing. The config is
+# typed on the asset (assets.ingestion.IndexConfig: decision is an enum); Dagster does not allow a
+# config mapping (which could make the three fields required here) on a partitioned job.
 steward_review_job = dg.define_asset_job(
     "steward_review",
     selection=dg.AssetSelection.assets(search_index),
     partitions_def=documents_partitions,
-    description="Data steward decision on a Class III/IV document: pick the document's partition and set "
-    "ops.search_index.config = {decision: approve|reject, steward: <name>, reason: <why>}.",
+    description="Data steward decision on a Class III/IV document: get an approval token from the platform API "
+    "(POST /v1/documents/{id}/review-token), pick the document's partition and set ops.search_index.config = "
+    "{decision: approve|reject, reason: <the same reason>, approval_token: <token>}.",
 )
 
 

@@ -223,6 +223,22 @@ def _email(to: list[str], subject: str, body: str) -> tuple[bool, int, str | Non
         return False, 1, f"{type(exc).__name__}: {exc}"[:300]
 
 
+def public_target(channel: str, target: str) -> str:
+    """A delivery target as shown to everyone who can list alerts. A webhook URL is a bearer secret (Teams,
+    Slack and most chat hooks put the token in the path or query), so only its scheme, host and port
+    are shown, with a fingerprint to tell hooks apart; the full URL stays in the admin-only rule settings
+    (GET /v1/alert-rules)."""
+    if channel != "webhook":
+        return target
+    fingerprint = hashlib.sha256(target.encode()).hexdigest()[:12]
+    try:
+        url = httpx.URL(target)
+        host = url.host + (f":{url.port}" if url.port else "")
+        return f"{url.scheme}://{host}/… (sha256:{fingerprint})"
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return f"webhook (sha256:{fingerprint})"
+
+
 def dispatch(tenant_id: uuid.UUID, alert: Alert, channels: dict, action: str) -> list[str]:
     title = f"[{alert.severity.upper()}] {'ESCALATED: ' if action == 'escalated' else ''}{alert.message}"
     text_body = f"{title}\n\n{alert.root_cause or ''}\n\nAlert {alert.id} — acknowledge in the platform."

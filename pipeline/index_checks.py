@@ -30,6 +30,9 @@ def embedding_dimension_problems() -> tuple[int, dict]:
 
 
 def restricted_chunks_with_pii(batch: int = 2000) -> tuple[int, list[str]]:
+    """Class III/IV chunks in which the PII recognizers still find anything. `contains_pii` reads the text
+    normalised (NFKC, confusables, invisible characters removed), so a full-width `＠` or full-width
+    digits left in a chunk count as a leak here exactly as they would in ASCII."""
     leaks: list[str] = []
     scanned = 0
     with system_session() as s:

@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,7 +23,9 @@ SYSTEM = ("You are an assistant for a manufacturing company. Answer from the com
 POSITIVE = 0.5  # up = 1.0, rating 4 = 0.5, rating 5 = 1.0
 
 
-def build(out_root: Path | None = None) -> dict:
+def build(out_root: Path | None = None, tenant_ids: list[uuid.UUID] | None = None) -> dict:
+    """Write the dataset of each tenant in `tenant_ids` (None: every tenant — only for callers that hold
+    an approval for all of them; the Dagster asset passes the one tenant its approval token names)."""
     out_root = out_root or get_settings().home / "datasets" / "finetune"
     with system_session() as s:
         rows = s.execute(text("""
@@ -31,7 +34,9 @@ def build(out_root: Path | None = None) -> dict:
                       AND u.created_at <= m.created_at ORDER BY u.created_at DESC, u.id DESC LIMIT 1) AS question
             FROM feedback f JOIN messages m ON m.id = f.message_id JOIN tenants t ON t.id = f.tenant_id
             WHERE f.value >= :pos AND m.role = 'assistant'
-            ORDER BY m.created_at"""), {"pos": POSITIVE}).mappings().all()
+              AND (CAST(:all AS boolean) OR f.tenant_id = ANY(CAST(:tenants AS uuid[])))
+            ORDER BY m.created_at"""), {"pos": POSITIVE, "all": tenant_ids is None,
+                                        "tenants": [str(t) for t in tenant_ids or []]}).mappings().all()
         chunk_ids = {c["chunk_id"] for r in rows for c in r["citations"]}
         classes = dict(s.execute(text("SELECT id::text, classification FROM chunks WHERE id::text = ANY(:ids)"),
                                  {"ids": list(chunk_ids)}).all()) if chunk_ids else {}

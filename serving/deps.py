@@ -2,28 +2,66 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.database import tenant_session
 from core.errors import Forbidden, Unauthorized
-from core.models import Role
+from core.models import Role, Tenant
 from core.security import Principal, verify_token
 from core.settings import Settings, get_settings
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def current_principal(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
+def authenticate(settings: Settings, authorization: str | None) -> Principal:
+    """The principal of an `Authorization: Bearer` header: a valid token of a tenant that exists."""
     if not authorization:
         raise Unauthorized("missing Authorization: Bearer token", code="missing_token")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization header must be 'Bearer <token>'", code="invalid_token")
-    return verify_token(settings, token.strip(), tenant_lookup=_tenant_id)
+    principal = verify_token(settings, token.strip(), tenant_lookup=_tenant_id)
+    if not _tenant_exists(principal.tenant_id):
+        # A well-signed token for a tenant that is gone (or never was) authenticates nobody.
+        raise Unauthorized("token names a tenant that does not exist", code="unknown_tenant")
+    return principal
+
+
+def current_principal(request: Request, settings: SettingsDep,
+                      authorization: Annotated[str | None, Header()] = None) -> Principal:
+    # The request guard (serving.app.RequestGuard) authenticated the request before its body was
+    # read; reuse that principal rather than verifying the token twice.
+    principal = getattr(request.state, "principal", None)
+    if isinstance(principal, Principal):
+        return principal
+    return authenticate(settings, authorization)
+
+
+_TENANT_CACHE_S = 30.0
+_known_tenants: dict[uuid.UUID, float] = {}
+
+
+def _tenant_exists(tenant_id: uuid.UUID) -> bool:
+    """Checked as the application role (RLS shows a tenant its own row only); positive answers are
+    cached briefly, so a request costs no extra query."""
+    now = time.monotonic()
+    seen = _known_tenants.get(tenant_id)
+    if seen is not None and now - seen < _TENANT_CACHE_S:
+        return True
+    with tenant_session(tenant_id) as s:
+        found = s.execute(select(Tenant.id).where(Tenant.id == tenant_id)).scalar() is not None
+    if found:
+        if len(_known_tenants) > 10_000:
+            _known_tenants.clear()
+        _known_tenants[tenant_id] = now
+    return found
 
 
 def _tenant_id(name: str):  # noqa: ANN202

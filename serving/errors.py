@@ -1,16 +1,28 @@
-"""One JSON error shape for every failure: {"error": {"code", "message", "details"}}."""
+"""One JSON error shape for every failure: {"error": {"code", "message", "details"}}.
+
+Every denial (401, 403, 404, 429) is also an audit record, `access.denied` with outcome `denied`
+(status, code, method, path, client): in the caller's tenant chain when the request carries valid
+credentials, otherwise in the platform chain (tenant NULL, readable by the owner role only) — a
+request without valid credentials has no tenant one could trust, and writing it into the tenant a
+forged token names would let anyone append to any tenant's log.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+import uuid
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core import audit
 from core.errors import PlatformError
+from core.security import Principal
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +60,46 @@ def error_body(code: str, message: str, details: dict | list | None = None) -> d
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+AUDITED_DENIALS = frozenset({401, 403, 404, 429})
+
+
+def _principal_of(scope: dict) -> Principal | None:
+    """The principal the request guard authenticated, or None. Only an already-verified principal
+    counts: a denial is never attributed to a tenant on the say-so of unverified claims."""
+    state = scope.get("state") or {}
+    principal = state.get("principal") if isinstance(state, dict) else getattr(state, "principal", None)
+    return principal if isinstance(principal, Principal) else None
+
+
+def _denial_event(scope: dict, status: int, code: str, principal: Principal | None) -> tuple[uuid.UUID | None, dict]:
+    client = scope.get("client")
+    path = str(scope.get("path", ""))[:300]
+    event = {
+        "actor": principal.subject if principal else "anonymous",
+        "actor_role": principal.role.value if principal else None,
+        "action": "access.denied",
+        "resource_type": "http",
+        "resource_id": f"{scope.get('method', '')} {path}",
+        "outcome": "denied",
+        "details": {"status": status, "code": code, "client": client[0] if client else None},
+    }
+    return (principal.tenant_id if principal else None), event
+
+
+async def audit_denial(scope: dict, status: int, code: str, principal: Principal | None = None) -> None:
+    """Record a 401/403/404/429 answer (own transaction: it survives the request's rollback; never
+    raises). Called by the exception handlers below and by the request guard (serving/app.py) for the
+    401s it answers before routing."""
+    if status not in AUDITED_DENIALS:
+        return
+    tenant_id, event = _denial_event(scope, status, code, principal or _principal_of(scope))
+    await anyio.to_thread.run_sync(functools.partial(audit.record_detached, tenant_id, **event))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(PlatformError)
-    async def _platform(_req: Request, exc: PlatformError) -> JSONResponse:
+    async def _platform(req: Request, exc: PlatformError) -> JSONResponse:
+        await audit_denial(req.scope, exc.status_code, exc.code)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         if exc.status_code == 429 and "retry_after_s" in exc.details:
             headers = {"Retry-After": str(exc.details["retry_after_s"])}
@@ -65,10 +114,11 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body("validation_error", "request validation failed", {"errors": problems}), 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(
             exc.status_code, "http_error"
         )
+        await audit_denial(req.scope, exc.status_code, code)
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)

@@ -53,3 +53,16 @@ def _limit(principal: PrincipalDep) -> None:
 
 
 RateLimit = Depends(_limit)
+
+
+def limit_login(client_ip: str, tenant: str, username: str) -> None:
+    """Login attempts per client IP and per (tenant, username): the same budget whether or not the
+    account exists, so the limit reveals nothing either."""
+    s = get_settings()
+    for scope, key, limit in (("ip", f"login-ip:{client_ip}", s.login_rate_limit_ip_per_minute),
+                              ("username", f"login-user:{tenant.strip().lower()}:{username}",
+                               s.login_rate_limit_user_per_minute)):
+        wait = BUCKETS.take(key, limit)
+        if wait > 0:
+            raise RateLimited(f"too many login attempts; {limit} per minute per {scope}",
+                              code="login_rate_limited", details={"scope": scope, "retry_after_s": math.ceil(wait)})

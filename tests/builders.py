@@ -114,3 +114,41 @@ class LoopbackEmbeddings:
     def close(self) -> None:
         self.srv.shutdown()
         self.srv.server_close()
+
+
+def _bearer(tenant_id, tenant_name: str, role: str, subject: str, groups=(), roles=()) -> dict:  # noqa: ANN001
+    from core.models import Role
+    from core.security import mint_token
+    from core.settings import get_settings
+
+    tok = mint_token(get_settings(), tenant_id=tenant_id, tenant=tenant_name, role=Role(role), subject=subject,
+                     groups=list(groups), extra={"roles": list(roles)} if roles else None)
+    return {"Authorization": f"Bearer {tok}"}
+
+
+def steward_review_config(client, document_id, decision: str, reason: str, *, steward: str = "sam.steward",  # noqa: ANN001
+                          role: str | None = None) -> dict:
+    """Run config for Dagster job `steward_review`, obtained the way a data steward obtains it: an approval
+    token from `POST /v1/documents/{id}/review-token`, as a user with the steward permission and the
+    document's need-to-know groups (admin for Class IV)."""
+    from sqlalchemy import text
+
+    from core.database import system_session
+
+    with system_session() as s:
+        row = s.execute(text("SELECT t.id, t.name, d.acl_groups, d.classification FROM documents d "
+                             "JOIN tenants t ON t.id = d.tenant_id WHERE d.id = :d"), {"d": str(document_id)}).one()
+    role = role or ("admin" if row.classification >= 4 else "operator")
+    r = client.post(f"/v1/documents/{document_id}/review-token", json={"decision": decision, "reason": reason},
+                    headers=_bearer(row.id, row.name, role, steward, row.acl_groups, roles=("steward",)))
+    assert r.status_code == 201, r.text
+    return r.json()["run_config"]
+
+
+def finetune_export_config(client, tenant, reason: str = "quarterly fine-tuning set", admin: str = "ada.admin") -> dict:  # noqa: ANN001
+    """Run config for the `finetune_dataset` asset: an export token from `POST /v1/finetune/export-token`
+    as a tenant admin."""
+    r = client.post("/v1/finetune/export-token", json={"reason": reason},
+                    headers=_bearer(tenant.id, tenant.name, "admin", admin))
+    assert r.status_code == 201, r.text
+    return r.json()["run_config"]

@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 from core import audit
 from core.database import tenant_session
 from core.models import Alert, AlertDelivery, AlertRule, Role
-from monitoring.service import configure_mes, set_alert_status
+from monitoring.service import configure_mes, public_target, set_alert_status
 from serving.deps import PrincipalDep, require_role
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
@@ -127,7 +127,8 @@ def list_alerts(principal: PrincipalDep,
         deliveries: dict = {}
         for d in s.execute(select(AlertDelivery).where(AlertDelivery.alert_id.in_([a.id for a in alerts]))).scalars():
             deliveries.setdefault(d.alert_id, []).append(
-                {"channel": d.channel, "target": d.target, "status": d.status, "attempts": d.attempts,
+                {"channel": d.channel, "target": public_target(d.channel, d.target), "status": d.status,
+                 "attempts": d.attempts,
                  "last_error": d.last_error, "at": d.created_at.isoformat()})
         return [AlertOut(id=a.id, rule_id=a.rule_id, subject=a.subject, status=a.status, severity=a.severity,
                          value=a.value, message=a.message, root_cause=a.root_cause, evidence=a.evidence,

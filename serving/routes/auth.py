@@ -2,16 +2,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from core.accounts import login
-from core.errors import InvalidInput, NotFound, Unauthorized
+from core.accounts import login, login_unknown_tenant
+from core.errors import InvalidInput, NotFound
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
 from core.tenancy import get_tenant
+from serving.ratelimit import limit_login
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -32,8 +33,9 @@ class TokenOut(BaseModel):
 def _login(body: LoginIn) -> TokenOut:
     try:
         tenant = get_tenant(body.tenant)
-    except (NotFound, InvalidInput):  # unknown and malformed tenants look like bad credentials
-        raise Unauthorized("invalid username or password", code="invalid_credentials") from None
+    except (NotFound, InvalidInput):  # unknown and malformed tenants look like bad credentials, at the same cost
+        login_unknown_tenant(body.tenant, body.username, body.password)
+        raise  # not reached: login_unknown_tenant always raises
     user = login(tenant, body.username, body.password, body.totp)
     s = get_settings()
     token = mint_token(s, tenant_id=tenant.id, tenant=tenant.name, role=Role(user.role), subject=user.username,
@@ -42,6 +44,9 @@ def _login(body: LoginIn) -> TokenOut:
 
 
 @router.post("/login", response_model=TokenOut)
-async def post_login(body: LoginIn) -> TokenOut:
-    """Local break-glass login (argon2 password; TOTP required for admins; lock-out after 6 failures)."""
+async def post_login(body: LoginIn, request: Request) -> TokenOut:
+    """Local break-glass login (argon2 password; TOTP required for admins — send it with the password;
+    lock-out after 6 failures; rate-limited per client IP and per username). Every failure answers
+    the same 401, whichever part was wrong."""
+    limit_login(request.client.host if request.client else "unknown", body.tenant, body.username)
     return await run_in_threadpool(_login, body)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import re
 import time
 import uuid
@@ -16,19 +17,20 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from agents import learning, orchestrator
+from agents import answer_access, learning, orchestrator
 from agents.answer import AI_DISCLOSURE, Citation
 from compliance.classification import CLASS_NAMES
 from core import audit, llm
 from core.database import tenant_session
 from core.errors import NotFound, PlatformError
-from core.models import Conversation, Message
+from core.models import AgentRun, Conversation, Message
 from retrieval.search import Caller
 from serving.deps import PrincipalDep
 from serving.errors import error_body
 from serving.ratelimit import RateLimit
 
 router = APIRouter(prefix="/v1", tags=["chat"])
+log = logging.getLogger(__name__)
 
 
 class ChatIn(BaseModel):
@@ -74,6 +76,9 @@ class MessageOut(BaseModel):
     model: str | None
     created_at: dt.datetime
     reasoning: dict | None = None
+    # True when the answer was built from documents the caller may not read now (role lowered, group
+    # removed, document reclassified): content is a notice, citations and reasoning are left out.
+    withheld: bool = False
 
 
 class ConversationOut(BaseModel):
@@ -82,6 +87,7 @@ class ConversationOut(BaseModel):
     created_at: dt.datetime
     updated_at: dt.datetime
     messages: list[MessageOut] | None = None
+    withheld: int = 0  # answers withheld from this response (see MessageOut.withheld)
 
 
 def _conversation(s: Session, principal, conversation_id: uuid.UUID | None, first_message: str) -> Conversation:  # noqa: ANN001
@@ -98,10 +104,30 @@ def _conversation(s: Session, principal, conversation_id: uuid.UUID | None, firs
     return conv
 
 
-def _history(s: Session, conv: Conversation) -> list[dict]:
-    rows = s.execute(select(Message.role, Message.content).where(Message.conversation_id == conv.id)
-                     .order_by(Message.created_at, Message.id)).all()
-    return [{"role": r, "content": c} for r, c in rows]
+def _visible(s: Session, principal, msgs: list[Message]) -> list[bool]:  # noqa: ANN001
+    """Per message: may the caller read it *now* (agents/answer_access.py)? A user's own questions are
+    always theirs. Answers stored before labels existed get theirs from their citations and run."""
+    answers = [m for m in msgs if m.role == "assistant"]
+    runs = {}
+    if any(m.access is None for m in answers):
+        runs = dict(s.execute(select(AgentRun.message_id, AgentRun.trace).where(
+            AgentRun.message_id.in_([m.id for m in answers if m.access is None]))).all())
+    labels = [m.access if m.access is not None else answer_access.derive_label(s, m.citations, runs.get(m.id))
+              for m in answers]
+    ok = dict(zip([m.id for m in answers], answer_access.readable(s, _caller(principal), labels), strict=True))
+    return [ok.get(m.id, True) for m in msgs]
+
+
+def _caller(principal) -> Caller:  # noqa: ANN001
+    return Caller(principal.role.value, principal.groups)
+
+
+def _history(s: Session, conv: Conversation, principal) -> list[dict]:  # noqa: ANN001
+    # Follow-ups see only what the caller may read now: a withheld answer must not reach the model either.
+    msgs = list(s.execute(select(Message).where(Message.conversation_id == conv.id)
+                          .order_by(Message.created_at, Message.id)).scalars())
+    return [{"role": m.role, "content": m.content if ok else answer_access.REDACTED_ANSWER}
+            for m, ok in zip(msgs, _visible(s, principal, msgs), strict=True)]
 
 
 def _check_conversation(principal, conversation_id: uuid.UUID) -> None:  # noqa: ANN001
@@ -133,6 +159,7 @@ def _store_reply(principal, body: ChatIn, conv_id, out: orchestrator.Outcome, la
         s.add(Message(id=msg_id, tenant_id=principal.tenant_id, conversation_id=conv_id, role="assistant",
                       content=out.text, citations=[c.as_dict() for c in out.citations], model=out.model,
                       specialist=out.specialist, index_version=out.prepared.index_version,
+                      access=answer_access.label_for_outcome(s, out),
                       metadata_={"latency_ms": round(latency_ms, 1), "ai_disclosure": AI_DISCLOSURE,
                                  "model_tier": out.tier, "outcome": out.outcome, "composition": out.composition,
                                  "reasoning": out.reasoning}))
@@ -155,7 +182,7 @@ def _answer(principal, body: ChatIn) -> tuple[uuid.UUID, orchestrator.Outcome, f
     t0 = time.perf_counter()
     with tenant_session(principal.tenant_id) as s:
         conv = _conversation(s, principal, body.conversation_id, body.message)
-        history = _history(s, conv)
+        history = _history(s, conv, principal)
         s.add(Message(id=uuid.uuid4(), tenant_id=principal.tenant_id, conversation_id=conv.id, role="user",
                       content=body.message))
         out = orchestrator.run(s, Caller(principal.role.value, principal.groups), principal.subject, body.message,
@@ -190,7 +217,11 @@ def _chat_stream(principal, body: ChatIn) -> Iterator[str]:  # noqa: ANN001
             yield _sse("delta", {"text": word})
         msg_id, run_id = _store_reply(principal, body, conv_id, out, ms, True)
     except PlatformError as exc:
-        yield _sse("error", error_body(exc.code, exc.message)["error"])
+        yield _sse("error", error_body(exc.code, exc.message, exc.details)["error"])
+        return
+    except Exception:  # noqa: BLE001 - the response has started: the client must still see why it ends
+        log.exception("chat stream failed")
+        yield _sse("error", error_body("internal_error", "internal server error")["error"])
         return
     yield _sse("citations", {"citations": [c.as_dict() for c in out.citations]})
     yield _sse("done", {"conversation_id": str(conv_id), "message_id": str(msg_id), "model": out.model,
@@ -227,12 +258,21 @@ def list_conversations(principal: PrincipalDep) -> list[ConversationOut]:
 def get_conversation(conversation_id: uuid.UUID, principal: PrincipalDep) -> ConversationOut:
     with tenant_session(principal.tenant_id) as s:
         conv = _conversation(s, principal, conversation_id, "")
-        msgs = s.execute(select(Message).where(Message.conversation_id == conv.id)
-                         .order_by(Message.created_at, Message.id)).scalars().all()
+        msgs = list(s.execute(select(Message).where(Message.conversation_id == conv.id)
+                              .order_by(Message.created_at, Message.id)).scalars())
+        visible = _visible(s, principal, msgs)
+        out = [MessageOut(id=m.id, role=m.role, content=m.content, citations=m.citations, model=m.model,
+                          created_at=m.created_at, reasoning=(m.metadata_ or {}).get("reasoning")) if ok else
+               MessageOut(id=m.id, role=m.role, content=answer_access.REDACTED_ANSWER, citations=[], model=m.model,
+                          created_at=m.created_at, withheld=True)
+               for m, ok in zip(msgs, visible, strict=True)]
+        audit.record_restricted_read(  # reads of Class III/IV history are audited (issue 12 #9)
+            s, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
+            resource_type="conversation", resource_id=str(conv.id),
+            labels=[m.access or answer_access.derive_label(s, m.citations, None)
+                    for m, ok in zip(msgs, visible, strict=True) if ok and m.role == "assistant"])
         return ConversationOut(id=conv.id, title=conv.title, created_at=conv.created_at, updated_at=conv.updated_at,
-                               messages=[MessageOut(id=m.id, role=m.role, content=m.content, citations=m.citations,
-                                                    model=m.model, created_at=m.created_at,
-                                                    reasoning=(m.metadata_ or {}).get("reasoning")) for m in msgs])
+                               messages=out, withheld=sum(1 for ok in visible if not ok))
 
 
 class TraceOut(BaseModel):
@@ -247,18 +287,33 @@ class TraceOut(BaseModel):
     escalations: int
     trace: list[dict]
     created_at: dt.datetime
+    # Fields withheld because the run saw documents the caller may not read now (an admin without the
+    # need-to-know group, a lowered role): the steps keep their shape, timings and outcomes, not their text.
+    withheld: int = 0
 
 
 @router.get("/traces/{trace_id}", response_model=TraceOut)
 def get_trace(trace_id: uuid.UUID, principal: PrincipalDep) -> TraceOut:
-    """The reasoning trace of one answer (its asker, or an admin for audit)."""
-    from core.models import AgentRun, Role
+    """The reasoning trace of one answer (its asker, or an admin for audit), redacted to what the caller may
+    read now."""
+    from core.models import Role
 
     with tenant_session(principal.tenant_id) as s:
         run = s.get(AgentRun, trace_id)
         if run is None or (run.user_subject != principal.subject and principal.role != Role.admin):
             raise NotFound("trace not found", code="trace_not_found")
+        label = run.access
+        if label is None:  # stored before labels existed
+            cites = s.execute(select(Message.citations).where(Message.id == run.message_id)).scalar() or []
+            label = answer_access.derive_label(s, cites, run.trace)
+        trace, withheld = run.trace, 0
+        if not answer_access.readable(s, _caller(principal), [label])[0]:
+            trace, withheld = answer_access.redact_trace(run.trace)
+        if trace is run.trace:  # shown unredacted: a read of Class III/IV reasoning is audited (issue 12 #9)
+            audit.record_restricted_read(s, tenant_id=principal.tenant_id, actor=principal.subject,
+                                         actor_role=principal.role.value, resource_type="trace",
+                                         resource_id=str(run.id), labels=[label])
         return TraceOut(id=run.id, user_subject=run.user_subject, conversation_id=run.conversation_id,
                         message_id=run.message_id, specialist=run.specialist, model_tier=run.model_tier,
-                        model=run.model, outcome=run.outcome, escalations=run.escalations, trace=run.trace,
-                        created_at=run.created_at)
+                        model=run.model, outcome=run.outcome, escalations=run.escalations, trace=trace,
+                        created_at=run.created_at, withheld=withheld)

@@ -28,6 +28,7 @@ class SubmitOut(BaseModel):
     status: str
     unchanged: bool
     content_hash: str
+    retried: bool = False  # a failed or stuck document with this content was queued again
 
 
 class ReviewOut(BaseModel):
@@ -88,7 +89,9 @@ async def upload(
     acl_groups: Annotated[str | None, Form(description="comma-separated need-to-know groups")] = None,
     title: Annotated[str | None, Form()] = None,
 ) -> SubmitOut:
-    """Store the original and queue it for the ingestion pipeline (Dagster)."""
+    """Store the original and queue it for the ingestion pipeline (Dagster). The same file name replaces a
+    document you may read (never lowering its class or dropping its ACL groups); a name taken by a document
+    you may not read gives a separate document, answered exactly like a first upload."""
     limit = get_settings().max_upload_bytes
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + _MULTIPART_OVERHEAD:
@@ -96,12 +99,12 @@ async def upload(
     sub = await run_in_threadpool(
         ingestion.submit_document, principal.tenant_id, filename=file.filename or "", stream=file.file,
         classification=classification, acl_groups=acl_groups, title=title, actor=principal.subject,
-        actor_role=principal.role.value,
+        actor_role=principal.role.value, actor_groups=principal.groups,
     )
     if sub.unchanged:
         response.status_code = status.HTTP_200_OK
     return SubmitOut(document_id=sub.document_id, status=sub.status, unchanged=sub.unchanged,
-                     content_hash=sub.content_hash)
+                     content_hash=sub.content_hash, retried=sub.retried)
 
 
 @router.get("", response_model=DocumentList)
@@ -142,7 +145,8 @@ def get_document(document_id: uuid.UUID, principal: PrincipalDep, db: TenantSess
 @router.delete("/{document_id}", status_code=status.HTTP_204_NO_CONTENT,
                dependencies=[require_role(Role.operator)])
 def delete_document(document_id: uuid.UUID, principal: PrincipalDep, db: TenantSessionDep) -> Response:
-    """Remove the document and its chunks from the index (audited)."""
+    """Remove the document, its chunks, its stage files and (unless another document has the same content)
+    its original from the file store (audited)."""
     _get_visible(db, principal, document_id)
     ingestion.delete_document(principal.tenant_id, document_id, actor=principal.subject,
                               actor_role=principal.role.value)

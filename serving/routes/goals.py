@@ -11,11 +11,11 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from agents import goals, planner
+from agents import answer_access, goals, planner
 from agents.answer import AI_DISCLOSURE
 from compliance.access import read_filter
 from core.database import tenant_session
-from core.models import GoalPlan, UserGoal
+from core.models import AgentRun, GoalPlan, UserGoal
 from retrieval.search import Caller
 from serving.deps import PrincipalDep
 from serving.ratelimit import RateLimit
@@ -119,9 +119,27 @@ def create_goal(body: GoalIn, principal: PrincipalDep) -> GoalOut:
 
 
 def _plans(s, principal, goal_id: uuid.UUID) -> list[GoalPlan]:  # noqa: ANN001
+    """Plans whose answers the caller may read now: the label stored with the plan (SQL), the cited documents'
+    current labels, and the label of every step's run (what each step's model saw, cited or not)."""
     access = read_filter(principal.role.value, principal.groups, GoalPlan.classification, GoalPlan.acl_groups)
-    return list(s.execute(select(GoalPlan).where(GoalPlan.goal_id == goal_id, access)
-                          .order_by(GoalPlan.created_at.desc()).limit(50)).scalars())
+    plans = list(s.execute(select(GoalPlan).where(GoalPlan.goal_id == goal_id, access)
+                           .order_by(GoalPlan.created_at.desc()).limit(50)).scalars())
+    run_ids = [uuid.UUID(str(st["trace_id"])) for p in plans for st in p.steps if st.get("trace_id")]
+    runs = {str(i): a if a is not None else answer_access.derive_label(s, [], t) for i, a, t in s.execute(
+        select(AgentRun.id, AgentRun.access, AgentRun.trace).where(AgentRun.id.in_(run_ids))).all()} if run_ids else {}
+    labels, owner = [], []
+    for n, p in enumerate(plans):
+        labels.append({"sources": [{"document_id": str(c["document_id"]), "classification": p.classification,
+                                    "acl_groups": list(p.acl_groups)} for c in p.citations if c.get("document_id")]})
+        owner.append(n)
+        for st in p.steps:
+            if str(st.get("trace_id")) in runs:
+                labels.append(runs[str(st["trace_id"])])
+                owner.append(n)
+    ok = [True] * len(plans)
+    for n, readable in zip(owner, answer_access.readable(s, _caller(principal), labels), strict=True):
+        ok[n] = ok[n] and readable
+    return [p for p, keep in zip(plans, ok, strict=True) if keep]
 
 
 @router.get("/{goal_id}", response_model=GoalOut)

@@ -28,7 +28,7 @@ def me(principal: PrincipalDep, db: TenantSessionDep) -> MeOut:
     if name is None:
         raise Unauthorized("token names a tenant that does not exist", code="unknown_tenant")
     return MeOut(
-        subject=principal.subject,
+        subject=principal.display_subject,
         tenant_id=principal.tenant_id,
         tenant=name,
         role=principal.role.value,

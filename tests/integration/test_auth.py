@@ -165,7 +165,7 @@ def test_admin_login_needs_totp_and_locks_after_six_failures(client, make_tenant
     t = make_tenant("login")
     enrol = set_local_password(t, "root", Role.admin, "correct horse battery staple")
     secret = pyotp.parse_uri(enrol.totp_uri).secret
-    assert _login(client, t, "root", "correct horse battery staple").json()["error"]["code"] == "mfa_required"
+    assert _login(client, t, "root", "correct horse battery staple").json()["error"]["code"] == "invalid_credentials"
     assert _login(client, t, "root", "correct horse battery staple", "000000").status_code == 401
     ok = _login(client, t, "root", "correct horse battery staple", pyotp.TOTP(secret).now())
     assert ok.status_code == 200, ok.text

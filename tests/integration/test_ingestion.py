@@ -17,11 +17,11 @@ from core.database import system_session, tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
-from tests.builders import docx_bytes, text_image, text_pdf
+from tests.builders import docx_bytes, steward_review_config, text_image, text_pdf
 
 
 @pytest.fixture(scope="module")
-def dagster_env(platform_db):
+def dagster_env(platform_db, client):
     import definitions
 
     inst = dg.DagsterInstance.ephemeral()
@@ -44,11 +44,12 @@ def dagster_env(platform_db):
                 for rr in res.run_requests]
 
     def review(doc_id, decision, steward="sam.steward", reason="checked against export list", raise_on_error=True):
+        # The steward's approval comes from the platform API, as in production; no steward, no token.
+        run_config = (steward_review_config(client, doc_id, decision, reason, steward=steward) if steward
+                      else {"ops": {"search_index": {"config": {"decision": decision, "reason": reason}}}})
         job = definitions.defs.resolve_job_def("steward_review")
         return job.execute_in_process(
-            instance=inst, partition_key=str(doc_id), raise_on_error=raise_on_error,
-            run_config={"ops": {"search_index": {"config": {"decision": decision, "steward": steward,
-                                                            "reason": reason}}}},
+            instance=inst, partition_key=str(doc_id), raise_on_error=raise_on_error, run_config=run_config,
             resources={"db": definitions.defs.resources["db"]})
 
     return inst, run_pipeline, review

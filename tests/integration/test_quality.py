@@ -14,6 +14,7 @@ from core.models import Conversation, Message, Role
 from core.security import mint_token
 from core.settings import get_settings
 from retrieval.search import Caller, search
+from tests.builders import finetune_export_config
 from tests.integration.test_retrieval import _index
 
 
@@ -166,7 +167,9 @@ def test_finetune_dataset_is_scrubbed_filtered_and_deduplicated(client, make_ten
     qa("u3", secret_doc, "What is the anneal recipe?", "up")  # Class III: excluded
     qa("u4", open_doc, "Bad answer?", "down")  # negative: not a candidate
 
-    res = dg.materialize([finetune_dataset], resources={"db": definitions.defs.resources["db"]})
+    # The export is approved through the platform API by a tenant admin (tests/builders.py).
+    res = dg.materialize([finetune_dataset], resources={"db": definitions.defs.resources["db"]},
+                         run_config=finetune_export_config(client, t))
     assert res.success
     folder = get_settings().home / "datasets" / "finetune" / t.name
     lines = (folder / "train.jsonl").read_text().splitlines()

@@ -103,6 +103,9 @@ def _seed(tenant) -> None:
         s.add(SourceBoost(tenant_id=tenant.id, index_version=1, kind="chunk", document_id=uuid.uuid4(),
                           content_hash="h", boost=1.2, votes=1))
         audit.record(s, tenant_id=tenant.id, actor="t", action="seed")
+        s.execute(text("INSERT INTO approval_tokens (id, tenant_id, kind, subject, subject_role, reason_sha256, "
+                       "expires_at) VALUES (gen_random_uuid(), :t, 'finetune_export', 'u', 'admin', 'x', now())"),
+                  {"t": str(tenant.id)})
 
 
 @pytest.fixture

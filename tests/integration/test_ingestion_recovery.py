@@ -1,0 +1,229 @@
+"""Issue 12 finding 6: ingestion recovers. Documents of a run that died are requeued by the intake
+sensor (bounded attempts, then `failed` with the reason); one large document does not hold small
+ones back; OCR and embedding have per-document budgets with a clear reason; quick re-uploads of one
+name end indexed with the last version. The real sensor, the real ingest job, the real database."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import dagster as dg
+import pytest
+from PIL import Image
+from sqlalchemy import text
+
+from core.database import system_session, tenant_session
+from core.settings import get_settings
+from pipeline import ingestion
+from tests.builders import text_image
+from tests.integration.ingest_harness import Pipeline
+
+RAW_ONLY = [dg.AssetKey("document_raw")]
+
+
+@pytest.fixture
+def pipeline(platform_db):
+    p = Pipeline()
+    _drain(p)  # documents other test modules left queued are not this module's subject
+    return p
+
+
+@pytest.fixture
+def env(monkeypatch):
+    """Set EAP_* settings for one test."""
+
+    def _set(**values):
+        for k, v in values.items():
+            monkeypatch.setenv(f"EAP_{k.upper()}", str(v))
+        get_settings.cache_clear()
+
+    yield _set
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def _drain(p: Pipeline) -> None:
+    with system_session() as s:
+        s.execute(text("UPDATE documents SET status = 'failed', status_reason = 'left by another test' "
+                       "WHERE status IN ('queued', 'parsing')"))
+
+
+def _submit(tenant, name: str, data: bytes, **kw) -> str:
+    sub = ingestion.submit_document(tenant.id, filename=name, stream=io.BytesIO(data), actor="test", **kw)
+    return str(sub.document_id)
+
+
+def _doc(tenant, doc_id: str):
+    with tenant_session(tenant.id) as s:
+        return s.execute(text("SELECT * FROM documents WHERE id = :i"), {"i": doc_id}).mappings().one()
+
+
+def _chunk_rows(tenant, doc_id: str) -> list:
+    with tenant_session(tenant.id) as s:
+        return s.execute(text("SELECT ordinal, text, generation FROM chunks WHERE document_id = :i ORDER BY ordinal"),
+                         {"i": doc_id}).all()
+
+
+def _die_after_taking(p: Pipeline, rr: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    """A run that took its documents (`document_raw`) and then stopped: what a killed run worker
+    leaves behind — documents `parsing`, held by a run that will never finish them."""
+    job = p.defs.resolve_job_def("ingest_documents")
+    return job.execute_in_process(instance=p.instance, tags=rr.tags, partition_key=rr.partition_key,
+                                  resources=p.resources, asset_selection=RAW_ONLY)
+
+
+def test_documents_of_a_dead_run_are_requeued_as_one_run_and_indexed(pipeline, make_tenant):
+    t = make_tenant("dead")
+    ids = [_submit(t, f"sop-{i}.md", f"# SOP-{i}\n\nTighten bolt B{i} to {20 + i} Nm.".encode()) for i in range(3)]
+    res = pipeline.tick()
+    assert len(res.run_requests) == 1
+    dead = _die_after_taking(pipeline, res.run_requests[0])
+    assert {_doc(t, d)["status"] for d in ids} == {"parsing"}
+    assert {_doc(t, d)["ingest_run_id"] for d in ids} == {dead.run_id}
+
+    again = pipeline.tick()  # finds the run gone, requeues, and launches one range run for the three
+    assert isinstance(again, dg.SensorResult) and len(again.run_requests) == 1, again
+    rr = again.run_requests[0]
+    assert rr.tags["dagster/asset_partition_range_start"] == ids[0]
+    assert rr.tags["dagster/asset_partition_range_end"] == ids[-1]
+    assert rr.run_key != res.run_requests[0].run_key
+    for d in ids:
+        row = _doc(t, d)
+        assert row["status"] == "queued" and row["ingest_attempts"] == 1
+        assert row["status_reason"].startswith("requeued (attempt 2 of 3)") and dead.run_id[:8] in row["status_reason"]
+    assert pipeline.execute(rr).success
+    for d in ids:
+        row = _doc(t, d)
+        assert row["status"] == "indexed", row["status_reason"]
+        chunks = _chunk_rows(t, d)
+        assert len(chunks) == row["chunk_count"] and len({c.ordinal for c in chunks}) == len(chunks)  # none twice
+    assert isinstance(pipeline.tick(), dg.SkipReason)
+    with tenant_session(t.id) as s:
+        assert s.execute(text("SELECT count(*) FROM audit_events WHERE action = 'document.requeued'")).scalar() == 3
+
+
+def test_after_max_attempts_the_document_fails_with_the_reason(pipeline, make_tenant, env):
+    env(ingest_max_attempts=2)
+    t = make_tenant("giveup")
+    d = _submit(t, "manual.md", b"# Manual\n\nOil: HLP 46.")
+    for _ in range(2):
+        res = pipeline.tick()
+        assert len(res.run_requests) == 1
+        _die_after_taking(pipeline, res.run_requests[0])
+        assert _doc(t, d)["status"] == "parsing"
+    final = pipeline.tick()
+    assert isinstance(final, dg.SkipReason) and "1 failed" in final.skip_message
+    row = _doc(t, d)
+    assert row["status"] == "failed"
+    assert "gave up after 2 attempts" in row["status_reason"] and "upload it again" in row["status_reason"]
+    assert isinstance(pipeline.tick(), dg.SkipReason)  # never retried on its own again
+    with tenant_session(t.id) as s:
+        assert s.execute(text("SELECT details->>'reason' FROM audit_events WHERE action = 'document.failed'")
+                         ).scalar() == row["status_reason"]
+
+
+def test_a_document_stuck_without_a_run_is_requeued(pipeline, make_tenant):
+    """What the adversarial run left behind (20 documents `parsing` forever) is picked up."""
+    t = make_tenant("stuck")
+    d = _submit(t, "notes.txt", b"Check the coolant level every morning.")
+    with tenant_session(t.id) as s:
+        s.execute(text("UPDATE documents SET status = 'parsing', ingest_run_id = :r WHERE id = :i"),
+                  {"i": d, "r": str(uuid.uuid4())})
+    assert all(r.success for r in pipeline.run())
+    assert _doc(t, d)["status"] == "indexed"
+
+
+def test_one_large_document_does_not_hold_small_ones_back(pipeline, make_tenant, env):
+    env(ingest_large_bytes=4000)
+    t = make_tenant("large")
+    big = _submit(t, "big.md", ("# Big manual\n\n" + "The press must be inspected weekly. " * 150).encode())
+    small = [_submit(t, f"s{i}.md", f"# S{i}\n\nValve V{i} opens at {i} bar.".encode()) for i in range(3)]
+    res = pipeline.tick()
+    assert len(res.run_requests) == 2
+    first, second = res.run_requests
+    assert first.tags["eap/documents"] == "3" and first.tags["dagster/priority"] == "1"
+    assert first.tags["dagster/asset_partition_range_start"] == small[0]
+    assert second.partition_key == big and second.tags["dagster/priority"] == "-1"
+    assert int(second.tags["dagster/max_runtime"]) > 0
+    assert pipeline.execute(first).success
+    assert {_doc(t, d)["status"] for d in small} == {"indexed"} and _doc(t, big)["status"] == "queued"
+    assert pipeline.execute(second).success
+    assert _doc(t, big)["status"] == "indexed"
+
+
+def _scanned_pdf(pages: int) -> bytes:
+    imgs = [Image.open(io.BytesIO(text_image([f"Scanned page {i + 1}", "Torque 25 Nm."]))).convert("RGB")
+            for i in range(pages)]
+    buf = io.BytesIO()
+    imgs[0].save(buf, format="PDF", save_all=True, append_images=imgs[1:])
+    return buf.getvalue()
+
+
+def test_ocr_and_embedding_budgets_fail_the_document_alone_with_the_reason(pipeline, make_tenant, env):
+    env(ocr_max_pages=1, ocr_timeout_s=0.01, embed_max_chunks=3)
+    t = make_tenant("budget")
+    pages = _submit(t, "scan.pdf", _scanned_pdf(2))
+    slow = _submit(t, "photo.png", text_image(["Label: coolant 6 percent"]))
+    long = _submit(t, "long.md", "\n\n".join(f"## Step {i}\n\n" + f"Step {i} text. " * 120
+                                             for i in range(10)).encode())
+    ok = _submit(t, "ok.md", b"# OK\n\nGrease the ram bearings every 500 hours.")
+    assert all(r.success for r in pipeline.run())
+    reasons = {k: _doc(t, d)["status_reason"] for k, d in {"pages": pages, "slow": slow, "long": long}.items()}
+    for d in (pages, slow, long):
+        assert _doc(t, d)["status"] == "failed"
+    assert reasons["pages"] == "parse: OCR budget exceeded: 2 scanned pages, at most 1 per document (EAP_OCR_MAX_PAGES)"
+    assert reasons["slow"].startswith("parse: OCR time budget exceeded: 0.01 s per document (EAP_OCR_TIMEOUT_S)")
+    assert reasons["long"].startswith("chunk: embedding budget exceeded") and "EAP_EMBED_MAX_CHUNKS" in reasons["long"]
+    assert _doc(t, ok)["status"] == "indexed"
+
+
+def test_sixteen_quick_reuploads_of_one_name_end_indexed_with_the_last_version(make_tenant, platform_db):
+    """Runs for versions 1…16 of one file run concurrently with the uploads; none may fail the
+    document because another run cleared its stage files, and the last version is what serves."""
+    from assets.resources import PlatformDatabase
+
+    p = Pipeline(dg.DagsterInstance.local_temp())
+    # The schema is migrated already; concurrent run workers would otherwise race in bootstrap().
+    p.db = PlatformDatabase(ensure_schema=False)
+    _drain(p)
+    t = make_tenant("reup")
+    futures = []
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for i in range(16):
+            d = _submit(t, "sop.md", f"# SOP rev {i}\n\nTorque setting revision {i} is {30 + i} Nm.".encode())
+            res = p.tick()
+            if isinstance(res, dg.SensorResult):
+                futures += [pool.submit(p.execute, rr) for rr in res.run_requests]
+        results = [f.result() for f in futures]
+    # A tick may find nothing new: a run launched for an older version already took the newest one.
+    assert 2 <= len(futures) <= 16 and all(r.success for r in results)
+    for _ in range(3):  # anything a run could not take is picked up by later ticks
+        if not p.run():
+            break
+    row = _doc(t, d)
+    assert (row["status"], row["status_reason"]) == ("indexed", None)
+    chunks = _chunk_rows(t, d)
+    assert row["indexed_hash"] == row["content_hash"] and len(chunks) == row["chunk_count"]
+    assert all("revision 15 is 45 Nm" in c.text for c in chunks)
+
+
+def test_eap_ingest_waits_while_progress_is_made_and_gives_up_without(pipeline, make_tenant):
+    """`eap ingest` has no fixed deadline: a run's heartbeat on a document is progress; once nothing
+    moves for --idle-timeout it gives up (here 1 s, polling every 0.1 s)."""
+    t = make_tenant("wait")
+    d = _submit(t, "long.md", b"# Long\n\nA long document.")
+    polls = []
+
+    def beating(rows):  # noqa: ANN001
+        polls.append(rows)
+        if len(polls) <= 30:  # a run working on it: 30 heartbeats, 3 s in all — longer than the idle timeout
+            with tenant_session(t.id) as s:
+                s.execute(text("UPDATE documents SET ingest_heartbeat_at = clock_timestamp() WHERE id = :i"),
+                          {"i": d})
+
+    rows = ingestion.wait_for(t.id, [uuid.UUID(d)], None, beating, idle_timeout_s=1.0, poll_s=0.1)
+    assert rows[uuid.UUID(d)] == "queued"  # gave up: nothing ran it
+    assert len(polls) > 30  # but only after the heartbeats stopped
+    _drain(pipeline)
