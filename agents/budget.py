@@ -10,14 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Sequence
 from decimal import Decimal
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.errors import PlatformError
 from core.models import Tenant, UsageRecord
-from core.settings import get_settings
+from core.settings import Settings
 
 DEFAULT_PRICES = {"LIGHT": [0.0002, 0.0006], "STANDARD": [0.0008, 0.0024], "HEAVY": [0.002, 0.006]}
 
@@ -27,16 +29,34 @@ class BudgetExceeded(PlatformError):
     status_code = 429
 
 
-def prices() -> dict[str, list[float]]:
-    raw = get_settings().price_table
+def prices(settings: Settings) -> dict[str, list[float]]:
+    raw = settings.price_table
     return {**DEFAULT_PRICES, **(json.loads(raw) if raw else {})}
 
 
-def cost(tier: str, prompt_tokens: int, completion_tokens: int, model: str) -> Decimal:
+def cost(tier: str, prompt_tokens: int, completion_tokens: int, model: str,
+         table: dict[str, list[float]] | None = None) -> Decimal:
+    """`table`: prices per 1000 tokens by tier (`prices(settings)`); default the built-in DEFAULT_PRICES."""
     if model.startswith("eap-extractive/"):
         return Decimal(0)  # no model server: nothing is spent
-    p_in, p_out = prices().get(tier, DEFAULT_PRICES["STANDARD"])
+    p_in, p_out = (table or DEFAULT_PRICES).get(tier, DEFAULT_PRICES["STANDARD"])
     return (Decimal(str(p_in)) * prompt_tokens + Decimal(str(p_out)) * completion_tokens) / 1000
+
+
+class _Counted(Protocol):
+    """What a model call reports (core.llm's completion): its text and, when the server counted them, tokens."""
+
+    text: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+def tokens(completion: _Counted, messages: Sequence[dict]) -> tuple[int, int]:
+    """Prompt and completion tokens of one model call: the server's count, else a word count (the extractive
+    responder and scripted replies report none, and their use is still recorded)."""
+    p_tok = completion.prompt_tokens or sum(len(str(m.get("content") or "").split()) for m in messages)
+    c_tok = completion.completion_tokens or len(completion.text.split())
+    return int(p_tok), int(c_tok)
 
 
 def _used(session: Session, since: dt.datetime) -> int:
@@ -67,9 +87,9 @@ def check(session: Session, tenant_id: uuid.UUID) -> str | None:
 
 
 def record(session: Session, tenant_id: uuid.UUID, subject: str, agent: str, tier: str, model: str,
-           prompt_tokens: int, completion_tokens: int, run_id: uuid.UUID | None) -> UsageRecord:
+           prompt_tokens: int, completion_tokens: int, run_id: uuid.UUID | None, settings: Settings) -> UsageRecord:
     rec = UsageRecord(tenant_id=tenant_id, user_subject=subject, agent=agent, tier=tier, model=model,
                       prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                      cost=cost(tier, prompt_tokens, completion_tokens, model), run_id=run_id)
+                      cost=cost(tier, prompt_tokens, completion_tokens, model, prices(settings)), run_id=run_id)
     session.add(rec)
     return rec

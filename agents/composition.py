@@ -37,18 +37,19 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from agents import thinking
+from agents import budget, thinking
 from agents.answer import Prepared, prepare, prompt_sources
 from agents.router import Route, route
 from agents.specialists import SPECIALISTS
 from core import llm
-from core.embedding import get_embedder
-from core.extractive import NO_ANSWER, PREFIX
+from core.embedding import Embedder
+from core.enums import TIERS
+from core.llm import Model, default_model
+from core.llm.extractive import NO_ANSWER, PREFIX
 from core.prompt import prompt_of
 from retrieval.search import Caller, Hit
 
 SIMPLE, DEEP, MULTI, CRITICAL = "SIMPLE", "DEEP", "MULTI_PERSPECTIVE", "QUALITY_CRITICAL"
-TIERS = ("LIGHT", "STANDARD", "HEAVY")
 LEVELS = ("SIMPLE", "MODERATE", "COMPLEX")
 CLASS_FLOOR = {SIMPLE: "SIMPLE", DEEP: "MODERATE", MULTI: "MODERATE", CRITICAL: "MODERATE"}
 MAX_ROUNDS = 3  # TDD revisions after the first draft
@@ -164,17 +165,18 @@ def _panel(r: Route) -> list[str]:
     return panel[:MAX_BRANCHES]
 
 
-def classify(question: str, r: Route, level: str, *, model: str | None = None, replies: list | None = None,
-             allow_model: bool = False) -> Plan:
+def classify(question: str, r: Route, level: str, embedder: Embedder, *, model: Model | None = None,
+             name: str | None = None, allow_model: bool = False) -> Plan:
     """The complexity classifier. `level` is the request-shape level (orchestrator.complexity); the
-    class raises it to its floor, so tiers and compositions agree."""
+    class raises it to its floor, so tiers and compositions agree. `model` (the seam) and `name` (the
+    LIGHT tier's model string) are asked only with `allow_model` and a non-extractive `name`."""
     subs = subquestions(question)
     reasons: list[str] = []
     primary = r.specialist
     assigned: list[tuple[str, str]] = []  # (specialist, sub-question) in question order
     if len(subs) > 1:
         for i, sq in enumerate(subs):
-            sr = route(sq if i == 0 or not _PRONOUN.search(sq) else f"{subs[0]} {sq}")
+            sr = route(sq if i == 0 or not _PRONOUN.search(sq) else f"{subs[0]} {sq}", embedder)
             key = sr.specialist if not sr.fallback else (assigned[-1][0] if assigned else primary)
             assigned.append((key, sq))
     order: list[str] = []
@@ -217,21 +219,19 @@ def classify(question: str, r: Route, level: str, *, model: str | None = None, r
         return plan(SIMPLE, "tdd", [primary], None)
     reasons.append("one specialist, one question")
     p = plan(SIMPLE, "direct", [primary], None)
-    if allow_model and model and not llm.is_extractive(model) and level == "COMPLEX":
-        return _classify_with_model(question, r, level, p, model, replies)
+    if allow_model and name and not llm.is_extractive(name) and level == "COMPLEX":
+        return _classify_with_model(question, r, level, p, name, model or default_model())
     return p
 
 
-def _classify_with_model(question: str, r: Route, level: str, rules: Plan, model: str,
-                         replies: list | None) -> Plan:
+def _classify_with_model(question: str, r: Route, level: str, rules: Plan, model: str, lm: Model) -> Plan:
     """Optional LLM escalation for complex questions the rules left SIMPLE."""
     msgs = [{"role": "system", "content": "Classify how a manufacturing assistant should answer. Reply with exactly "
                                           "one of: SIMPLE (one specialist), DEEP (specialists in sequence), "
                                           "MULTI_PERSPECTIVE (several specialists, merged), QUALITY_CRITICAL (a "
                                           "safety, compliance or release decision that must pass a check)."},
             {"role": "user", "content": question}]
-    scripted = replies.pop(0) if replies else None
-    reply = llm.complete(msgs, model=model, mock_response=scripted).text.strip().upper().strip(" .`'\"")
+    reply = lm.complete(msgs, model=model).text.strip().upper().strip(" .`'\"")
     rules.reasons.append(f"rules: SIMPLE for a complex question; model {model} says {reply or 'nothing'}")
     if reply == CRITICAL:
         return dataclasses.replace(rules, klass=CRITICAL, composition="gate", tool=thinking.REDTEAM,
@@ -266,7 +266,8 @@ class Deps:
     message: str
     history: list[dict]
     k: int
-    replies: list
+    model: Model
+    embedder: Embedder
     calls: list[dict]
     trace: list[dict]
     model_for: Callable[[str], str]
@@ -312,7 +313,7 @@ def execute(plan: Plan, deps: Deps, primary: Branch, start_tier: str) -> Compose
         branches = _fan_out(plan, deps, primary, start_tier)
     else:  # one specialist; tdd and gate revise through the TDD loop instead of escalating
         _draft_branch(deps, primary, start_tier, escalate=plan.composition == "pipeline",
-                      session=deps.session, replies=deps.replies, tag=False)
+                      session=deps.session, tag=False)
         deps.trace.extend(primary.steps)
         deps.calls.extend(primary.calls)
         branches = [primary]
@@ -403,9 +404,9 @@ def _new_branch(deps: Deps, session: Session, primary: Branch, key: str, questio
 
 
 def _draft_branch(deps: Deps, b: Branch, start_tier: str, *, escalate: bool, session: Session,
-                  replies: list, tag: bool = True) -> None:
+                  tag: bool = True) -> None:
     b.draft = deps.draft(session, deps.caller, b.question, b.prepared, b.tool_texts, b.direct, b.skill_name,
-                         start_tier, replies, b.calls, b.steps, deps.model_for, escalate=escalate)
+                         start_tier, deps.model, b.calls, b.steps, deps.model_for, escalate=escalate)
     if tag:  # several specialists: each step says whose it is
         for st in b.steps:
             st.setdefault("specialist", b.specialist)
@@ -429,7 +430,7 @@ def _pipeline(plan: Plan, deps: Deps, primary: Branch, start_tier: str) -> tuple
             b = _new_branch(deps, deps.session, primary, key, question, query=f"{question} {last}".strip(),
                             user_text=f"{question}\nFindings so far: {last}" if last else question,
                             findings="\n".join(findings))
-        _draft_branch(deps, b, start_tier, escalate=True, session=deps.session, replies=deps.replies)
+        _draft_branch(deps, b, start_tier, escalate=True, session=deps.session)
         deps.trace.extend(b.steps)
         deps.calls.extend(b.calls)
         if plan.tool == thinking.FIRST_PRINCIPLES and reasoning is None and _WHY.search(question) and b.draft:
@@ -453,19 +454,22 @@ def _top_findings(b: Branch, n: int = 2) -> str:
     return " ".join(st.plain.split(": ", 1)[-1] for st in (causes + [st for st in sts if st not in causes])[:n])
 
 
-def _parallel_ok(deps: Deps, start_tier: str) -> tuple[bool, str]:
-    if deps.replies:
-        return False, "sequential: scripted replies must be consumed in order"
+def _execution(deps: Deps, start_tier: str) -> tuple[bool, str]:
+    """Whether the branches run in threads: the model decides (`Model.concurrent_ok`)."""
+    model = deps.model_for(start_tier)
     if deps.tenant_id is None:
         return False, "sequential: no tenant to open one session per branch"
-    if llm.is_extractive(deps.model_for(start_tier)):
-        return False, "sequential: the extractive responder is CPU-bound; threads would only contend for the cores"
+    if not deps.model.concurrent_ok(model):
+        if llm.is_extractive(model):
+            return False, ("sequential: the extractive responder is CPU-bound; threads would only contend for the "
+                           "cores")
+        return False, f"sequential: calls to {model} must keep their order"
     return True, "concurrent: one thread and one tenant session per branch"
 
 
 def _fan_out(plan: Plan, deps: Deps, primary: Branch, start_tier: str) -> list[Branch]:
     """Independent branches; merged afterwards. A branch never sees another branch's answer."""
-    parallel, why = _parallel_ok(deps, start_tier)
+    parallel, why = _execution(deps, start_tier)
     jobs = []
     for key in plan.specialists:
         question = plan.queries.get(key, deps.message)
@@ -473,7 +477,7 @@ def _fan_out(plan: Plan, deps: Deps, primary: Branch, start_tier: str) -> list[B
         jobs.append((key, question, shared))
     deps.trace.append({"step": "FANOUT", "ms": 0.0, "branches": [j[0] for j in jobs], "execution": why})
 
-    def one(job: tuple[str, str, bool], session: Session, replies: list) -> Branch:
+    def one(job: tuple[str, str, bool], session: Session) -> Branch:
         key, question, shared = job
         if shared:  # one question, several views: each specialist retrieves and answers with its own focus
             b = _new_branch(deps, session, primary, key, question, query=f"{question} {LENS[key]}",
@@ -483,7 +487,7 @@ def _fan_out(plan: Plan, deps: Deps, primary: Branch, start_tier: str) -> list[B
         else:
             q = question if not _PRONOUN.search(question) else f"{plan.subquestions[0]} {question}"
             b = _new_branch(deps, session, primary, key, question, query=q)
-        _draft_branch(deps, b, start_tier, escalate=True, session=session, replies=replies)
+        _draft_branch(deps, b, start_tier, escalate=True, session=session)
         return b
 
     if parallel:
@@ -493,12 +497,12 @@ def _fan_out(plan: Plan, deps: Deps, primary: Branch, start_tier: str) -> list[B
 
         def threaded(job: tuple[str, str, bool]) -> Branch:
             with tenant_session(tenant) as s:
-                return one(job, s, [])
+                return one(job, s)
 
         with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="fanout") as pool:
             branches = list(pool.map(threaded, jobs))
     else:
-        branches = [one(j, deps.session, deps.replies) for j in jobs]
+        branches = [one(j, deps.session) for j in jobs]
     for b in branches:  # trace and usage in branch order, whatever order the threads finished in
         deps.trace.extend(b.steps)
         deps.calls.extend(b.calls)
@@ -604,14 +608,12 @@ def _render(plan: Plan, branches: list[Branch], texts: list[str]) -> str:
 
 
 def _call(deps: Deps, messages: list[dict], tier: str, purpose: str, trace: list[dict] | None = None,
-          calls: list[dict] | None = None, replies: list | None = None) -> str:
-    """One model call through the seam (scripted replies first), with usage and a trace step."""
-    replies = deps.replies if replies is None else replies
+          calls: list[dict] | None = None) -> str:
+    """One model call through the seam, with usage and a trace step."""
     model = deps.model_for(tier)
     t = time.perf_counter()
-    c = llm.complete(messages, model=model, mock_response=replies.pop(0) if replies else None)
-    p_tok = c.prompt_tokens or sum(len(str(m.get("content") or "").split()) for m in messages)
-    c_tok = c.completion_tokens or len(c.text.split())
+    c = deps.model.complete(messages, model=model)
+    p_tok, c_tok = budget.tokens(c, messages)
     (deps.calls if calls is None else calls).append(
         {"tier": tier, "model": model, "prompt_tokens": int(p_tok), "completion_tokens": int(c_tok)})
     (deps.trace if trace is None else trace).append(
@@ -629,8 +631,8 @@ def _council(deps: Deps, branches: list[Branch], texts: list[str], hits: list[Hi
         persp.append(thinking.Perspective(b.specialist, SPECIALISTS[b.specialist].name, b.question, txt,
                                           sorted({hits[n - 1].title for n in cited if 1 <= n <= len(hits)})))
     extractive = any(_strip_prefix(txt)[1] for txt in texts)
-    text, reasoning = thinking.council(deps.message, persp, get_embedder().embed, PREFIX if extractive else None)
-    if not llm.is_extractive(deps.model_for(tier)) or deps.replies:
+    text, reasoning = thinking.council(deps.message, persp, deps.embedder.embed, PREFIX if extractive else None)
+    if deps.model.generative(deps.model_for(tier)):
         listing = "\n\n".join(f"{p.name}:\n{p.text}" for p in persp)
         msgs = merged.messages[:-1] + [{"role": "user", "content": (
             f"{deps.message}\n\nPerspectives of the specialists (cite the numbered sources, as they do):\n{listing}\n\n"
@@ -673,7 +675,7 @@ def _first_principles(deps: Deps, primary: Branch, question: str, text: str, hit
     def on_topic(st: thinking.Statement) -> bool:
         return any(1 <= n <= len(hits) and hits[n - 1].document_id in relied_on for n in st.markers)
 
-    reasoning = thinking.first_principles(question, candidates, get_embedder().embed, on_topic)
+    reasoning = thinking.first_principles(question, candidates, deps.embedder.embed, on_topic)
     lines = thinking.render_hypotheses(reasoning)
     if lines:
         head = "Cause hypotheses backed by your documents (first principles):\n" + "\n".join(lines)
@@ -693,13 +695,13 @@ def _retool(n: int, old_hits: int, new_hits: int) -> int:
 
 
 def criteria(text: str, subs: list[str], prepared: Prepared, verdict: Any, *, strict: bool, question: str,
-             attack: thinking.Attack | None) -> list[dict]:
+             attack: thinking.Attack | None, embed: Callable[[list[str]], Any]) -> list[dict]:
     """Explicit, checkable criteria derived from the question."""
     sts = thinking.statements(text)
     out = []
     if verdict.abstained:
         return [{"criterion": "grounded", "passed": True, "detail": "the documents do not answer it: abstained"}]
-    unanswered = [sq for sq in subs if not _answered(sq, sts)]
+    unanswered = [sq for sq in subs if not _answered(sq, sts, embed)]
     out.append({"criterion": "answers every part", "passed": not unanswered,
                 "detail": f"unanswered: {unanswered}" if unanswered else f"{len(subs)} part(s) answered"})
     uncited = [st.plain[:80] for st in sts if not st.markers]
@@ -728,10 +730,10 @@ def criteria(text: str, subs: list[str], prepared: Prepared, verdict: Any, *, st
     return out
 
 
-def _answered(sq: str, sts: list[thinking.Statement]) -> bool:
+def _answered(sq: str, sts: list[thinking.Statement], embed: Callable[[list[str]], Any]) -> bool:
     if not sts:
         return False
-    vecs = get_embedder().embed([sq] + [st.plain for st in sts])
+    vecs = embed([sq] + [st.plain for st in sts])
     terms = thinking.content_terms(sq)
     causal = bool(_WHY.search(sq))
     for i, st in enumerate(sts, start=1):
@@ -760,7 +762,8 @@ def _tdd(plan: Plan, deps: Deps, text: str, merged: Prepared, tool_texts: list[s
             found += [{**f, "round": rnd} for f in attack.findings]
             attack = dataclasses.replace(attack, findings=list(found))  # the reasoning shows every round's
         verdict = deps.verify(text, merged, deps.caller, tool_texts)
-        results = criteria(text, plan.subquestions, merged, verdict, strict=gate, question=deps.message, attack=attack)
+        results = criteria(text, plan.subquestions, merged, verdict, strict=gate, question=deps.message, attack=attack,
+                           embed=deps.embedder.embed)
         ok = all(r["passed"] for r in results)
         deps.trace.append({"step": "TDD.check", "ms": round((time.perf_counter() - t) * 1000, 1), "round": rnd,
                            "passed": ok, "criteria": results})
@@ -781,7 +784,7 @@ def _tdd(plan: Plan, deps: Deps, text: str, merged: Prepared, tool_texts: list[s
 def _revise(deps: Deps, plan: Plan, text: str, merged: Prepared, tool_texts: list[str], results: list[dict],
             tier: str) -> str:
     failed = [r for r in results if not r["passed"]]
-    if deps.replies or not llm.is_extractive(deps.model_for(tier)):
+    if deps.model.generative(deps.model_for(tier)):
         feedback = "\n".join(f"- {r['criterion']}: {r['detail']}" for r in failed)
         msgs = merged.messages + [{"role": "assistant", "content": text}, {"role": "user", "content": (
             f"Revise your answer to: {deps.message}\nThese checks failed:\n{feedback}\nAnswer every part, cite every "
@@ -803,7 +806,7 @@ def _revise(deps: Deps, plan: Plan, text: str, merged: Prepared, tool_texts: lis
     have = {st.plain for st in sts}
     added: list[str] = []
     for sq in plan.subquestions:
-        if _answered(sq, sts):
+        if _answered(sq, sts, deps.embedder.embed):
             continue
         msgs = merged.messages[:-1] + [{"role": "user", "content": sq}]
         reply = _call(deps, msgs, tier, f"TDD revision: {sq[:60]}")

@@ -19,10 +19,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core import audit
-from core.embedding import get_embedder
+from core.embedding import Embedder
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import UserGoal
-from core.settings import get_settings
+from core.settings import Settings
 
 STATUSES = ("active", "done", "abandoned")
 MIN_TEXT, MAX_TEXT = 3, 500
@@ -68,14 +68,15 @@ class Created:
 
 
 def create(session: Session, tenant_id: uuid.UUID, subject: str, role: str, text: str, *, origin: str = "api",
-           vector: np.ndarray | None = None, conversation_id: uuid.UUID | None = None) -> Created:
+           vector: np.ndarray | None = None, conversation_id: uuid.UUID | None = None, settings: Settings,
+           embedder: Embedder) -> Created:
     text = _text(text)
-    vec = vector if vector is not None else get_embedder().embed([text])[0]
+    vec = vector if vector is not None else embedder.embed([text])[0]
     if origin == "conversation":
         for goal, sim in active_goals(session, subject, vec):
             if sim >= DUPLICATE:
                 return Created(goal, False)
-    limit = get_settings().goals_max_active
+    limit = settings.goals_max_active
     if _active_count(session, subject) >= limit:
         raise Conflict(f"you already have {limit} active goals: mark one done or abandoned first",
                        code="goal_limit_reached", details={"limit": limit})
@@ -110,7 +111,8 @@ def list_goals(session: Session, subject: str, status: str | None, limit: int, o
 
 
 def update(session: Session, tenant_id: uuid.UUID, subject: str, role: str, goal_id: uuid.UUID, *,
-           text: str | None = None, status: str | None = None, note: str | None = None) -> UserGoal:
+           text: str | None = None, status: str | None = None, note: str | None = None, settings: Settings,
+           embedder: Embedder) -> UserGoal:
     if text is None and status is None and not (note and note.strip()):
         raise InvalidInput("nothing to change: give text, status or progress_note", code="empty_update")
     if status is not None and status not in STATUSES:
@@ -120,12 +122,12 @@ def update(session: Session, tenant_id: uuid.UUID, subject: str, role: str, goal
     changes: dict = {}
     if text is not None and _text(text) != goal.text:
         goal.text = _text(text)
-        vec = get_embedder().embed([goal.text])[0]
+        vec = embedder.embed([goal.text])[0]
         goal.embedding, goal.embedding_dim = [float(x) for x in vec], int(vec.shape[0])
         changes["text"] = True
         _note(goal, "goal text changed", now)
     if status is not None and status != goal.status:
-        if status == "active" and _active_count(session, subject) >= get_settings().goals_max_active:
+        if status == "active" and _active_count(session, subject) >= settings.goals_max_active:
             raise Conflict("too many active goals to reopen this one", code="goal_limit_reached")
         changes["status"] = [goal.status, status]
         goal.status = status

@@ -30,15 +30,19 @@ from sqlalchemy.orm import Session
 
 from agents import goals as goals_mod
 from agents import memory
+from agents.deps import AgentDeps
 from agents.router import Route
 from agents.specialists import SPECIALISTS
 from core import llm
+from core.embedding import Embedder
 from core.errors import Conflict, InvalidInput
-from core.extractive import PREFIX, USER_CONTEXT_END, USER_CONTEXT_START
+from core.llm import Model
+from core.llm.extractive import MODEL as EXTRACTIVE_MODEL
+from core.llm.extractive import PREFIX, USER_CONTEXT_END, USER_CONTEXT_START
 from core.models import AgentLesson, Message, UserGoal
 from core.prompt import PROMPT_KEY, prompt_of
 from core.prompt import UserContext as PromptUserContext
-from core.settings import get_settings
+from core.settings import Settings
 from retrieval.search import Caller
 
 log = logging.getLogger(__name__)
@@ -155,10 +159,10 @@ question itself. Reply with a JSON array only, each item
 metric|imperial|a language name>" | null}. Nothing durable: []."""
 
 
-def extract_llm(message: str, model: str, mock_response: str | None = None) -> list[Item]:
+def extract_llm(message: str, model: str, lm: Model) -> list[Item]:
     """The LIGHT model's extraction; raises ValueError on a reply that is not the asked-for JSON."""
-    reply = llm.complete([{"role": "system", "content": EXTRACTION_PROMPT}, {"role": "user", "content": message}],
-                         model=model, mock_response=mock_response).text
+    reply = lm.complete([{"role": "system", "content": EXTRACTION_PROMPT}, {"role": "user", "content": message}],
+                        model=model).text
     start, end = reply.find("["), reply.rfind("]")
     if start == -1 or end < start:
         raise ValueError("no JSON array in the reply")
@@ -182,17 +186,16 @@ def extract_llm(message: str, model: str, mock_response: str | None = None) -> l
     return items
 
 
-def extract(message: str, mock_response: str | None = None) -> tuple[list[Item], str]:
+def extract(message: str, lm: Model, s: Settings) -> tuple[list[Item], str]:
     """(items, extractor). Rules always run for the canonical preference keys (the extractive responder and
     the prompt rely on them); with EAP_LLM_MEMORY_EXTRACTION the LIGHT model adds what rules miss, and if
     it fails or replies garbage the rules stand alone."""
     rules = extract_rules(message)
-    s = get_settings()
-    model = s.llm_model_light or llm.model_name()
+    model = s.llm_model_light or s.llm_model or EXTRACTIVE_MODEL
     if not s.llm_memory_extraction or llm.is_extractive(model):
         return rules, "rules"
     try:
-        found = extract_llm(message, model, mock_response)
+        found = extract_llm(message, model, lm)
     except (llm.LLMUnavailable, ValueError) as exc:
         return rules, f"rules (model extraction failed: {str(exc)[:120]})"
     keys = {i.key for i in rules if i.key}
@@ -310,9 +313,13 @@ class UserContext:
         return text_ + "".join(f"\n\n{n}" for n in notes) if notes else text_
 
 
-def observe(session: Session, tenant_id: uuid.UUID, subject: str, caller: Caller, message: str) -> UserContext:
-    vec = memory.embed([message])[0]
-    recalled = memory.recall(session, subject, caller, vec)
+def observe(deps: AgentDeps, message: str) -> UserContext:
+    """OBSERVE for a caller with a tenant (`deps.caller.tenant_id`)."""
+    session, tenant_id, subject, caller = deps.session, deps.tenant_id, deps.caller.subject, deps.access
+    if tenant_id is None:
+        raise ValueError("OBSERVE recalls a tenant user's memories: the caller has no tenant")
+    vec = deps.embedder.embed([message])[0]
+    recalled = memory.recall(session, subject, caller, vec, settings=deps.settings)
     goals = [GoalView(g.id, g.text, sim) for g, sim in goals_mod.active_goals(session, subject, vec, limit=5)]
     stated = [i for i in extract_rules(message) if i.type == "PREFERENCE"]
     return UserContext(tenant_id, subject, caller, vec, recalled, goals, stated)
@@ -346,15 +353,17 @@ def _gist(answer: str, limit: int = 200) -> str:
     return _CITE.sub("", " ".join(lines)).strip()[:limit]
 
 
-def after_answer(session: Session, tenant_id: uuid.UUID, subject: str, caller: Caller, message: str, out,  # noqa: ANN001
-                 conversation_id: uuid.UUID | None, message_id: uuid.UUID, *,
-                 mock_extraction: str | None = None) -> dict:
+def after_answer(deps: AgentDeps, message: str, out, conversation_id: uuid.UUID | None,  # noqa: ANN001
+                 message_id: uuid.UUID) -> dict:
     """LEARN for one answered turn, inside the request's transaction (a savepoint: learning never costs the
     user the answer). Returns what was learned; it is also added to the trace's LEARN step."""
+    session, tenant_id, subject, caller = deps.session, deps.tenant_id, deps.caller.subject, deps.access
+    if tenant_id is None:
+        raise ValueError("LEARN writes a tenant user's memories: the caller has no tenant")
     try:
         with session.begin_nested():
             learned = _learn(session, tenant_id, subject, caller, message, out, conversation_id, message_id,
-                             mock_extraction)
+                             deps)
     except Exception as exc:  # noqa: BLE001 - any failure here must leave the answer intact
         log.warning("learning after answer %s failed", message_id, exc_info=True)
         learned = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
@@ -366,10 +375,11 @@ def after_answer(session: Session, tenant_id: uuid.UUID, subject: str, caller: C
 
 
 def _learn(session: Session, tenant_id: uuid.UUID, subject: str, caller: Caller, message: str, out,  # noqa: ANN001
-           conversation_id: uuid.UUID | None, message_id: uuid.UUID, mock_extraction: str | None) -> dict:
+           conversation_id: uuid.UUID | None, message_id: uuid.UUID, deps: AgentDeps) -> dict:
+    s, embedder = deps.settings, deps.embedder
     ctx: UserContext | None = getattr(out, "memory", None)
-    vec = ctx.vector if ctx is not None else memory.embed([message])[0]
-    items, extractor = extract(message, mock_extraction)
+    vec = ctx.vector if ctx is not None else embedder.embed([message])[0]
+    items, extractor = extract(message, deps.model, s)
     learned: dict = {"extractor": extractor, "memories": [], "goals_created": [], "goal_progress": []}
     cited = [{"chunk_id": str(c.chunk_id), "document_id": str(c.document_id)} for c in out.citations]
     turn_label = memory.label_for_sources(session, cited)
@@ -377,7 +387,7 @@ def _learn(session: Session, tenant_id: uuid.UUID, subject: str, caller: Caller,
         if it.type == "GOAL":
             try:
                 made = goals_mod.create(session, tenant_id, subject, caller.role, it.content, origin="conversation",
-                                        conversation_id=conversation_id)
+                                        conversation_id=conversation_id, settings=s, embedder=embedder)
             except (Conflict, InvalidInput) as exc:
                 learned["goals_created"].append({"text": it.content, "refused": exc.code})
                 continue
@@ -387,7 +397,8 @@ def _learn(session: Session, tenant_id: uuid.UUID, subject: str, caller: Caller,
         # restricted sources inherits their label (the user may have echoed what they read).
         label = memory.Label() if it.type == "PREFERENCE" and it.source == "rules" else turn_label
         w = memory.remember(session, tenant_id, subject, it.type, it.content, key=it.key, label=label,
-                            message_id=message_id, metadata={"value": it.value} if it.value else {"source": it.source})
+                            message_id=message_id, metadata={"value": it.value} if it.value else {"source": it.source},
+                            settings=s, embedder=embedder)
         learned["memories"].append({"id": str(w.memory.id), "type": it.type, "key": it.key, "action": w.action})
     spec = SPECIALISTS[out.specialist].name if out.specialist in SPECIALISTS else out.specialist
     episode = f"Asked “{memory.clean(message)[:200]}” → {spec} ({out.outcome})"
@@ -396,7 +407,7 @@ def _learn(session: Session, tenant_id: uuid.UUID, subject: str, caller: Caller,
         episode += f": {gist}"
     w = memory.remember(session, tenant_id, subject, "EPISODIC", episode, label=turn_label, message_id=message_id,
                         vector=vec, metadata={"conversation_id": str(conversation_id),
-                                                      "specialist": out.specialist})
+                                                      "specialist": out.specialist}, settings=s, embedder=embedder)
     learned["memories"].append({"id": str(w.memory.id), "type": "EPISODIC", "action": w.action,
                                 "classification": turn_label.classification})
     created = {g.get("id") for g in learned["goals_created"]}
@@ -441,7 +452,7 @@ def _question_for(session: Session, answer: Message) -> str:
 
 
 def on_feedback(session: Session, tenant_id: uuid.UUID, subject: str, answer: Message, value: float,
-                comment: str | None) -> dict:
+                comment: str | None, *, settings: Settings, embedder: Embedder) -> dict:
     """Feedback on one answer: the lesson learns whether it worked; a negative vote with a comment becomes a
     FACT memory about what went wrong (linked to the question, recalled for similar questions); a positive
     vote becomes a SKILL memory of what worked. A changed vote replaces the earlier memory."""
@@ -464,13 +475,14 @@ def on_feedback(session: Session, tenant_id: uuid.UUID, subject: str, answer: Me
                             key=keys[0], label=label, origin="feedback", message_id=answer.id,
                             embed_text=f"{question} {comment}",
                             metadata={"kind": "feedback", "question": q, "comment": memory.clean(comment)[:300],
-                                      "specialist": answer.specialist})
+                                      "specialist": answer.specialist}, settings=settings, embedder=embedder)
         out["memory"] = str(w.memory.id)
     elif value > 0 and answer.specialist:
         name = SPECIALISTS[answer.specialist].name if answer.specialist in SPECIALISTS else answer.specialist
         w = memory.remember(session, tenant_id, subject, "SKILL", f"Worked well: {name} answering “{q}”.",
                             key=keys[1], label=label, origin="feedback", message_id=answer.id, embed_text=question,
-                            metadata={"kind": "worked", "specialist": answer.specialist})
+                            metadata={"kind": "worked", "specialist": answer.specialist}, settings=settings,
+                            embedder=embedder)
         out["memory"] = str(w.memory.id)
     return out
 

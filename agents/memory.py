@@ -45,11 +45,11 @@ from sqlalchemy.orm import Session
 
 from compliance.access import ceiling, read_filter
 from core import audit
-from core.embedding import get_embedder
+from core.embedding import Embedder
 from core.errors import InvalidInput, NotFound
 from core.lexical import tokenize
 from core.models import AgentLesson, Memory
-from core.settings import get_settings
+from core.settings import Settings
 from retrieval.search import Caller
 
 TYPES = ("FACT", "PREFERENCE", "SKILL", "CONTEXT", "EPISODIC")
@@ -121,15 +121,11 @@ def label_for_sources(session: Session, cited: Sequence[dict]) -> Label:
     return combine(labels)
 
 
-def recency(last_used: dt.datetime | None, now: dt.datetime) -> float:
+def recency(last_used: dt.datetime | None, now: dt.datetime, half_life_days: float) -> float:
     if last_used is None:
         return 1.0
     days = max(0.0, (now - last_used).total_seconds() / 86400)
-    return 0.5 + 0.5 * 2 ** (-days / get_settings().memory_half_life_days)
-
-
-def embed(texts: list[str]) -> np.ndarray:
-    return get_embedder().embed(texts)
+    return 0.5 + 0.5 * 2 ** (-days / half_life_days)
 
 
 def _vec_param(v: np.ndarray) -> str:
@@ -159,7 +155,7 @@ def remember(session: Session, tenant_id: uuid.UUID, subject: str, memory_type: 
              key: str | None = None, importance: float | None = None, label: Label | None = None,
              origin: str = "conversation", message_id: uuid.UUID | None = None, metadata: dict | None = None,
              vector: np.ndarray | None = None, embed_text: str | None = None,
-             now: dt.datetime | None = None) -> Written:
+             now: dt.datetime | None = None, settings: Settings, embedder: Embedder) -> Written:
     """Write one memory. A keyed memory replaces the user's earlier value for the key; an unkeyed one that
     nearly duplicates an existing memory of the same type and label reinforces it (newer wording wins).
     The per-user limit is then enforced by evicting the lowest-value memories."""
@@ -171,9 +167,9 @@ def remember(session: Session, tenant_id: uuid.UUID, subject: str, memory_type: 
     now = now or _now()
     label = label or Label()
     label = Label(label.classification, tuple(sorted(set(label.acl_groups))), label.sources)
-    s = get_settings()
+    s = settings
     _lock(session, tenant_id, subject)
-    vec = vector if vector is not None else embed([embed_text or content])[0]
+    vec = vector if vector is not None else embedder.embed([embed_text or content])[0]
     start = BASE_IMPORTANCE[memory_type] if importance is None else max(0.01, min(1.0, importance))
     existing: Memory | None = None
     if key is not None:
@@ -203,7 +199,7 @@ def remember(session: Session, tenant_id: uuid.UUID, subject: str, memory_type: 
         existing.merged_count += action == "reinforced"
         existing.updated_at = existing.decayed_at = now
         session.flush()
-        enforce_limit(session, subject, keep=existing.id, now=now)
+        enforce_limit(session, subject, keep=existing.id, now=now, settings=s)
         return Written(existing, action)
     mem = Memory(id=uuid.uuid4(), tenant_id=tenant_id, user_subject=subject, memory_type=memory_type, key=key,
                  content=content, embedding=[float(x) for x in vec], embedding_dim=int(vec.shape[0]),
@@ -212,14 +208,14 @@ def remember(session: Session, tenant_id: uuid.UUID, subject: str, memory_type: 
                  created_at=now, updated_at=now, decayed_at=now)
     session.add(mem)
     session.flush()
-    enforce_limit(session, subject, keep=mem.id, now=now)
+    enforce_limit(session, subject, keep=mem.id, now=now, settings=s)
     return Written(mem, "created")
 
 
 def enforce_limit(session: Session, subject: str, keep: uuid.UUID | None = None,
-                  now: dt.datetime | None = None) -> int:
+                  now: dt.datetime | None = None, *, settings: Settings) -> int:
     """Evict the user's lowest-value memories (importance × recency, oldest first on ties) above the limit."""
-    limit = get_settings().memory_max_per_user
+    limit = settings.memory_max_per_user
     n = session.execute(select(func.count()).select_from(Memory).where(Memory.user_subject == subject)).scalar()
     if n <= limit:
         return 0
@@ -227,7 +223,8 @@ def enforce_limit(session: Session, subject: str, keep: uuid.UUID | None = None,
     rows = session.execute(select(Memory.id, Memory.importance, Memory.last_accessed_at, Memory.created_at)
                            .where(Memory.user_subject == subject)).all()
     ranked = sorted((r for r in rows if r.id != keep),
-                    key=lambda r: (r.importance * recency(r.last_accessed_at or r.created_at, now), r.created_at))
+                    key=lambda r: (r.importance * recency(r.last_accessed_at or r.created_at, now,
+                                                          settings.memory_half_life_days), r.created_at))
     victims = [r.id for r in ranked[: n - limit]]
     session.execute(delete(Memory).where(Memory.id.in_(victims)))
     return len(victims)
@@ -251,10 +248,10 @@ class Recalled:
 
 
 def recall(session: Session, subject: str, caller: Caller, vector: np.ndarray, *, k: int | None = None,
-           now: dt.datetime | None = None, touch: bool = True) -> list[Recalled]:
+           now: dt.datetime | None = None, touch: bool = True, settings: Settings) -> list[Recalled]:
     """The user's memories for a message: standing preferences plus the top-k others by s × i × r, only
     those the caller may read now. Recalled memories are reinforced (use counts against decay)."""
-    s = get_settings()
+    s = settings
     k = s.memory_recall_k if k is None else k
     now = now or _now()
     dim = int(vector.shape[0])
@@ -269,14 +266,14 @@ def recall(session: Session, subject: str, caller: Caller, vector: np.ndarray, *
                              .limit(max(50, 10 * k))).all() if k else []
     out: list[Recalled] = []
     for m, similarity in prefs:
-        r = recency(m.last_accessed_at or m.created_at, now)
+        r = recency(m.last_accessed_at or m.created_at, now, s.memory_half_life_days)
         out.append(Recalled(m.id, m.memory_type, m.key, m.content, m.importance * r, float(similarity),
                             m.importance, m.classification, m.metadata_))
     scored = []
     for m, similarity in others:
         if similarity < s.memory_min_similarity:
             continue
-        r = recency(m.last_accessed_at or m.created_at, now)
+        r = recency(m.last_accessed_at or m.created_at, now, s.memory_half_life_days)
         scored.append(Recalled(m.id, m.memory_type, m.key, m.content, float(similarity) * m.importance * r,
                                float(similarity), m.importance, m.classification, m.metadata_))
     scored.sort(key=lambda x: -x.score)
@@ -346,10 +343,10 @@ def forget_all(session: Session, tenant_id: uuid.UUID, subject: str, role: str,
 # --------------------------------------------------------------------------- maintenance
 
 
-def decay(session: Session, now: dt.datetime | None = None) -> dict:
+def decay(session: Session, now: dt.datetime | None = None, *, settings: Settings) -> dict:
     """Decay every memory of the tenant in the session by the time it went unused; forget those below
     the floor."""
-    s = get_settings()
+    s = settings
     now = now or _now()
     scale = " ".join(f"WHEN '{t}' THEN {m}" for t, m in DECAY_SCALE.items())
     decayed = session.execute(text(
@@ -374,10 +371,10 @@ def _load(session: Session, subject: str, memory_type: str) -> tuple[list[Memory
     return rows, np.asarray([np.asarray(m.embedding, dtype=np.float32) for m in rows])
 
 
-def merge_duplicates(session: Session, subject: str, now: dt.datetime | None = None) -> int:
+def merge_duplicates(session: Session, subject: str, now: dt.datetime | None = None, *, settings: Settings) -> int:
     """Merge memories of one type whose cosine similarity reaches the threshold into the most important
     one: counts add up, the access label becomes the stricter combination, the sources are united."""
-    threshold = get_settings().memory_merge_similarity
+    threshold = settings.memory_merge_similarity
     now = now or _now()
     merged = 0
     for memory_type in TYPES:
@@ -409,12 +406,13 @@ def merge_duplicates(session: Session, subject: str, now: dt.datetime | None = N
     return merged
 
 
-def summarise_episodes(session: Session, tenant_id: uuid.UUID, subject: str, now: dt.datetime | None = None) -> int:
+def summarise_episodes(session: Session, tenant_id: uuid.UUID, subject: str, now: dt.datetime | None = None, *,
+                       settings: Settings, embedder: Embedder) -> int:
     """Replace the user's EPISODIC memories older than EAP_MEMORY_EPISODIC_DAYS by one extractive summary per
     access label (so a summary never mixes what different readers may see): the most frequent topic terms
     and the most representative exchanges (closest to the group's centroid), quoted."""
     now = now or _now()
-    cutoff = now - dt.timedelta(days=get_settings().memory_episodic_days)
+    cutoff = now - dt.timedelta(days=settings.memory_episodic_days)
     rows, vecs = _load(session, subject, "EPISODIC")
     groups: dict[tuple, list[int]] = {}
     for i, m in enumerate(rows):
@@ -438,7 +436,8 @@ def summarise_episodes(session: Session, tenant_id: uuid.UUID, subject: str, now
         remember(session, tenant_id, subject, "EPISODIC", content,
                  importance=max(m.importance for m in members),
                  label=Label(cls, acl, _unique([s for m in members for s in m.sources])), origin="compaction",
-                 metadata={"summary": True, "episodes": len(members), "from": first, "to": last}, now=now)
+                 metadata={"summary": True, "episodes": len(members), "from": first, "to": last}, now=now,
+                 settings=settings, embedder=embedder)
         for m in members:
             session.delete(m)
         session.flush()
@@ -446,25 +445,27 @@ def summarise_episodes(session: Session, tenant_id: uuid.UUID, subject: str, now
     return replaced
 
 
-def maintain(session: Session, tenant_id: uuid.UUID, now: dt.datetime | None = None) -> dict:
+def maintain(session: Session, tenant_id: uuid.UUID, now: dt.datetime | None = None, *, settings: Settings,
+             embedder: Embedder) -> dict:
     """Nightly upkeep of one tenant: decay and forget, merge near-duplicates, summarise old episodes,
     enforce the per-user limit."""
     now = now or _now()
-    out = decay(session, now)
+    out = decay(session, now, settings=settings)
     out.update(merged=0, summarised=0, evicted=0)
     users = session.execute(select(Memory.user_subject).distinct()).scalars().all()
     for subject in users:
         _lock(session, tenant_id, subject)
-        out["merged"] += merge_duplicates(session, subject, now)
-        out["summarised"] += summarise_episodes(session, tenant_id, subject, now)
-        out["evicted"] += enforce_limit(session, subject, now=now)
+        out["merged"] += merge_duplicates(session, subject, now, settings=settings)
+        out["summarised"] += summarise_episodes(session, tenant_id, subject, now, settings=settings, embedder=embedder)
+        out["evicted"] += enforce_limit(session, subject, now=now, settings=settings)
     out["users"] = len(users)
     out["remaining"] = int(session.execute(select(func.count()).select_from(Memory)).scalar())
     return out
 
 
-def maintain_all(now: dt.datetime | None = None) -> dict:
-    """Every tenant, each in its own transaction (as the application role, scoped by RLS); audited."""
+def maintain_all(now: dt.datetime | None = None, *, settings: Settings, embedder: Embedder) -> dict:
+    """Every tenant, each in its own transaction (as the application role, scoped by RLS); audited.
+    `settings` and `embedder` come from the caller (the Dagster asset builds them)."""
     from core.database import system_session, tenant_session
 
     with system_session() as s:
@@ -472,7 +473,7 @@ def maintain_all(now: dt.datetime | None = None) -> dict:
     per_tenant, totals = {}, Counter()
     for tid in tenants:
         with tenant_session(tid) as s:
-            res = maintain(s, tid, now)
+            res = maintain(s, tid, now, settings=settings, embedder=embedder)
             if any(res[k] for k in ("forgotten", "merged", "summarised", "evicted")):
                 audit.record(s, tenant_id=tid, actor="system:memory_maintenance", action="memory.maintenance",
                              resource_type="memory", details=res)

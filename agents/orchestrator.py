@@ -24,20 +24,22 @@ from sqlalchemy.orm import Session
 
 from agents import answer_access, budget, composition, learning, skills
 from agents.answer import Citation, Prepared, citations_for, prepare
+from agents.deps import AgentDeps
 from agents.router import route, route_with_model
 from agents.specialists import SPECIALISTS, Specialist
 from compliance.access import ceiling
 from compliance.pii import sanitise
 from core import llm
+from core.enums import TIERS
 from core.errors import Forbidden, InvalidInput
-from core.extractive import MODEL as EXTRACTIVE_MODEL
-from core.extractive import NO_ANSWER
+from core.llm import Model
+from core.llm.extractive import MODEL as EXTRACTIVE_MODEL
+from core.llm.extractive import NO_ANSWER
 from core.models import AgentRun
 from core.prompt import prompt_of
-from core.settings import get_settings
+from core.settings import Settings
 from retrieval.search import Caller
 
-TIERS = ("LIGHT", "STANDARD", "HEAVY")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w.])")
 _CITE = re.compile(r"\[\d{1,2}\]")
 
@@ -59,8 +61,7 @@ def pick_tier(specialist_tier: str, level: str) -> str:
     return TIERS[max(TIERS.index(specialist_tier), TIERS.index(floor))]
 
 
-def tier_model(tier: str) -> str:
-    s = get_settings()
+def tier_model(tier: str, s: Settings) -> str:
     return {"LIGHT": s.llm_model_light, "STANDARD": s.llm_model_standard, "HEAVY": s.llm_model_heavy}.get(
         tier) or llm.model_name()
 
@@ -121,31 +122,32 @@ class Outcome:
         return next((s["reasoning"] for s in self.trace if s.get("step") == "THINK.reasoning"), None)
 
 
-def run(session: Session, caller: Caller, subject: str, message: str, history: list[dict], *, k: int = 6,
-        scripted: list[str] | None = None, tenant_id: uuid.UUID | None = None) -> Outcome:
-    """`scripted`: replies for successive model calls through the LiteLLM seam (tests).
-    With `tenant_id`, the tenant's token budget is checked first (BudgetExceeded → 429)."""
+def run(deps: AgentDeps, message: str, history: list[dict], *, k: int = 6) -> Outcome:
+    """One message, answered with the session, caller, settings, embedder and model of `deps`. With a
+    tenant in `deps.caller`, the tenant's token budget is checked first (BudgetExceeded → 429) and the
+    user's memories are recalled."""
+    session, caller, tenant_id = deps.session, deps.access, deps.tenant_id
+    settings, lm = deps.settings, deps.model
     trace: list[dict] = []
-    replies = list(scripted or [])
     over_budget = budget.check(session, tenant_id) if tenant_id is not None else None
 
     def step(name: str, t0: float, **detail) -> None:
         trace.append({"step": name, "ms": round((time.perf_counter() - t0) * 1000, 1), **detail})
 
     t = time.perf_counter()
-    ctx = learning.observe(session, tenant_id, subject, caller, message) if tenant_id is not None else None
+    ctx = learning.observe(deps, message) if tenant_id is not None else None
     step("OBSERVE", t, history_turns=len(history) // 2, role=caller.role, ceiling=ceiling(caller.role),
          groups=list(caller.groups), budget="exceeded: served by the extractive responder" if over_budget else "ok",
          **(ctx.trace() if ctx is not None else {}))
 
     def model_for(tier: str) -> str:
-        return EXTRACTIVE_MODEL if over_budget else tier_model(tier)
+        return EXTRACTIVE_MODEL if over_budget else tier_model(tier, settings)
 
     t = time.perf_counter()
-    r = route(message)
+    r = route(message, deps.embedder)
     light = model_for("LIGHT")
-    if get_settings().llm_routing and not llm.is_extractive(light):
-        by_model = route_with_model(message, light, mock_response=replies.pop(0) if replies else None)
+    if settings.llm_routing and not llm.is_extractive(light):
+        by_model = route_with_model(message, light, lm)
         if by_model is not None:
             by_model.scores, by_model.reason = r.scores, f"{by_model.reason} (embedding router: {r.specialist})"
             r = by_model
@@ -167,8 +169,8 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
     # THINK.compose: the complexity classifier picks the composition (agents/composition.py); its
     # level also sets the starting tier. SIMPLE requests take the direct path below, unchanged.
     t = time.perf_counter()
-    plan = composition.classify(message, r, complexity(message), model=light, replies=replies,
-                                allow_model=get_settings().llm_routing)
+    plan = composition.classify(message, r, complexity(message), deps.embedder, model=lm, name=light,
+                                allow_model=settings.llm_routing)
     step("THINK.compose", t, **plan.as_step())
     start_tier = pick_tier(spec.tier, plan.level)
     trace.append({"step": "THINK.tier", "ms": 0.0, "complexity": plan.level, "tier": start_tier,
@@ -176,12 +178,12 @@ def run(session: Session, caller: Caller, subject: str, message: str, history: l
     calls: list[dict] = []
     forced: str | None = None
     if plan.direct:
-        d = _draft(session, caller, message, prepared, tool_texts, direct, skill_name, start_tier, replies, calls,
+        d = _draft(session, caller, message, prepared, tool_texts, direct, skill_name, start_tier, lm, calls,
                    trace, model_for)
     else:
-        deps = composition.Deps(session, caller, message, history, k, replies, calls, trace, model_for, tenant_id,
-                                draft=_draft, skill=_skill, verify=verify, verdict=Verdict)
-        d = composition.execute(plan, deps, composition.Branch(spec.key, message, prepared, tool_texts, direct,
+        cdeps = composition.Deps(session, caller, message, history, k, lm, deps.embedder, calls, trace, model_for,
+                                 tenant_id, draft=_draft, skill=_skill, verify=verify, verdict=Verdict)
+        d = composition.execute(plan, cdeps, composition.Branch(spec.key, message, prepared, tool_texts, direct,
                                                                skill_name), start_tier)
         prepared, forced = d.prepared, d.outcome  # the merged sources the answer's [n] markers point into
         if d.reasoning:
@@ -232,7 +234,7 @@ def _skill(session: Session, caller: Caller, spec: Specialist, message: str, pre
 
 
 def _draft(session: Session, caller: Caller, message: str, prepared: Prepared, tool_texts: list[str],
-           direct: str | None, skill_name: str | None, start_tier: str, replies: list, calls: list[dict],
+           direct: str | None, skill_name: str | None, start_tier: str, lm: Model, calls: list[dict],
            trace: list[dict], model_for: Callable[[str], str], *, escalate: bool = True) -> composition.Draft:
     """Generate → VERIFY → escalate for one specialist: the whole answer of a SIMPLE request, one
     branch of a composed one. A failing answer is retried on the next tier (unless the composition
@@ -243,14 +245,15 @@ def _draft(session: Session, caller: Caller, message: str, prepared: Prepared, t
         tier = TIERS[tier_index]
         model = model_for(tier)
         t = time.perf_counter()
-        if direct is not None and not replies:
+        if direct is not None and not lm.generative(EXTRACTIVE_MODEL):
             # The skill's structured output is the answer (the extractive responder would only quote
-            # it back): no model call, no tokens spent.
+            # it back): no model call, no tokens spent. `direct` exists only when the specialist's model is
+            # the extractive responder; a Model that writes its own text even there is asked instead.
             text, model = direct, f"skill:{skill_name}"
             trace.append({"step": "THINK.generate", "ms": round((time.perf_counter() - t) * 1000, 1), "tier": tier,
                           "model": model, "note": "answered by the skill, no model call"})
         else:
-            text = _generate(session, caller, message, prepared, model, tier, replies, tool_texts, calls, trace)
+            text = _generate(session, caller, message, prepared, model, tier, lm, tool_texts, calls, trace)
         t = time.perf_counter()
         verdict = verify(text, prepared, caller, tool_texts)
         trace.append({"step": "VERIFY", "ms": round((time.perf_counter() - t) * 1000, 1), "ok": verdict.ok,
@@ -268,23 +271,15 @@ MAX_TOOL_ROUNDS = 3
 
 
 def _generate(session: Session, caller: Caller, message: str, prepared: Prepared, model: str, tier: str,
-              replies: list, tool_texts: list[str], calls: list[dict], trace: list[dict]) -> str:
+              lm: Model, tool_texts: list[str], calls: list[dict], trace: list[dict]) -> str:
     """Model call(s) for one tier. A (non-extractive) model may ask for skills as tool calls; each is
     role-checked by skills.invoke and its result (or refusal) goes back to the model."""
     msgs = list(prepared.messages)
     tools = skills.as_tools(caller.role)
     for _round in range(MAX_TOOL_ROUNDS + 1):
         t = time.perf_counter()
-        scripted = replies.pop(0) if replies else None
-        if isinstance(scripted, dict):
-            c = llm.complete(msgs, model=model, tools=tools, mock_tool_calls=[
-                {"id": tc.get("id", f"call_{i}"), "type": "function",
-                 "function": {"name": tc["name"], "arguments": json.dumps(tc.get("arguments", {}))}}
-                for i, tc in enumerate(scripted["tool_calls"])])
-        else:
-            c = llm.complete(msgs, model=model, tools=tools, mock_response=scripted)
-        p_tok = c.prompt_tokens or sum(len(str(m.get("content") or "").split()) for m in msgs)
-        c_tok = c.completion_tokens or len(c.text.split())
+        c = lm.complete(msgs, model=model, tools=tools)
+        p_tok, c_tok = budget.tokens(c, msgs)
         calls.append({"tier": tier, "model": model, "prompt_tokens": int(p_tok), "completion_tokens": int(c_tok)})
         trace.append({"step": "THINK.generate", "ms": round((time.perf_counter() - t) * 1000, 1), "tier": tier,
                       "model": model, "prompt_tokens": int(p_tok), "completion_tokens": int(c_tok),
@@ -336,7 +331,7 @@ def _direct_answer(res: skills.SkillResult, prepared: Prepared, tool_n: int) -> 
 
 
 def record(session: Session, tenant_id: uuid.UUID, subject: str, out: Outcome, conversation_id: uuid.UUID | None,
-           message_id: uuid.UUID | None) -> uuid.UUID:
+           message_id: uuid.UUID | None, *, settings: Settings) -> uuid.UUID:
     run_id = uuid.uuid4()
     session.add(AgentRun(id=run_id, tenant_id=tenant_id, user_subject=subject, conversation_id=conversation_id,
                          message_id=message_id, specialist=out.specialist, model_tier=out.tier, model=out.model,
@@ -347,5 +342,5 @@ def record(session: Session, tenant_id: uuid.UUID, subject: str, out: Outcome, c
     session.flush()
     for c in out.calls:
         budget.record(session, tenant_id, subject, out.specialist, c["tier"], c["model"], c["prompt_tokens"],
-                      c["completion_tokens"], run_id)
+                      c["completion_tokens"], run_id, settings)
     return run_id

@@ -27,11 +27,12 @@ from sqlalchemy.orm import Session
 
 from agents import goals as goals_mod
 from agents import memory, orchestrator
+from agents.deps import AgentDeps
 from agents.specialists import SPECIALISTS
 from compliance.access import read_filter
 from core import audit
 from core.errors import Conflict, InvalidInput
-from core.extractive import PREFIX
+from core.llm.extractive import PREFIX
 from core.models import GoalPlan
 from retrieval.search import Caller
 
@@ -157,8 +158,10 @@ def _earlier_steps(session: Session, goal_id: uuid.UUID, subject: str, caller: C
     return [{"plan_id": str(p.id), **st} for p in plans for st in p.steps if st.get("outcome") == "verified"]
 
 
-def run_plan(session: Session, tenant_id: uuid.UUID, subject: str, caller: Caller, goal_id: uuid.UUID,
-             request: str | None = None) -> dict:
+def run_plan(deps: AgentDeps, goal_id: uuid.UUID, request: str | None = None) -> dict:
+    session, tenant_id, subject, caller = deps.session, deps.tenant_id, deps.caller.subject, deps.access
+    if tenant_id is None:
+        raise ValueError("a goal plan runs for a tenant's user")
     goal = goals_mod.get(session, subject, goal_id)
     if goal.status != "active":
         raise Conflict(f"the goal is {goal.status}: reopen it to plan", code="goal_not_active")
@@ -167,7 +170,7 @@ def run_plan(session: Session, tenant_id: uuid.UUID, subject: str, caller: Calle
     order = topological_order(steps)
     by_id = {s.id: s for s in steps}
     earlier = _earlier_steps(session, goal.id, subject, caller)
-    vecs = memory.embed([s.text for s in steps] + [e["text"] for e in earlier])
+    vecs = deps.embedder.embed([s.text for s in steps] + [e["text"] for e in earlier])
     step_vecs, earlier_vecs = vecs[: len(steps)], vecs[len(steps):]
     results: dict[int, dict] = {}
     cited: dict[str, int] = {}  # chunk id -> merged citation number
@@ -186,8 +189,8 @@ def run_plan(session: Session, tenant_id: uuid.UUID, subject: str, caller: Calle
         for d in st.depends_on:
             history += [{"role": "user", "content": by_id[d].text},
                         {"role": "assistant", "content": results[d]["answer"]}]
-        out = orchestrator.run(session, caller, subject, st.text, history, tenant_id=tenant_id)
-        run_id = orchestrator.record(session, tenant_id, subject, out, None, None)
+        out = orchestrator.run(deps, st.text, history)
+        run_id = orchestrator.record(session, tenant_id, subject, out, None, None, settings=deps.settings)
         local: dict[int, int] = {}
         for c in out.citations:
             key = str(c.chunk_id)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.specialists import DEFAULT, SPECIALISTS
-from core.embedding import get_embedder
+from core.embedding import Embedder
+from core.llm import Model
 
 MIN_MARGIN = 0.005  # top-1 minus top-2 score below this is "ambiguous"
 KEYWORD_WEIGHT = 0.06
@@ -35,8 +36,8 @@ class Route:
     reason: str
 
 
-@functools.lru_cache(maxsize=1)
-def _profiles() -> tuple[list[str], np.ndarray]:
+@functools.lru_cache(maxsize=4)
+def _profiles(embedder: Embedder) -> tuple[list[str], np.ndarray]:
     keys = list(SPECIALISTS)
     texts, owners = [], []
     for k in keys:
@@ -44,14 +45,14 @@ def _profiles() -> tuple[list[str], np.ndarray]:
         for t in (s.description, *s.examples):
             texts.append(t)
             owners.append(k)
-    vecs = get_embedder().embed(texts)
+    vecs = embedder.embed(texts)
     prof = np.stack([vecs[[i for i, o in enumerate(owners) if o == k]] for k in keys])  # (K, n, d)
     return keys, prof
 
 
-def route(question: str) -> Route:
-    keys, prof = _profiles()
-    q = get_embedder().embed([question])[0]
+def route(question: str, embedder: Embedder) -> Route:
+    keys, prof = _profiles(embedder)
+    q = embedder.embed([question])[0]
     sims = prof @ q  # (K, n)
     # Mean of the best three matches: robust to one lucky example.
     base = np.sort(sims, axis=1)[:, -3:].mean(axis=1)
@@ -72,18 +73,16 @@ def route(question: str) -> Route:
     return Route(ranked[0], margin, scores, False, f"best match {ranked[0]} (margin {margin:.3f}){why}")
 
 
-def route_with_model(question: str, model: str, mock_response: str | None = None) -> Route | None:
+def route_with_model(question: str, model: str, lm: Model) -> Route | None:
     """The optional LLM classifier (EAP_LLM_ROUTING=true with a model configured). Returns None when
     the reply is not one of the specialist keys; the caller then keeps the embedding route."""
-    from core import llm
-
     listing = "\n".join(f"- {k}: {s.description}" for k, s in SPECIALISTS.items())
     messages = [
         {"role": "system", "content": "Classify the user's request for a manufacturing assistant. Reply with exactly "
                                       f"one key from this list and nothing else:\n{listing}"},
         {"role": "user", "content": question},
     ]
-    reply = llm.complete(messages, model=model, mock_response=mock_response).text.strip().lower()
+    reply = lm.complete(messages, model=model).text.strip().lower()
     key = reply.strip(" .`'\"")
     if key not in SPECIALISTS:
         return None

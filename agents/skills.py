@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 from agents.tools import CalculationRefused, calculate, convert, statistics, tool_schema
 from compliance.access import can_read
 from core import index_versions
+from core.enums import Role
 from core.errors import Forbidden, InvalidInput
 from retrieval.search import Caller, Hit, search
 
-RANK = {"viewer": 0, "operator": 1, "admin": 2}
 SAFETY_FIRST = "Before you start:"
 _SAFETY = re.compile(r"safety|before you (start|begin)|prerequisite|precaution|warning|hazard", re.I)
 _STEP = re.compile(r"^\s*(\d{1,2})[.)]\s+(.+)$")
@@ -206,14 +206,14 @@ def as_tools(role: str) -> list[dict]:
 
 
 def available(role: str) -> list[str]:
-    return [s.name for s in REGISTRY.values() if RANK.get(role, -1) >= RANK[s.min_role]]
+    return [s.name for s in REGISTRY.values() if Role.rank_of(role) >= Role(s.min_role).rank]
 
 
 def invoke(name: str, session: Session, caller: Caller, question: str, **kwargs) -> SkillResult:
     skill = REGISTRY.get(name)
     if skill is None:
         raise InvalidInput(f"unknown skill {name!r}", code="unknown_skill")
-    if RANK.get(caller.role, -1) < RANK[skill.min_role]:
+    if Role.rank_of(caller.role) < Role(skill.min_role).rank:
         raise Forbidden(f"the {name} skill needs the {skill.min_role} role", code="skill_forbidden")
     return skill.run(session, caller, question, **kwargs)
 

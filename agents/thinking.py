@@ -28,8 +28,8 @@ import numpy as np
 
 from compliance.normalise import fold
 from compliance.pii import contains_pii, sanitise
-from core.extractive import NO_ANSWER, PREFIX
 from core.lexical import tokenize
+from core.llm.extractive import NO_ANSWER, PREFIX
 
 COUNCIL, REDTEAM, FIRST_PRINCIPLES = "Council", "RedTeam", "FirstPrinciples"
 MARK = re.compile(r"\[(\d{1,3})\]")

@@ -49,7 +49,6 @@ class IndexBuildConfig(dg.Config):
                                         "(rebuild or boosts refresh); never serves before the gate passes.")
 def index_candidate(context: dg.AssetExecutionContext, config: IndexBuildConfig,
                     db: PlatformDatabase) -> dg.MaterializeResult:
-    from core.database import tenant_session
     from core.index_versions import active
     from pipeline import index_builds
     from quality import feedback
@@ -62,7 +61,7 @@ def index_candidate(context: dg.AssetExecutionContext, config: IndexBuildConfig,
             continue
         boosts = feedback.compute_boosts(tenant_id)
         if config.kind == "boosts":
-            with tenant_session(tenant_id) as s:
+            with db.tenant(tenant_id) as s:
                 serving = active(s).version
             if feedback.same_boosts(boosts, feedback.stored_boosts(tenant_id, serving)):
                 skipped[name] = "boosts unchanged"
@@ -102,13 +101,12 @@ def index_candidate(context: dg.AssetExecutionContext, config: IndexBuildConfig,
 def candidate_passes_golden_eval(context: dg.AssetCheckExecutionContext, db: PlatformDatabase) -> dg.AssetCheckResult:
     from sqlalchemy import text
 
-    from core.database import system_session
     from core.settings import get_settings
     from pipeline import index_builds
     from quality import evaluation
 
     gated_tenants = {n.strip() for n in get_settings().eval_tenants.split(",") if n.strip()}
-    with system_session() as s:
+    with db.system() as s:
         rows = s.execute(text("SELECT v.tenant_id, t.name, v.version FROM index_versions v JOIN tenants t "
                               "ON t.id = v.tenant_id WHERE v.status = 'candidate' AND v.evaluation = '{}'::jsonb "
                               "ORDER BY t.name")).all()
@@ -145,7 +143,6 @@ class ActiveIndexConfig(dg.Config):
                       "(or, with config rollback, the previous version is restored).")
 def active_index(context: dg.AssetExecutionContext, config: ActiveIndexConfig,
                  db: PlatformDatabase) -> dg.MaterializeResult:
-    from core.database import tenant_session
     from core.index_versions import active
     from pipeline import index_builds
 
@@ -168,46 +165,12 @@ def active_index(context: dg.AssetExecutionContext, config: ActiveIndexConfig,
             if res:
                 promoted[name] = res
                 context.log.info(f"tenant {name}: index version {res['from_version']} → {res['version']}")
-        with tenant_session(tenant_id) as s:
+        with db.tenant(tenant_id) as s:
             serving[name] = active(s).version
     return dg.MaterializeResult(metadata={"promoted": dg.MetadataValue.json(promoted),
                                           "rolled_back": dg.MetadataValue.json(rolled_back),
                                           "serving": dg.MetadataValue.json(serving)})
 
 
-rebuild_job = dg.define_asset_job(
-    "rebuild_search_index", selection=[index_candidate, active_index],
-    description="Rebuild every tenant's index with the configured embedding model and chunking; promoted only if "
-                "the golden evaluation does not regress.",
-    config={"ops": {"index_candidate": {"config": {"kind": "rebuild", "reason": "manual rebuild"}}}})
-boosts_job = dg.define_asset_job(
-    "refresh_source_boosts", selection=[index_candidate, active_index],
-    description="Feedback-weighted boosts as a new index version (same chunks), gated like a rebuild.",
-    config={"ops": {"index_candidate": {"config": {"kind": "boosts", "reason": "feedback boosts"}}}})
-rollback_job = dg.define_asset_job(
-    "rollback_search_index", selection=[active_index],
-    description="Serve the previous index version of the tenants named in the run config again (caught up with "
-                "documents indexed since); for when a promoted version misbehaves in production.",
-    config={"ops": {"active_index": {"config": {"rollback": ["default"]}}}})
-nightly_boosts = dg.ScheduleDefinition(name="nightly_source_boosts", job=boosts_job, cron_schedule="0 2 * * *",
-                                       default_status=dg.DefaultScheduleStatus.RUNNING)
-
-
-@dg.sensor(job=boosts_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Refreshes boosts when enough new feedback arrived (EAP_FEEDBACK_TRIGGER, default 20).")
-def feedback_arrivals(context: dg.SensorEvaluationContext, db: PlatformDatabase):
-    from core.settings import get_settings
-    from quality import feedback
-
-    n, last = feedback.feedback_count()
-    seen = int(context.cursor or 0)
-    threshold = get_settings().feedback_trigger
-    if n - seen < threshold:
-        return dg.SkipReason(f"{n - seen} new feedback since the last refresh (threshold {threshold})")
-    context.update_cursor(str(n))
-    return dg.RunRequest(run_key=f"boosts:{n}:{last}")
-
-
-ASSETS = [index_candidate, active_index]
-CHECKS = [candidate_passes_golden_eval]
-JOBS = [rebuild_job, boosts_job, rollback_job]
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[index_candidate, active_index], asset_checks=[candidate_passes_golden_eval])

@@ -270,6 +270,7 @@ def search_index(context: dg.AssetExecutionContext, config: IndexConfig, db: Pla
             # The reason (stored on the document) can quote text, e.g. a database error's parameters:
             # run metadata shown in the UI gets the error class only.
             outcomes[key] = f"failed: {type(exc).__name__}"
+            context.log.warning(f"document {key} failed at index: {type(exc).__name__}")
     summary: dict[str, int] = {}
     for v in outcomes.values():
         summary[v.split(":")[0].split(" ")[0]] = summary.get(v.split(":")[0].split(" ")[0], 0) + 1
@@ -321,6 +322,8 @@ def no_orphan_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=n == 0, metadata={"orphans": n})
 
 
-ASSETS = [document_raw, document_parsed, document_classified, document_sanitised, document_chunks,
-          document_embeddings, search_index]
-CHECKS = [chunks_have_text, embedding_dimension, no_pii_in_restricted_chunks, no_orphan_chunks]
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[document_raw, document_parsed, document_classified, document_sanitised, document_chunks,
+                document_embeddings, search_index],
+        asset_checks=[chunks_have_text, embedding_dimension, no_pii_in_restricted_chunks, no_orphan_chunks])

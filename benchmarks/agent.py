@@ -28,10 +28,10 @@ def main() -> int:
                        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1"})
 
     from agents import orchestrator
+    from agents.deps import build_deps
     from benchmarks.common import ingest_in_process
     from core.database import bootstrap, stop_embedded, tenant_session
     from core.tenancy import create_tenant
-    from retrieval.search import Caller
 
     bootstrap()
     tenant, _ = create_tenant("agent-bench")
@@ -41,11 +41,12 @@ def main() -> int:
     steps: dict[str, list[float]] = {}
     totals, right, n = [], 0, 0
     with tenant_session(tenant.id) as s:
-        orchestrator.run(s, Caller("operator"), "warm", "warm up the models", [])
+        orchestrator.run(build_deps(s, subject="warm", role="operator"), "warm up the models", [])
+        deps = build_deps(s, subject="bench", role="operator")
         for expected, questions in labelled.items():
             for q in questions:
                 t0 = time.perf_counter()
-                out = orchestrator.run(s, Caller("operator"), "bench", q, [])
+                out = orchestrator.run(deps, q, [])
                 totals.append((time.perf_counter() - t0) * 1000)
                 right += out.specialist == expected
                 n += 1

@@ -87,16 +87,17 @@ def main() -> int:
         # In-process baseline: exactly what the route runs (orchestrator, memory, learning, storage,
         # audit) without HTTP, authentication, rate limiting and serialisation, sequential, as a
         # user of its own (memories of one user do not leak into the other's measurements).
+        from core.llm import default_model
         from core.security import Principal
         from serving.routes.chat import ChatIn, _chat_sync
 
         me = Principal("load-inproc", tenant.id, tenant.name, Role.operator, ())
         for q in QUESTIONS:  # warm the in-process paths too
-            _chat_sync(me, ChatIn(message=q))
+            _chat_sync(me, ChatIn(message=q), default_model())
         inproc = []
         for q in QUESTIONS * 3:
             t = time.perf_counter()
-            _chat_sync(me, ChatIn(message=q))
+            _chat_sync(me, ChatIn(message=q), default_model())
             inproc.append((time.perf_counter() - t) * 1000)
 
         sequential = []

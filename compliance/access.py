@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-ROLE_CEILING = {"viewer": 2, "operator": 3, "admin": 4}
+from core.enums import ReviewStatus, Role
 
 
 def ceiling(role: str) -> int:
-    return ROLE_CEILING.get(role, 1)
+    return Role.ceiling_of(role)
 
 
 def can_read(role: str, groups: Sequence[str], classification: int, acl_groups: Sequence[str],
@@ -25,7 +25,7 @@ def can_read(role: str, groups: Sequence[str], classification: int, acl_groups: 
         return False
     if classification >= 3 and not set(groups) & set(acl_groups):
         return False
-    if classification >= 4 and review_status != "approved":
+    if classification >= 4 and review_status != ReviewStatus.approved:
         return False
     return True
 
@@ -37,5 +37,5 @@ def read_filter(role: str, groups: Sequence[str], classification_col, acl_col, r
     need_acl = sa.or_(classification_col < 3, acl_col.op("&&")(sa.cast(sa.literal(groups), acl_col.type)))
     cond = sa.and_(cond, need_acl)
     if review_col is not None:
-        cond = sa.and_(cond, sa.or_(classification_col < 4, review_col == "approved"))
+        cond = sa.and_(cond, sa.or_(classification_col < 4, review_col == ReviewStatus.approved.value))
     return cond

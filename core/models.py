@@ -4,7 +4,6 @@ row-level security (see core/rls.py and the migrations)."""
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import uuid
 
 import sqlalchemy as sa
@@ -12,26 +11,14 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# The vocabularies are defined once, in core.enums, and re-exported here next to the tables using them.
+from core.enums import TIERS, DocumentStatus, ReviewStatus, Role, Tier, sql_in  # noqa: F401
+
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2, the embedded default model
 
 
 class Base(DeclarativeBase):
     pass
-
-
-class Role(enum.StrEnum):
-    admin = "admin"
-    operator = "operator"
-    viewer = "viewer"
-
-
-class DocumentStatus(enum.StrEnum):
-    queued = "queued"
-    parsing = "parsing"
-    awaiting_approval = "awaiting_approval"
-    indexed = "indexed"
-    rejected = "rejected"
-    failed = "failed"
 
 
 def _uuid_pk() -> Mapped[uuid.UUID]:
@@ -59,7 +46,7 @@ class User(Base):
     __tablename__ = "users"
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "username", name="uq_users_tenant_username"),
-        sa.CheckConstraint("role IN ('admin','operator','viewer')", name="ck_users_role"),
+        sa.CheckConstraint(sql_in("role", Role), name="ck_users_role"),
     )
     id: Mapped[uuid.UUID] = _uuid_pk()
     tenant_id: Mapped[uuid.UUID] = _tenant_fk()
@@ -83,10 +70,9 @@ class Document(Base):
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "source_key", name="uq_documents_tenant_source"),
         sa.CheckConstraint("classification BETWEEN 1 AND 4", name="ck_documents_classification"),
-        sa.CheckConstraint(
-            "status IN ('queued','parsing','awaiting_approval','indexed','rejected','failed')",
-            name="ck_documents_status",
-        ),
+        sa.CheckConstraint(sql_in("status", DocumentStatus), name="ck_documents_status"),
+        sa.CheckConstraint(f"review_status IS NULL OR {sql_in('review_status', ReviewStatus)}",
+                           name="ck_documents_review_status"),
     )
     id: Mapped[uuid.UUID] = _uuid_pk()
     tenant_id: Mapped[uuid.UUID] = _tenant_fk()
@@ -102,7 +88,7 @@ class Document(Base):
     classification: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False, server_default="2")
     classification_reasons: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
     acl_groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
-    status: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="queued")
+    status: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default=DocumentStatus.queued.value)
     status_reason: Mapped[str | None] = mapped_column(sa.Text)
     chunk_count: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
     index_version: Mapped[int | None] = mapped_column(sa.Integer)

@@ -16,7 +16,7 @@ map or the user's preferences. So the structure is out of band:
   `(preference …)`. That limits what text can *look like*; what a generative model does with
   instructions written in a document is a separate matter (the system prompt tells it they are data,
   and VERIFY/RedTeam check its answer against the sources either way).
-- `wire()` drops the object before a message list goes to a model server (`core/llm.py`).
+- `wire()` drops the object before a message list goes to a model server (`core/llm/litellm_model.py`).
 """
 
 from __future__ import annotations

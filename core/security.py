@@ -196,7 +196,7 @@ def principal_from_claims(settings: Settings, claims: dict, tenant_lookup=None, 
     # claim counts (a singular `role` claim an IdP also sends must not override it).
     role_claim = claims.get("role") if kind == "platform" else claims.get(settings.oidc_role_claim)
     if isinstance(role_claim, list):  # IdPs send app roles as a list: take the strongest we know
-        known = [r for r in ("admin", "operator", "viewer") if r in role_claim]
+        known = [r.value for r in sorted(Role, key=lambda r: r.rank, reverse=True) if r.value in role_claim]
         role_claim = known[0] if known else None
     try:
         role = Role(role_claim)

@@ -5,7 +5,7 @@
     eap tenant create NAME
     eap token --tenant NAME --role admin|operator|viewer [--user U] [--groups g1,g2]
     eap ingest PATH... --tenant NAME [--classification II] [--acl g1,g2] [--no-wait] [--idle-timeout S]
-    eap ask "QUESTION" [--tenant default] [--role viewer] [--groups g1,g2]
+    eap ask "QUESTION" [--tenant default] [--role viewer] [--groups g1,g2] [--user cli] [--conversation ID] [--json]
     eap user set-password --tenant NAME --username U --role R   (password on stdin)
 """
 
@@ -15,7 +15,10 @@ import argparse
 import os
 import sys
 
+from core.enums import Role
 from core.errors import PlatformError
+
+ROLES = [r.value for r in Role]  # --role choices: admin, operator, viewer
 
 
 def _offline_env() -> None:
@@ -74,21 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="ask a question; prints the answer and its citations")
     ask.add_argument("question")
     ask.add_argument("--tenant", default="default")
-    ask.add_argument("--role", default="viewer", choices=["admin", "operator", "viewer"])
+    ask.add_argument("--role", default="viewer", choices=ROLES)
     ask.add_argument("--groups", default="", help="comma-separated need-to-know groups")
     ask.add_argument("--k", type=int, default=6)
+    ask.add_argument("--user", default="cli", help="subject the conversation and audit records belong to")
+    ask.add_argument("--conversation", default=None, help="continue this conversation (id) of the same user")
+    ask.add_argument("--json", action="store_true", help="print the answer as POST /v1/chat's JSON")
 
     user = sub.add_parser("user", help="local (break-glass) accounts")
     usub = user.add_subparsers(dest="user_command", required=True)
     uc = usub.add_parser("set-password", help="create/update a local account; reads the password from stdin")
     uc.add_argument("--tenant", required=True)
     uc.add_argument("--username", required=True)
-    uc.add_argument("--role", required=True, choices=["admin", "operator", "viewer"])
+    uc.add_argument("--role", required=True, choices=ROLES)
     uc.add_argument("--groups", default="")
 
     tok = sub.add_parser("token", help="mint a development HS256 token")
     tok.add_argument("--tenant", required=True)
-    tok.add_argument("--role", required=True, choices=["admin", "operator", "viewer"])
+    tok.add_argument("--role", required=True, choices=ROLES)
     tok.add_argument("--user", default=None, help="subject (default: <role>@<tenant>)")
     tok.add_argument("--groups", default="", help="comma-separated need-to-know groups")
     tok.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
@@ -125,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ask":
             from eap.ask import run_ask
 
-            return run_ask(args.question, args.tenant, args.role, args.groups, args.k)
+            return run_ask(args.question, args.tenant, args.role, args.groups, args.k, user=args.user,
+                           conversation=args.conversation, as_json=args.json)
         if args.command == "user":
             from core.accounts import set_local_password
             from core.database import bootstrap

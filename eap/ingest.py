@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.enums import SETTLED_STATUSES, DocumentStatus
 from core.parsing import EXTENSIONS
 
 
@@ -101,10 +102,12 @@ def run_ingest(paths: list[str], tenant: str, classification: str, acl: str | No
     names = {s.document_id: f for f, s in queued}
 
     def progress(rows: dict) -> None:
-        done = sum(1 for s in rows.values() if s in ("indexed", "awaiting_approval", "rejected", "failed"))
+        done = sum(1 for s in rows.values() if s in SETTLED_STATUSES)
         width = 30
         bar = "#" * int(width * done / len(ids)) + "." * (width - int(width * done / len(ids)))
-        counts = {k: sum(1 for s in rows.values() if s == k) for k in ("indexed", "awaiting_approval", "failed")}
+        counts = {k.value: sum(1 for s in rows.values() if s == k) for k in (DocumentStatus.indexed,
+                                                                            DocumentStatus.awaiting_approval,
+                                                                            DocumentStatus.failed)}
         sys.stdout.write(f"\r[{bar}] {done}/{len(ids)}  indexed {counts['indexed']}  awaiting approval "
                          f"{counts['awaiting_approval']}  failed {counts['failed']}  ")
         sys.stdout.flush()

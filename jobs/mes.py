@@ -37,3 +37,7 @@ def raise_alerts(context: dg.OpExecutionContext, config: AlertsConfig, db: Platf
 @dg.job(description="Raise shift alerts from MES threshold breaches (launched by the MES sensors).")
 def mes_alert_job():
     raise_alerts()
+
+
+def defs() -> dg.Definitions:
+    return dg.Definitions(jobs=[mes_alert_job])

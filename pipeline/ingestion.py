@@ -32,6 +32,7 @@ from compliance.pii import contains_pii, sanitise
 from core import audit, index_versions
 from core.chunking import ChunkDraft, chunk_elements
 from core.database import system_session, tenant_session
+from core.enums import SETTLED_STATUSES
 from core.errors import Conflict, InvalidInput, NotFound
 from core.filestore import FileStore
 from core.lexical import K1, B, term_frequencies
@@ -842,7 +843,7 @@ def wait_for(tenant_id: uuid.UUID, ids: list[uuid.UUID], timeout_s: float | None
     """Poll until every document is indexed, awaiting approval, rejected or failed. Gives up after
     `idle_timeout_s` without progress (a status change or a run's heartbeat on one of the documents),
     or after `timeout_s` in total when set: a long batch that keeps moving is waited for."""
-    final = {"indexed", "awaiting_approval", "rejected", "failed"}
+    final = SETTLED_STATUSES
     start = last_change = time.monotonic()
     seen = None
     while True:

@@ -18,11 +18,13 @@ from pathlib import Path
 from sqlalchemy import select, text
 
 from agents import orchestrator
+from agents.deps import build_deps
 from core import index_versions
 from core.database import tenant_session
+from core.embedding import Embedder
+from core.llm import Model
 from core.models import EvalRun
 from core.settings import get_settings
-from retrieval.search import Caller
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "manufacturing.json"
 METRICS = ("recall_at_k", "mrr", "ndcg", "facts", "citation_precision", "routing")
@@ -66,17 +68,21 @@ def _mean(rows: list[dict]) -> dict:
     return {m: round(sum(r[m] for r in rows) / len(rows), 4) for m in METRICS} if rows else {}
 
 
-def evaluate(tenant_id: uuid.UUID, golden: dict | None = None, kind: str = "nightly") -> EvalRun:
+def evaluate(tenant_id: uuid.UUID, golden: dict | None = None, kind: str = "nightly", *,
+             model: Model | None = None, embedder: Embedder | None = None) -> EvalRun:
     """Run the golden set against the index version this thread serves (the active one, or a
     candidate pinned with core.index_versions.pinned). `kind`: nightly (history, regression flags vs
-    the previous nightly run) or gate (a promotion decision; not part of the nightly trend)."""
+    the previous nightly run) or gate (a promotion decision; not part of the nightly trend). `model` and
+    `embedder` (default: the configured ones) go into the AgentDeps of the evaluation's caller: an admin
+    without groups and without a tenant context (no budget, no memory)."""
     golden = golden or load_golden()
     results = []
     with tenant_session(tenant_id) as s:
         served = index_versions.serving(s, tenant_id).version
         titles = {str(i): t for i, t in s.execute(text("SELECT id, title FROM documents")).all()}
+        deps = build_deps(s, subject="golden-eval", role="admin", groups=(), model=model, embedder=embedder)
         for q in golden["questions"]:
-            out = orchestrator.run(s, Caller("admin", ()), "golden-eval", q["question"], [], k=K)
+            out = orchestrator.run(deps, q["question"], [], k=K)
             ranked: list[str] = []
             for h in out.prepared.hits:
                 title = titles.get(str(h.document_id), "")
@@ -176,7 +182,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}th{{background:#f3f
     return path
 
 
-def gate(tenant_id: uuid.UUID, candidate_version: int, max_drop: float | None = None) -> dict:
+def gate(tenant_id: uuid.UUID, candidate_version: int, max_drop: float | None = None, *,
+         model: Model | None = None, embedder: Embedder | None = None) -> dict:
     """The promotion gate: the golden set against the active version and against the candidate,
     in the same code and data state; the candidate passes unless an overall score drops by more
     than `max_drop` (EAP_PROMOTION_MAX_DROP)."""
@@ -187,9 +194,9 @@ def gate(tenant_id: uuid.UUID, candidate_version: int, max_drop: float | None = 
     if cand is None:
         raise ValueError(f"index version {candidate_version} does not exist")
     with index_versions.pinned(active, tenant_id):
-        before = evaluate(tenant_id, kind="gate")
+        before = evaluate(tenant_id, kind="gate", model=model, embedder=embedder)
     with index_versions.pinned(cand, tenant_id):
-        after = evaluate(tenant_id, kind="gate")
+        after = evaluate(tenant_id, kind="gate", model=model, embedder=embedder)
     regressions = [{"metric": m, "active": before.overall[m], "candidate": after.overall[m]}
                    for m in METRICS if before.overall[m] - after.overall[m] > max_drop]
     return {"gated": True, "passed": not regressions, "active_version": active.version,

@@ -18,8 +18,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from agents import learning
 from core import audit
 from core.database import system_session, tenant_session
+from core.embedding import get_embedder
 from core.errors import InvalidInput, NotFound
 from core.models import Chunk, Conversation, Feedback, Message, SourceBoost
+from core.settings import get_settings
 
 PRIOR = 3.0
 STRENGTH = 1.0
@@ -62,7 +64,8 @@ def submit(tenant_id: uuid.UUID, subject: str, role: str, message_id: uuid.UUID,
             .returning(Feedback)
         ).scalar_one()
         # The answer's lesson learns whether it worked; a complaint with a comment becomes a FACT memory.
-        learned = learning.on_feedback(s, tenant_id, subject, msg, value, comment)
+        learned = learning.on_feedback(s, tenant_id, subject, msg, value, comment, settings=get_settings(),
+                                       embedder=get_embedder())
         audit.record(s, tenant_id=tenant_id, actor=subject, actor_role=role, action="feedback",
                      resource_type="message", resource_id=str(message_id),
                      details={"rating": str(rating), "value": value, "has_comment": bool(comment),

@@ -1,16 +1,12 @@
-"""Dagster sensors (inbox folders, document intake, MES polling). `defs()` is merged in definitions.py."""
+"""Dagster sensors, one module per domain (the jobs they launch are in the jobs/ module of the same
+name). `defs()` is merged in definitions.py."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from sensors.ingestion import document_intake, inbox
-from sensors.mes import mes_sensors
+from sensors import indexing, ingestion, mes
 
 
 def defs() -> dg.Definitions:
-    from core.settings import get_settings
-
-    s = get_settings()
-    return dg.Definitions(sensors=[document_intake, inbox, *mes_sensors(s.mes_status_interval_s,
-                                                                         s.mes_quality_interval_s)])
+    return dg.Definitions.merge(*(m.defs() for m in (ingestion, indexing, mes)))

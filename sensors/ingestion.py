@@ -28,7 +28,7 @@ from assets.ingestion import REQUEST_TAG, documents_partitions
 from assets.resources import PlatformDatabase
 from core.errors import PlatformError
 from core.settings import get_settings
-from jobs import ingest_job
+from jobs.ingestion import ingest_job
 from pipeline import ingestion, intake, recovery, source_files
 
 RANGE_START = "dagster/asset_partition_range_start"
@@ -330,3 +330,7 @@ def inbox(context: dg.SensorEvaluationContext, db: PlatformDatabase) -> dg.SkipR
     if errors:
         msg += " — " + "; ".join(errors[:20])
     return dg.SkipReason(msg)
+
+
+def defs() -> dg.Definitions:
+    return dg.Definitions(sensors=[document_intake, inbox])

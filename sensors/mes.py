@@ -48,7 +48,6 @@ def _tick(context: dg.SensorEvaluationContext, poll: Callable, label: str) -> dg
     return dg.SensorResult(run_requests=runs, cursor=json.dumps(cursor))
 
 
-
 def mes_sensors(status_interval_s: int = 60, quality_interval_s: int = 300) -> list[dg.SensorDefinition]:
     """Built when the code location loads, so the intervals come from settings
     (EAP_MES_STATUS_INTERVAL_S, EAP_MES_QUALITY_INTERVAL_S)."""
@@ -65,3 +64,10 @@ def mes_sensors(status_interval_s: int = 60, quality_interval_s: int = 300) -> l
         return _tick(context, service.poll_quality, "quality")
 
     return [mes_machine_status, mes_quality]
+
+
+def defs() -> dg.Definitions:
+    from core.settings import get_settings
+
+    s = get_settings()
+    return dg.Definitions(sensors=mes_sensors(s.mes_status_interval_s, s.mes_quality_interval_s))

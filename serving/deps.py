@@ -8,16 +8,35 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from agents.deps import AgentDeps, build_deps
 from core.database import tenant_session
+from core.embedding import Embedder, get_embedder
 from core.errors import Forbidden, Unauthorized
-from core.models import Role, Tenant
+from core.llm import Model, default_model
+from core.models import Role
+from core.repos import tenants
 from core.security import Principal, verify_token
 from core.settings import Settings, get_settings
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_model() -> Model:
+    """The Model seam a request's AgentDeps carries (tests override this dependency with the scripted
+    double of core.llm.testing)."""
+    return default_model()
+
+
+ModelDep = Annotated[Model, Depends(get_model)]
+EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
+
+
+def agent_deps(session: Session, principal: Principal, model: Model, settings: Settings | None = None) -> AgentDeps:
+    """The AgentDeps of one request: its session, the principal as the caller, and the request's model."""
+    return build_deps(session, subject=principal.subject, role=principal.role.value, groups=principal.groups,
+                      tenant_id=principal.tenant_id, tenant=principal.tenant, settings=settings, model=model)
 
 
 def authenticate(settings: Settings, authorization: str | None) -> Principal:
@@ -56,7 +75,7 @@ def _tenant_exists(tenant_id: uuid.UUID) -> bool:
     if seen is not None and now - seen < _TENANT_CACHE_S:
         return True
     with tenant_session(tenant_id) as s:
-        found = s.execute(select(Tenant.id).where(Tenant.id == tenant_id)).scalar() is not None
+        found = tenants.name(s, tenant_id) is not None
     if found:
         if len(_known_tenants) > 10_000:
             _known_tenants.clear()
@@ -77,12 +96,10 @@ def _tenant_id(name: str):  # noqa: ANN202
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
-_RANK = {Role.viewer: 0, Role.operator: 1, Role.admin: 2}
-
 
 def require_role(minimum: Role):
     def _check(principal: PrincipalDep) -> Principal:
-        if _RANK[principal.role] < _RANK[minimum]:
+        if not Role(principal.role).at_least(minimum):
             raise Forbidden(f"this action needs the {minimum.value} role", code="insufficient_role")
         return principal
 
@@ -90,8 +107,12 @@ def require_role(minimum: Role):
 
 
 def tenant_db(principal: PrincipalDep) -> Iterator[Session]:
+    """One transaction per request, as the application role, scoped to the caller's tenant by RLS. Routes pass
+    it to repositories and use cases; an exception rolls it back."""
     with tenant_session(principal.tenant_id) as session:
         yield session
 
 
-TenantSessionDep = Annotated[Session, Depends(tenant_db)]
+# scope="function": the transaction commits when the route returns, before the response is sent, so a
+# client never sees a success whose commit then failed.
+TenantSessionDep = Annotated[Session, Depends(tenant_db, scope="function")]

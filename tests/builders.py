@@ -152,3 +152,46 @@ def finetune_export_config(client, tenant, reason: str = "quarterly fine-tuning 
                     headers=_bearer(tenant.id, tenant.name, "admin", admin))
     assert r.status_code == 201, r.text
     return r.json()["run_config"]
+
+
+# --------------------------------------------------------------------------- agents and the model seam
+
+
+def agent_deps(session, caller, subject: str = "u", *, tenant_id=None, scripted=None, model=None):  # noqa: ANN001, ANN201
+    """AgentDeps for a test: the caller's role and groups (a retrieval `Caller`), and as its model the
+    scripted double with `scripted` replies (a reply is a string, or {"tool_calls": [...]})."""
+    from agents.deps import build_deps
+    from core.llm.testing import ScriptedModel
+
+    return build_deps(session, subject=subject, role=caller.role, groups=caller.groups, tenant_id=tenant_id,
+                      model=model or ScriptedModel(list(scripted or [])))
+
+
+def run_agent(session, caller, subject: str, message: str, history: list[dict], *, k: int = 6,  # noqa: ANN001, ANN201
+              scripted=None, tenant_id=None, model=None):  # noqa: ANN001
+    """orchestrator.run with the AgentDeps of `agent_deps`."""
+    from agents import orchestrator
+
+    deps = agent_deps(session, caller, subject, tenant_id=tenant_id, scripted=scripted, model=model)
+    return orchestrator.run(deps, message, history, k=k)
+
+
+class scripted_chat:  # noqa: N801 - used as a context manager, like pytest's helpers
+    """Within the block, the app's requests get the scripted double as their model (a FastAPI dependency
+    override on serving.deps.get_model): `with scripted_chat(client.app, ["reply [1]"]) as model: ...`."""
+
+    def __init__(self, app, replies: list | None = None) -> None:  # noqa: ANN001
+        from core.llm.testing import ScriptedModel
+
+        self.app, self.model = app, ScriptedModel(list(replies or []))
+
+    def __enter__(self):  # noqa: ANN204
+        from serving.deps import get_model
+
+        self.app.dependency_overrides[get_model] = lambda: self.model
+        return self.model
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        from serving.deps import get_model
+
+        self.app.dependency_overrides.pop(get_model, None)

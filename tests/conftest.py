@@ -83,6 +83,11 @@ def pytest_configure(config: pytest.Config) -> None:
     socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
     socket.socket.sendto = _guarded_sendto  # type: ignore[method-assign]
     socket.getaddrinfo = _guarded_getaddrinfo
+    # The model-seam guard (pydantic-ai's ALLOW_MODEL_REQUESTS=False): a model-server call a test did not
+    # script (core.llm.testing.ScriptedModel) fails; the extractive responder is local and stays allowed.
+    from core.llm.testing import block_model_requests
+
+    block_model_requests()
 
 
 @pytest.fixture(autouse=True)
@@ -94,6 +99,28 @@ def _no_network():
     NETWORK_ATTEMPTS.clear()
     if attempts:
         pytest.fail(f"test tried to reach the network: {attempts}")
+
+
+@pytest.fixture(autouse=True)
+def _no_model_requests():
+    """Fail the test if it made a model-server call it did not script, even if the code swallowed the error."""
+    from core.llm.litellm_model import BLOCKED_REQUESTS
+
+    BLOCKED_REQUESTS.clear()
+    yield
+    blocked = list(BLOCKED_REQUESTS)
+    BLOCKED_REQUESTS.clear()
+    if blocked:
+        pytest.fail(f"test made unscripted model-server calls (script them with core.llm.testing.ScriptedModel): "
+                    f"{blocked}")
+
+
+@pytest.fixture
+def blocked_model_requests() -> list[str]:
+    """For the guard's own test: the model-server calls blocked so far (cleared before the check)."""
+    from core.llm.litellm_model import BLOCKED_REQUESTS
+
+    return BLOCKED_REQUESTS
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AnyHttpUrl, BaseModel, Field, model_validator
-from sqlalchemy import delete, select
 
 from core import audit
-from core.database import tenant_session
-from core.models import Alert, AlertDelivery, AlertRule, Role
+from core.models import AlertRule, Role
+from core.repos import alerts as alerts_repo
+from core.repos import tenants
 from monitoring.service import configure_mes, public_target, set_alert_status
-from serving.deps import PrincipalDep, require_role
+from serving.deps import PrincipalDep, TenantSessionDep, require_role
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 
@@ -86,54 +86,34 @@ def _rule_out(r: AlertRule) -> RuleOut:
 
 
 @router.get("/alert-rules", response_model=list[RuleOut], dependencies=[require_role(Role.admin)])
-def get_rules(principal: PrincipalDep) -> list[RuleOut]:
-    with tenant_session(principal.tenant_id) as s:
-        return [_rule_out(r) for r in s.execute(select(AlertRule).order_by(AlertRule.name)).scalars()]
+def get_rules(db: TenantSessionDep) -> list[RuleOut]:
+    return [_rule_out(r) for r in alerts_repo.rules(db)]
 
 
 @router.put("/alert-rules", response_model=list[RuleOut], dependencies=[require_role(Role.admin)])
-def put_rules(body: RulesIn, principal: PrincipalDep) -> list[RuleOut]:
+def put_rules(body: RulesIn, principal: PrincipalDep, db: TenantSessionDep) -> list[RuleOut]:
     """Replace the tenant's rule set (rules keep their id when their name stays)."""
-    with tenant_session(principal.tenant_id) as s:
-        existing = {r.name: r for r in s.execute(select(AlertRule)).scalars()}
-        keep = set()
-        for rin in body.rules:
-            r = existing.get(rin.name) or AlertRule(id=uuid.uuid4(), tenant_id=principal.tenant_id, name=rin.name)
-            r.kind, r.threshold, r.scope, r.severity, r.enabled = (rin.kind, rin.threshold, rin.scope, rin.severity,
-                                                                    rin.enabled)
-            r.channels = rin.channels.model_dump(mode="json")
-            r.updated_at = dt.datetime.now(dt.UTC)
-            s.add(r)
-            keep.add(rin.name)
-        gone = [n for n in existing if n not in keep]
-        if gone:
-            s.execute(delete(AlertRule).where(AlertRule.name.in_(gone)))
-        audit.record(s, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
-                     action="alert_rules.replace", resource_type="alert_rules",
-                     details={"rules": [r.model_dump(mode="json") for r in body.rules], "removed": gone})
-        s.flush()
-        return [_rule_out(r) for r in s.execute(select(AlertRule).order_by(AlertRule.name)).scalars()]
+    gone = alerts_repo.replace_rules(db, principal.tenant_id, [
+        {**r.model_dump(exclude={"channels"}), "channels": r.channels.model_dump(mode="json")} for r in body.rules])
+    audit.record(db, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
+                 action="alert_rules.replace", resource_type="alert_rules",
+                 details={"rules": [r.model_dump(mode="json") for r in body.rules], "removed": gone})
+    return [_rule_out(r) for r in alerts_repo.rules(db)]
 
 
 @router.get("/alerts", response_model=list[AlertOut])
-def list_alerts(principal: PrincipalDep,
+def list_alerts(db: TenantSessionDep,
                 status: Annotated[Literal["open", "acknowledged", "resolved"] | None, Query()] = None,
                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[AlertOut]:
-    with tenant_session(principal.tenant_id) as s:
-        q = select(Alert).order_by(Alert.opened_at.desc()).limit(limit)
-        if status:
-            q = q.where(Alert.status == status)
-        alerts = s.execute(q).scalars().all()
-        deliveries: dict = {}
-        for d in s.execute(select(AlertDelivery).where(AlertDelivery.alert_id.in_([a.id for a in alerts]))).scalars():
-            deliveries.setdefault(d.alert_id, []).append(
-                {"channel": d.channel, "target": public_target(d.channel, d.target), "status": d.status,
-                 "attempts": d.attempts,
-                 "last_error": d.last_error, "at": d.created_at.isoformat()})
-        return [AlertOut(id=a.id, rule_id=a.rule_id, subject=a.subject, status=a.status, severity=a.severity,
-                         value=a.value, message=a.message, root_cause=a.root_cause, evidence=a.evidence,
-                         notify_count=a.notify_count, deliveries=deliveries.get(a.id, []), opened_at=a.opened_at,
-                         acknowledged_by=a.acknowledged_by, resolved_by=a.resolved_by) for a in alerts]
+    alerts = alerts_repo.recent(db, status, limit)
+    deliveries = {alert_id: [{"channel": d.channel, "target": public_target(d.channel, d.target), "status": d.status,
+                              "attempts": d.attempts, "last_error": d.last_error, "at": d.created_at.isoformat()}
+                             for d in ds]
+                  for alert_id, ds in alerts_repo.deliveries(db, [a.id for a in alerts]).items()}
+    return [AlertOut(id=a.id, rule_id=a.rule_id, subject=a.subject, status=a.status, severity=a.severity,
+                     value=a.value, message=a.message, root_cause=a.root_cause, evidence=a.evidence,
+                     notify_count=a.notify_count, deliveries=deliveries.get(a.id, []), opened_at=a.opened_at,
+                     acknowledged_by=a.acknowledged_by, resolved_by=a.resolved_by) for a in alerts]
 
 
 async def _transition(alert_id: uuid.UUID, principal, status: str) -> dict:  # noqa: ANN001
@@ -155,13 +135,9 @@ async def resolve(alert_id: uuid.UUID, principal: PrincipalDep) -> dict:
 
 
 @router.get("/integrations/mes", dependencies=[require_role(Role.admin)])
-def get_mes(principal: PrincipalDep) -> dict:
+def get_mes(principal: PrincipalDep, db: TenantSessionDep) -> dict:
     """This tenant's MES endpoint, if configured."""
-    from core.models import Tenant
-
-    with tenant_session(principal.tenant_id) as s:
-        t = s.get(Tenant, principal.tenant_id)
-        return {"mes": (t.settings or {}).get("mes")}
+    return {"mes": tenants.settings(db, principal.tenant_id).get("mes")}
 
 
 @router.put("/integrations/mes", dependencies=[require_role(Role.admin)])

@@ -7,13 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
-from sqlalchemy import func, select
 
 from compliance.access import can_read, read_filter
 from compliance.classification import CLASS_NAMES
 from core.errors import NotFound
 from core.filestore import FileTooLarge
-from core.models import Document, Role
+from core.models import Document, DocumentStatus, Role
+from core.repos import documents
+from core.security import Principal
 from core.settings import get_settings
 from pipeline import ingestion
 from serving.deps import PrincipalDep, TenantSessionDep, require_role
@@ -21,6 +22,7 @@ from serving.deps import PrincipalDep, TenantSessionDep, require_role
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 # Multipart framing around the file: allow this much on top of the file-size limit.
 _MULTIPART_OVERHEAD = 64 * 1024
+_STATUS = "^(" + "|".join(DocumentStatus) + ")$"
 
 
 class SubmitOut(BaseModel):
@@ -111,25 +113,19 @@ async def upload(
 def list_documents(
     principal: PrincipalDep,
     db: TenantSessionDep,
-    status_filter: Annotated[str | None, Query(alias="status", pattern="^(queued|parsing|awaiting_approval|indexed|"
-                                                                      "rejected|failed)$")] = None,
+    status_filter: Annotated[str | None, Query(alias="status", pattern=_STATUS)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DocumentList:
     """Documents the caller may see (admins see every document's metadata)."""
-    q = select(Document)
-    if principal.role != Role.admin:
-        q = q.where(read_filter(principal.role.value, principal.groups, Document.classification,
-                                Document.acl_groups, Document.review_status))
-    if status_filter:
-        q = q.where(Document.status == status_filter)
-    total = db.execute(select(func.count()).select_from(q.subquery())).scalar_one()
-    rows = db.execute(q.order_by(Document.created_at.desc(), Document.id).offset(offset).limit(limit)).scalars()
+    visible = None if principal.role == Role.admin else read_filter(
+        principal.role.value, principal.groups, Document.classification, Document.acl_groups, Document.review_status)
+    rows, total = documents.page(db, visible=visible, status=status_filter, limit=limit, offset=offset)
     return DocumentList(items=[_out(d) for d in rows], total=total)
 
 
-def _get_visible(db, principal, document_id: uuid.UUID) -> Document:  # noqa: ANN001
-    d = db.get(Document, document_id)
+def _get_visible(db: TenantSessionDep, principal: Principal, document_id: uuid.UUID) -> Document:
+    d = documents.get(db, document_id)
     if d is None or (principal.role != Role.admin and not can_read(
             principal.role.value, principal.groups, d.classification, d.acl_groups, d.review_status)):
         # Same answer for "absent" and "not yours": existence is not disclosed.

@@ -7,12 +7,11 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
-from sqlalchemy import select
 
-from core.database import tenant_session
 from core.errors import NotFound
 from core.models import EvalRun, Role
-from serving.deps import PrincipalDep, require_role
+from core.repos import evals
+from serving.deps import TenantSessionDep, require_role
 
 router = APIRouter(prefix="/v1/evals", tags=["evaluation"])
 
@@ -27,20 +26,17 @@ class EvalOut(BaseModel):
     report_url: str
 
 
-def _latest(principal) -> EvalRun:  # noqa: ANN001
-    with tenant_session(principal.tenant_id) as s:
-        run = s.execute(select(EvalRun).where(EvalRun.kind == "nightly").order_by(EvalRun.created_at.desc())
-                       .limit(1)).scalar()
-        if run is None:
-            raise NotFound("no evaluation has run yet (Dagster job nightly_golden_eval)", code="no_evaluation")
-        s.expunge(run)
-        return run
+def _latest(db: TenantSessionDep) -> EvalRun:
+    run = evals.latest(db, "nightly")
+    if run is None:
+        raise NotFound("no evaluation has run yet (Dagster job nightly_golden_eval)", code="no_evaluation")
+    return run
 
 
 @router.get("/latest", response_model=EvalOut, dependencies=[require_role(Role.operator)])
-def latest(principal: PrincipalDep) -> EvalOut:
+def latest(db: TenantSessionDep) -> EvalOut:
     """Scores of the latest golden-dataset evaluation of this tenant."""
-    run = _latest(principal)
+    run = _latest(db)
     return EvalOut(id=run.id, dataset_version=run.dataset_version, created_at=run.created_at, overall=run.overall,
                    per_specialist=run.per_specialist, regressions=run.regressions,
                    report_url="/v1/evals/latest/report")
@@ -48,9 +44,9 @@ def latest(principal: PrincipalDep) -> EvalOut:
 
 @router.get("/latest/report", dependencies=[require_role(Role.operator)], response_model=None,
             responses={200: {"content": {"text/html": {}}, "description": "the HTML report"}})
-def latest_report(principal: PrincipalDep) -> HTMLResponse:
+def latest_report(db: TenantSessionDep) -> HTMLResponse:
     """The readable report (tables and trend plot) of the latest evaluation."""
-    run = _latest(principal)
+    run = _latest(db)
     path = Path(run.report_path or "")
     if not path.is_file():
         raise NotFound("the report file of the latest evaluation is missing", code="report_missing")

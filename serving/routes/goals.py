@@ -9,15 +9,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from agents import answer_access, goals, planner
 from agents.answer import AI_DISCLOSURE
 from compliance.access import read_filter
-from core.database import tenant_session
-from core.models import AgentRun, GoalPlan, UserGoal
+from core.llm import Model
+from core.models import GoalPlan, UserGoal
+from core.repos import goals as goals_repo
+from core.security import Principal
 from retrieval.search import Caller
-from serving.deps import PrincipalDep
+from serving.deps import EmbedderDep, ModelDep, PrincipalDep, SettingsDep, TenantSessionDep, agent_deps
 from serving.ratelimit import RateLimit
 from serving.routes.chat import CitationOut
 
@@ -97,36 +98,35 @@ def _out(g: UserGoal, plans: list[GoalPlan] | None = None) -> GoalOut:
         PlanSummary(id=p.id, request=p.request, steps=len(p.steps), created_at=p.created_at) for p in plans])
 
 
-def _caller(principal) -> Caller:  # noqa: ANN001
+def _caller(principal: Principal) -> Caller:
     return Caller(principal.role.value, principal.groups)
 
 
 @router.get("", response_model=GoalPage)
-def list_goals(principal: PrincipalDep, status: Status | None = None,
+def list_goals(principal: PrincipalDep, db: TenantSessionDep, status: Status | None = None,
                limit: Annotated[int, Query(ge=1, le=200)] = 50,
                offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> GoalPage:
     """Your goals, most recently updated first."""
-    with tenant_session(principal.tenant_id) as s:
-        rows, total = goals.list_goals(s, principal.subject, status, limit, offset)
-        return GoalPage(items=[_out(g) for g in rows], total=total, limit=limit, offset=offset)
+    rows, total = goals.list_goals(db, principal.subject, status, limit, offset)
+    return GoalPage(items=[_out(g) for g in rows], total=total, limit=limit, offset=offset)
 
 
 @router.post("", response_model=GoalOut, status_code=status.HTTP_201_CREATED)
-def create_goal(body: GoalIn, principal: PrincipalDep) -> GoalOut:
+def create_goal(body: GoalIn, principal: PrincipalDep, db: TenantSessionDep, settings: SettingsDep,
+                embedder: EmbedderDep) -> GoalOut:
     """A new active goal; recalled at the start of your conversations and noted when a turn works on it."""
-    with tenant_session(principal.tenant_id) as s:
-        return _out(goals.create(s, principal.tenant_id, principal.subject, principal.role.value, body.text).goal)
+    return _out(goals.create(db, principal.tenant_id, principal.subject, principal.role.value, body.text,
+                             settings=settings, embedder=embedder).goal)
 
 
-def _plans(s, principal, goal_id: uuid.UUID) -> list[GoalPlan]:  # noqa: ANN001
+def _plans(s: TenantSessionDep, principal: Principal, goal_id: uuid.UUID) -> list[GoalPlan]:
     """Plans whose answers the caller may read now: the label stored with the plan (SQL), the cited documents'
     current labels, and the label of every step's run (what each step's model saw, cited or not)."""
     access = read_filter(principal.role.value, principal.groups, GoalPlan.classification, GoalPlan.acl_groups)
-    plans = list(s.execute(select(GoalPlan).where(GoalPlan.goal_id == goal_id, access)
-                           .order_by(GoalPlan.created_at.desc()).limit(50)).scalars())
+    plans = goals_repo.plans(s, goal_id, visible=access, limit=50)
     run_ids = [uuid.UUID(str(st["trace_id"])) for p in plans for st in p.steps if st.get("trace_id")]
-    runs = {str(i): a if a is not None else answer_access.derive_label(s, [], t) for i, a, t in s.execute(
-        select(AgentRun.id, AgentRun.access, AgentRun.trace).where(AgentRun.id.in_(run_ids))).all()} if run_ids else {}
+    runs = {str(i): a if a is not None else answer_access.derive_label(s, [], t)
+            for i, a, t in goals_repo.run_labels(s, run_ids)}
     labels, owner = [], []
     for n, p in enumerate(plans):
         labels.append({"sources": [{"document_id": str(c["document_id"]), "classification": p.classification,
@@ -143,46 +143,44 @@ def _plans(s, principal, goal_id: uuid.UUID) -> list[GoalPlan]:  # noqa: ANN001
 
 
 @router.get("/{goal_id}", response_model=GoalOut)
-def get_goal(goal_id: uuid.UUID, principal: PrincipalDep) -> GoalOut:
+def get_goal(goal_id: uuid.UUID, principal: PrincipalDep, db: TenantSessionDep) -> GoalOut:
     """One of your goals with its progress notes and plans (plans citing documents you can no longer read are
     left out)."""
-    with tenant_session(principal.tenant_id) as s:
-        g = goals.get(s, principal.subject, goal_id)
-        return _out(g, _plans(s, principal, g.id))
+    g = goals.get(db, principal.subject, goal_id)
+    return _out(g, _plans(db, principal, g.id))
 
 
 @router.patch("/{goal_id}", response_model=GoalOut)
-def update_goal(goal_id: uuid.UUID, body: GoalPatch, principal: PrincipalDep) -> GoalOut:
+def update_goal(goal_id: uuid.UUID, body: GoalPatch, principal: PrincipalDep, db: TenantSessionDep,
+                settings: SettingsDep, embedder: EmbedderDep) -> GoalOut:
     """Change the text or status (active | done | abandoned), or add a progress note."""
-    with tenant_session(principal.tenant_id) as s:
-        g = goals.update(s, principal.tenant_id, principal.subject, principal.role.value, goal_id,
-                         text=body.text, status=body.status, note=body.progress_note)
-        return _out(g)
+    g = goals.update(db, principal.tenant_id, principal.subject, principal.role.value, goal_id,
+                     text=body.text, status=body.status, note=body.progress_note, settings=settings, embedder=embedder)
+    return _out(g)
 
 
-def _plan(principal, goal_id: uuid.UUID, request: str | None) -> PlanOut:  # noqa: ANN001
-    with tenant_session(principal.tenant_id) as s:
-        return PlanOut(**planner.run_plan(s, principal.tenant_id, principal.subject, _caller(principal), goal_id,
-                                          request))
+def _plan(db: TenantSessionDep, principal: Principal, model: Model, goal_id: uuid.UUID,
+          request: str | None) -> PlanOut:
+    return PlanOut(**planner.run_plan(agent_deps(db, principal, model), goal_id, request))
 
 
 @router.post("/{goal_id}/plan", response_model=PlanOut, dependencies=[RateLimit])
-async def plan_goal(goal_id: uuid.UUID, principal: PrincipalDep, body: PlanIn | None = None) -> PlanOut:
+async def plan_goal(goal_id: uuid.UUID, principal: PrincipalDep, db: TenantSessionDep, model: ModelDep,
+                    body: PlanIn | None = None) -> PlanOut:
     """Decompose the request (default: the goal's text) into a DAG of steps, answer them in topological order
     from the documents you may read, reuse earlier plans of this goal as context, and merge the cited answers."""
-    return await run_in_threadpool(_plan, principal, goal_id, body.request if body else None)
+    return await run_in_threadpool(_plan, db, principal, model, goal_id, body.request if body else None)
 
 
 @router.get("/{goal_id}/plans", response_model=list[PlanOut])
-def list_plans(goal_id: uuid.UUID, principal: PrincipalDep) -> list[PlanOut]:
+def list_plans(goal_id: uuid.UUID, principal: PrincipalDep, db: TenantSessionDep) -> list[PlanOut]:
     """The goal's stored plans with their step results, newest first."""
-    with tenant_session(principal.tenant_id) as s:
-        g = goals.get(s, principal.subject, goal_id)
-        out = []
-        for p in _plans(s, principal, g.id):
-            reused = sorted({st["reused_context"]["plan_id"] for st in p.steps if st.get("reused_context")})
-            order = planner.topological_order([planner.Step(st["id"], st["text"], st["depends_on"]) for st in p.steps])
-            out.append(PlanOut(plan_id=p.id, goal_id=g.id, request=p.request, order=order,
-                               steps=p.steps, answer=p.answer, citations=p.citations, context_from_plans=reused))
-        return out
+    g = goals.get(db, principal.subject, goal_id)
+    out = []
+    for p in _plans(db, principal, g.id):
+        reused = sorted({st["reused_context"]["plan_id"] for st in p.steps if st.get("reused_context")})
+        order = planner.topological_order([planner.Step(st["id"], st["text"], st["depends_on"]) for st in p.steps])
+        out.append(PlanOut(plan_id=p.id, goal_id=g.id, request=p.request, order=order,
+                           steps=p.steps, answer=p.answer, citations=p.citations, context_from_plans=reused))
+    return out
 

@@ -4,10 +4,9 @@ import uuid
 
 from fastapi import APIRouter
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from core.errors import Unauthorized
-from core.models import Tenant
+from core.repos import tenants
 from serving.deps import PrincipalDep, TenantSessionDep
 
 router = APIRouter(prefix="/v1", tags=["identity"])
@@ -24,7 +23,7 @@ class MeOut(BaseModel):
 @router.get("/me", response_model=MeOut)
 def me(principal: PrincipalDep, db: TenantSessionDep) -> MeOut:
     """Who the bearer token says you are, checked against the tenant registry."""
-    name = db.execute(select(Tenant.name).where(Tenant.id == principal.tenant_id)).scalar()
+    name = tenants.name(db, principal.tenant_id)
     if name is None:
         raise Unauthorized("token names a tenant that does not exist", code="unknown_tenant")
     return MeOut(

@@ -11,10 +11,9 @@ from pydantic import BaseModel, Field
 
 from agents import learning, memory
 from core import audit
-from core.database import tenant_session
 from core.models import Memory
 from retrieval.search import Caller
-from serving.deps import PrincipalDep
+from serving.deps import EmbedderDep, PrincipalDep, SettingsDep, TenantSessionDep
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"])
 
@@ -66,45 +65,43 @@ def _out(m: Memory) -> MemoryOut:
 
 
 @router.get("", response_model=MemoryPage)
-def list_memories(principal: PrincipalDep, type: MemoryType | None = None,  # noqa: A002 - the API's field name
+def list_memories(principal: PrincipalDep, db: TenantSessionDep,
+                  type: MemoryType | None = None,  # noqa: A002 - the API's field name
                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
                   offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> MemoryPage:
     """Your memories, newest first (filter by type), only those you may still read."""
-    with tenant_session(principal.tenant_id) as s:
-        rows, total, withheld = memory.list_memories(s, principal.subject, Caller(principal.role.value,
-                                                                                  principal.groups),
-                                                     type, limit, offset)
-        return MemoryPage(items=[_out(m) for m in rows], total=total, limit=limit, offset=offset, withheld=withheld)
+    rows, total, withheld = memory.list_memories(db, principal.subject, Caller(principal.role.value, principal.groups),
+                                                 type, limit, offset)
+    return MemoryPage(items=[_out(m) for m in rows], total=total, limit=limit, offset=offset, withheld=withheld)
 
 
 @router.post("", response_model=MemoryOut, status_code=status.HTTP_201_CREATED)
-def add_memory(body: MemoryIn, principal: PrincipalDep) -> MemoryOut:
+def add_memory(body: MemoryIn, principal: PrincipalDep, db: TenantSessionDep, settings: SettingsDep,
+               embedder: EmbedderDep) -> MemoryOut:
     """Tell the platform something to remember. A preference it recognises ("short answers", "bullet
     points", "answer in German", "metric units") is stored under its key and replaces the earlier value."""
     known = [i for i in learning.extract_rules(body.content) if i.type == "PREFERENCE"] \
         if body.type == "PREFERENCE" else []
     key, value = (known[0].key, known[0].value) if known else (None, None)
-    with tenant_session(principal.tenant_id) as s:
-        w = memory.remember(s, principal.tenant_id, principal.subject, body.type,
-                            known[0].content if known else body.content, key=key, origin="user",
-                            metadata={"value": value} if value else {})
-        audit.record(s, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
-                     action="memory.create", resource_type="memory", resource_id=str(w.memory.id),
-                     details={"type": body.type, "key": key, "action": w.action})
-        return _out(w.memory)
+    w = memory.remember(db, principal.tenant_id, principal.subject, body.type,
+                        known[0].content if known else body.content, key=key, origin="user",
+                        metadata={"value": value} if value else {}, settings=settings, embedder=embedder)
+    audit.record(db, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
+                 action="memory.create", resource_type="memory", resource_id=str(w.memory.id),
+                 details={"type": body.type, "key": key, "action": w.action})
+    return _out(w.memory)
 
 
 @router.delete("/{memory_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def delete_memory(memory_id: uuid.UUID, principal: PrincipalDep) -> Response:
+def delete_memory(memory_id: uuid.UUID, principal: PrincipalDep, db: TenantSessionDep) -> Response:
     """Forget one of your memories (deleted, not hidden)."""
-    with tenant_session(principal.tenant_id) as s:
-        memory.delete_memory(s, principal.tenant_id, principal.subject, principal.role.value, memory_id)
+    memory.delete_memory(db, principal.tenant_id, principal.subject, principal.role.value, memory_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.delete("", response_model=ForgetOut)
-def forget_all(principal: PrincipalDep, type: MemoryType | None = None) -> ForgetOut:  # noqa: A002
+def forget_all(principal: PrincipalDep, db: TenantSessionDep,
+               type: MemoryType | None = None) -> ForgetOut:  # noqa: A002 - the API's field name
     """Forget everything remembered about you (or one type of it). Without a type, the agent's lessons about
     your past answers go too. Goals are managed separately (PATCH /v1/goals/{id})."""
-    with tenant_session(principal.tenant_id) as s:
-        return ForgetOut(**memory.forget_all(s, principal.tenant_id, principal.subject, principal.role.value, type))
+    return ForgetOut(**memory.forget_all(db, principal.tenant_id, principal.subject, principal.role.value, type))

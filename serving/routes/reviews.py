@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 from compliance import approvals
 from compliance.access import can_read
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from core.models import Document, Role
+from core.models import DocumentStatus, ReviewStatus, Role
+from core.repos import documents
 from serving.deps import PrincipalDep, TenantSessionDep, require_role
 
 router = APIRouter(prefix="/v1", tags=["approvals"])
@@ -54,15 +55,15 @@ def review_token(document_id: uuid.UUID, body: ReviewTokenIn, principal: Princip
     if not principal.steward:
         raise Forbidden("this action needs the data-steward permission", code="steward_required")
     reason = body.reason.replace("\x00", "").strip()
-    doc = db.get(Document, document_id)
+    doc = documents.get(db, document_id)
     # The steward reads what they approve: the need-to-know rules apply (the approval itself is what
     # is being decided, so Class IV is checked as if approved).
     if doc is None or not can_read(principal.role.value, principal.groups, doc.classification, doc.acl_groups,
-                                   "approved"):
+                                   ReviewStatus.approved):
         raise NotFound("document not found", code="document_not_found")
     if doc.created_by is not None and doc.created_by == principal.subject:
         raise Forbidden("the uploader cannot review their own document", code="own_document")
-    if doc.status != "awaiting_approval":
+    if doc.status != DocumentStatus.awaiting_approval:
         raise Conflict(f"document is {doc.status}, not awaiting approval", code="not_awaiting")
     if not reason:
         raise InvalidInput("a reason is required", code="reason_required")

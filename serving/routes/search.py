@@ -11,9 +11,8 @@ from pydantic import BaseModel, Field
 
 from compliance.classification import CLASS_NAMES
 from core import audit
-from core.database import tenant_session
 from retrieval.search import Caller, Filters, search
-from serving.deps import PrincipalDep
+from serving.deps import PrincipalDep, TenantSessionDep
 from serving.ratelimit import RateLimit
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
@@ -54,23 +53,22 @@ class SearchOut(BaseModel):
     notes: list[str]
 
 
-def run_search(principal, body: SearchIn) -> SearchOut:  # noqa: ANN001
+def run_search(s: TenantSessionDep, principal: PrincipalDep, body: SearchIn) -> SearchOut:
     f = body.filters
     filters = Filters(document_ids=f.document_ids, formats=f.formats, section=f.section,
                       created_after=f.created_after, created_before=f.created_before)
-    with tenant_session(principal.tenant_id) as s:
-        res = search(s, Caller(principal.role.value, principal.groups), body.query.strip(), body.k, filters)
-        qhash = hashlib.sha256(body.query.encode()).hexdigest()
-        audit.record(s, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
-                     action="search", resource_type="search",
-                     details={"query_sha256": qhash, "k": body.k, "chunk_ids": [str(h.chunk_id) for h in res.hits]})
-        for h in res.hits:
-            if h.classification >= 3:  # Class III/IV: every access is its own audit record
-                audit.record(s, tenant_id=principal.tenant_id, actor=principal.subject,
-                             actor_role=principal.role.value, action="chunk.access", resource_type="chunk",
-                             resource_id=str(h.chunk_id),
-                             details={"document_id": str(h.document_id), "class": CLASS_NAMES[h.classification],
-                                      "via": "search", "query_sha256": qhash})
+    res = search(s, Caller(principal.role.value, principal.groups), body.query.strip(), body.k, filters)
+    qhash = hashlib.sha256(body.query.encode()).hexdigest()
+    audit.record(s, tenant_id=principal.tenant_id, actor=principal.subject, actor_role=principal.role.value,
+                 action="search", resource_type="search",
+                 details={"query_sha256": qhash, "k": body.k, "chunk_ids": [str(h.chunk_id) for h in res.hits]})
+    for h in res.hits:
+        if h.classification >= 3:  # Class III/IV: every access is its own audit record
+            audit.record(s, tenant_id=principal.tenant_id, actor=principal.subject,
+                         actor_role=principal.role.value, action="chunk.access", resource_type="chunk",
+                         resource_id=str(h.chunk_id),
+                         details={"document_id": str(h.document_id), "class": CLASS_NAMES[h.classification],
+                                  "via": "search", "query_sha256": qhash})
     return SearchOut(
         hits=[HitOut(chunk_id=h.chunk_id, document_id=h.document_id, title=h.title, text=h.text, page=h.page,
                      section=h.section, classification=CLASS_NAMES[h.classification], score=h.score,
@@ -81,6 +79,6 @@ def run_search(principal, body: SearchIn) -> SearchOut:  # noqa: ANN001
 
 
 @router.post("", response_model=SearchOut, dependencies=[RateLimit])
-async def post_search(body: SearchIn, principal: PrincipalDep) -> SearchOut:
+async def post_search(body: SearchIn, principal: PrincipalDep, db: TenantSessionDep) -> SearchOut:
     """Hybrid search over the chunks the caller may read, ranked by reciprocal-rank fusion."""
-    return await run_in_threadpool(run_search, principal, body)
+    return await run_in_threadpool(run_search, db, principal, body)

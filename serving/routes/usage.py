@@ -5,12 +5,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 
-from core.database import tenant_session
-from core.models import Role, UsageRecord
+from core.models import Role
+from core.repos import usage
 from core.tenancy import set_tenant_setting
-from serving.deps import PrincipalDep, require_role
+from serving.deps import PrincipalDep, TenantSessionDep, require_role
 
 router = APIRouter(prefix="/v1", tags=["usage"])
 
@@ -38,20 +37,14 @@ class BudgetsIn(BaseModel):
 
 
 @router.get("/usage", response_model=UsageOut)
-def get_usage(principal: PrincipalDep,
+def get_usage(principal: PrincipalDep, db: TenantSessionDep,
               group_by: Annotated[Literal["user", "agent", "tier", "model"], Query()] = "agent",
               days: Annotated[int, Query(ge=1, le=366)] = 30) -> UsageOut:
     """Token use and cost. Admins see the whole tenant; everyone else sees their own use."""
-    col = {"user": UsageRecord.user_subject, "agent": UsageRecord.agent, "tier": UsageRecord.tier,
-           "model": UsageRecord.model}[group_by]
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
-    q = (select(col, func.count(), func.sum(UsageRecord.prompt_tokens), func.sum(UsageRecord.completion_tokens),
-                func.sum(UsageRecord.cost)).where(UsageRecord.created_at >= since).group_by(col).order_by(col))
-    if principal.role != Role.admin:
-        q = q.where(UsageRecord.user_subject == principal.subject)
-    with tenant_session(principal.tenant_id) as s:
-        rows = [UsageRow(key=k, calls=n, prompt_tokens=int(p), completion_tokens=int(c), cost=float(cost))
-                for k, n, p, c, cost in s.execute(q).all()]
+    subject = None if principal.role == Role.admin else principal.subject
+    rows = [UsageRow(key=k, calls=n, prompt_tokens=p, completion_tokens=c, cost=cost)
+            for k, n, p, c, cost in usage.summary(db, group_by, since, subject)]
     return UsageOut(since=since, group_by=group_by, rows=rows,
                     total_tokens=sum(r.prompt_tokens + r.completion_tokens for r in rows),
                     total_cost=round(sum(r.cost for r in rows), 6))

@@ -16,6 +16,7 @@ from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
 from retrieval.search import Caller
+from tests.builders import run_agent
 from tests.integration.test_retrieval import _index, index_two_tenant_corpus
 
 LABELLED = json.loads((Path(__file__).resolve().parents[1] / "data" / "routing_questions.json").read_text())
@@ -72,7 +73,7 @@ def test_failed_verification_escalates_then_downgrades(corpus):
     a, _, _ = corpus
     caller = Caller("operator")
     with tenant_session(a.id) as s:
-        out = orchestrator.run(s, caller, "u", "Which hydraulic oil does the press need?", [],
+        out = run_agent(s, caller, "u", "Which hydraulic oil does the press need?", [],
                                scripted=["Use HLP 99 [1].", "Use HLP 46 [1]."])
     assert out.specialist == "maintenance_advisor"
     assert (out.escalations, out.tier, out.outcome) == (1, "STANDARD", "verified")
@@ -81,7 +82,7 @@ def test_failed_verification_escalates_then_downgrades(corpus):
     assert esc and "numbers not found in the sources: ['99']" in esc[0]["because"][0]
 
     with tenant_session(a.id) as s:
-        bad = orchestrator.run(s, caller, "u", "Which hydraulic oil does the press need?", [],
+        bad = run_agent(s, caller, "u", "Which hydraulic oil does the press need?", [],
                                scripted=["HLP 99", "It is HLP 98 [7].", "Oil 97 [1]."])
     assert (bad.escalations, bad.tier, bad.outcome) == (2, "HEAVY", "downgraded")
     assert "failed automatic verification" in bad.text
@@ -116,9 +117,9 @@ def test_usage_rows_add_up_and_cost_by_tier(client, corpus, monkeypatch):
     get_settings.cache_clear()
     try:
         with tenant_session(a.id) as s:
-            out = orchestrator.run(s, Caller("operator"), "cost-user", "Which hydraulic oil does the press need?", [],
+            out = run_agent(s, Caller("operator"), "cost-user", "Which hydraulic oil does the press need?", [],
                                    scripted=["Use HLP 99 [1].", "Use HLP 46 [1]."], tenant_id=a.id)
-            run_id = orchestrator.record(s, a.id, "cost-user", out, None, None)
+            run_id = orchestrator.record(s, a.id, "cost-user", out, None, None, settings=get_settings())
     finally:
         monkeypatch.delenv("EAP_LLM_MODEL_LIGHT")
         monkeypatch.delenv("EAP_LLM_MODEL_STANDARD")
@@ -209,7 +210,7 @@ def test_model_tool_calls_are_role_checked(corpus, real_model_names):
     a, _, _ = corpus
     ask_report = {"tool_calls": [{"name": "report_generation", "arguments": {"request": "weld porosity"}}]}
     with tenant_session(a.id) as s:
-        viewer = orchestrator.run(s, Caller("viewer"), "v", "What caused the weld porosity?", [],
+        viewer = run_agent(s, Caller("viewer"), "v", "What caused the weld porosity?", [],
                                   scripted=[ask_report, "Low shielding gas flow of 9 l/min [1]."])
     denied = [st for st in viewer.trace if st["step"] == "THINK.skill"]
     assert denied == [{"step": "THINK.skill", "ms": denied[0]["ms"], "tool": "report_generation",
@@ -221,7 +222,7 @@ def test_model_tool_calls_are_role_checked(corpus, real_model_names):
 
     ask_calc = {"tool_calls": [{"name": "calculations", "arguments": {"request": "convert 25 Nm to lbf*ft"}}]}
     with tenant_session(a.id) as s:
-        op = orchestrator.run(s, Caller("operator"), "o", "How much is 25 Nm in lbf*ft?", [],
+        op = run_agent(s, Caller("operator"), "o", "How much is 25 Nm in lbf*ft?", [],
                               scripted=[ask_calc, "25 Nm is 18.44 lbf*ft [2]."])
     used = [st for st in op.trace if st["step"] == "THINK.skill" and st.get("requested_by") == "model"]
     assert used and used[0]["tool"] == "calculations" and used[0]["result"]["result"] == pytest.approx(18.439, 1e-3)
@@ -234,12 +235,12 @@ def test_over_budget_can_be_served_by_the_extractive_responder(client, make_tena
     r = client.put("/v1/budgets", json={"daily_tokens": 10, "on_exceed": "extractive"}, headers=_h(t, Role.admin))
     assert r.status_code == 200
     with tenant_session(t.id) as s:
-        first = orchestrator.run(s, Caller("operator"), "u", "Which hydraulic oil?", [],
+        first = run_agent(s, Caller("operator"), "u", "Which hydraulic oil?", [],
                                  scripted=["Use HLP 46 [1]."], tenant_id=t.id)
-        orchestrator.record(s, t.id, "u", first, None, None)
+        orchestrator.record(s, t.id, "u", first, None, None, settings=get_settings())
     assert first.model == "openai/eap-light"
     with tenant_session(t.id) as s:
-        second = orchestrator.run(s, Caller("operator"), "u", "Which hydraulic oil?", [], tenant_id=t.id)
+        second = run_agent(s, Caller("operator"), "u", "Which hydraulic oil?", [], tenant_id=t.id)
     assert second.model == "eap-extractive/grounded" and "HLP 46" in second.text
     assert second.trace[0]["budget"].startswith("exceeded")
 
@@ -249,9 +250,9 @@ def test_optional_llm_classifier_with_embedding_fallback(corpus, real_model_name
     monkeypatch.setenv("EAP_LLM_ROUTING", "true")
     get_settings.cache_clear()
     with tenant_session(a.id) as s:
-        chosen = orchestrator.run(s, Caller("operator"), "u", "What is the oil change interval?", [],
+        chosen = run_agent(s, Caller("operator"), "u", "What is the oil change interval?", [],
                                   scripted=["quality_inspector", "Change the oil every 4000 operating hours [1]."])
-        garbled = orchestrator.run(s, Caller("operator"), "u", "What is the oil change interval?", [],
+        garbled = run_agent(s, Caller("operator"), "u", "What is the oil change interval?", [],
                                    scripted=["I think maybe the maintenance person?",
                                              "Change the oil every 4000 operating hours [1]."])
     assert chosen.specialist == "quality_inspector" and "LLM classifier" in chosen.trace[1]["reason"]

@@ -135,6 +135,7 @@ def test_denials_are_recorded(client, make_tenant, monkeypatch):
 
 def test_failed_model_call_is_recorded(make_tenant, monkeypatch):
     from core import llm
+    from core.llm.testing import allow_model_requests
 
     t = make_tenant("llmfail")
     # A model server that is not there (loopback port 9 refuses): the real LiteLLM call fails.
@@ -142,7 +143,7 @@ def test_failed_model_call_is_recorded(make_tenant, monkeypatch):
     get_settings.cache_clear()
     bound = audit.bind_actor(t.id, "olga", "operator")  # what the API binds for an authenticated request
     try:
-        with pytest.raises(llm.LLMUnavailable):
+        with pytest.raises(llm.LLMUnavailable), allow_model_requests():
             llm.complete([{"role": "user", "content": "hello"}], model="openai/eap-light")
     finally:
         audit.unbind_actor(bound)

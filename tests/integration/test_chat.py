@@ -15,6 +15,7 @@ from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
 from retrieval.search import Caller
+from tests.builders import agent_deps, scripted_chat
 from tests.integration.test_retrieval import CALLERS, CORPUS_A, CORPUS_B, QUERIES, index_two_tenant_corpus
 
 
@@ -130,8 +131,8 @@ def test_no_chat_output_ever_carries_unreadable_content(client, corpus, role, gr
 def test_scripted_reply_through_the_seam_maps_citations(corpus):
     a, _, _ = corpus
     with tenant_session(a.id) as s:
-        res = answer(s, Caller("operator"), "hydraulic oil for press P3", [],
-                     mock_response="Use HLP 46 [1], see also [1] and [42].")
+        res = answer(agent_deps(s, Caller("operator"), scripted=["Use HLP 46 [1], see also [1] and [42]."]),
+                     "hydraulic oil for press P3", [])
     assert res.text == "Use HLP 46 [1], see also [1] and [42]."
     assert [c.n for c in res.citations] == [1]  # duplicates folded, out-of-range dropped
     assert res.citations[0].title == "oil"
@@ -177,3 +178,13 @@ def test_eap_ask_prints_answer_and_citations(corpus):
     secret = subprocess.run([eap, "ask", "alloy formula nickel", "--tenant", a.name, "--role", "viewer"],
                             capture_output=True, text=True, timeout=180, env=os.environ.copy())
     assert "nickel" not in secret.stdout.split("Sources:")[0].replace("alloy formula nickel", "")
+
+
+def test_a_scripted_model_answers_through_the_chat_route(client, corpus):
+    a, _, _ = corpus
+    with scripted_chat(client.app, ["Use HLP 46 [1]."]) as model:
+        r = client.post("/v1/chat", json={"message": "hydraulic oil for press P3"}, headers=_h(a))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answer"] == "Use HLP 46 [1]." and [c["title"] for c in body["citations"]] == ["oil"]
+    assert model.replies == [] and [q["scripted"] for q in model.requests] == [True]

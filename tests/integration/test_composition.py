@@ -15,11 +15,14 @@ from sqlalchemy import text
 
 from agents import composition, orchestrator, thinking
 from core.database import tenant_session
-from core.extractive import PREFIX
+from core.embedding import get_embedder
+from core.llm.extractive import PREFIX
+from core.llm.testing import ScriptedModel
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
 from retrieval.search import Caller
+from tests.builders import run_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 # The samples have no procedure for the welding cell; a pipeline question ends with one.
@@ -172,14 +175,14 @@ def test_independent_parts_fan_out_and_merge_with_renumbered_citations(client, p
     assert_citations_point_at_their_quotes(plant, body)
 
 
-def test_fan_out_branches_run_concurrently_when_each_can_have_its_own_session(plant, monkeypatch):
+def test_fan_out_branches_run_concurrently_when_each_can_have_its_own_session(plant):
     q = FAN_OUT_Q
     with tenant_session(plant.id) as s:
-        sequential = orchestrator.run(s, Caller("operator"), "u", q, [], tenant_id=plant.id)
+        sequential = run_agent(s, Caller("operator"), "u", q, [], tenant_id=plant.id)
     # A remote model would take this path; force it with the extractive responder to prove it equivalent.
-    monkeypatch.setattr(composition, "_parallel_ok", lambda deps, tier: (True, "concurrent: forced by the test"))
     with tenant_session(plant.id) as s:
-        concurrent = orchestrator.run(s, Caller("operator"), "u", q, [], tenant_id=plant.id)
+        concurrent = run_agent(s, Caller("operator"), "u", q, [], tenant_id=plant.id,
+                               model=ScriptedModel(concurrent=True))
     assert next(st for st in concurrent.trace if st["step"] == "FANOUT")["execution"].startswith("concurrent")
     assert concurrent.text == sequential.text
     assert [c.chunk_id for c in concurrent.citations] == [c.chunk_id for c in sequential.citations]
@@ -241,7 +244,7 @@ def test_quality_critical_questions_pass_the_gate_or_are_refused(client, plant):
 
 def _hit_index(plant, question: str, title: str) -> int:
     with tenant_session(plant.id) as s:
-        dry = orchestrator.run(s, Caller("operator"), "u", question, [])
+        dry = run_agent(s, Caller("operator"), "u", question, [])
     return next(i for i, h in enumerate(dry.prepared.hits, start=1) if h.title == title)
 
 
@@ -250,7 +253,7 @@ def test_red_team_removes_an_unsupported_assurance_then_the_gate_revises(plant):
     n = _hit_index(plant, q, "sop-114-lockout-tagout")
     draft = f"Yes, it is safe once the press has stopped. Block the ram with the safety block SB-300 [{n}]."
     with tenant_session(plant.id) as s:
-        out = orchestrator.run(s, Caller("operator"), "u", q, [], scripted=[draft])
+        out = run_agent(s, Caller("operator"), "u", q, [], scripted=[draft])
     assert "it is safe once" not in out.text and "SB-300" in out.text and "Quality gate: passed" in out.text
     findings = out.reasoning["findings"]
     assert findings[0]["attack"] == "unsupported" and findings[0]["action"] == "removed"
@@ -269,7 +272,7 @@ def test_tdd_loop_revises_a_scripted_bad_draft(plant):
     bad = "The press uses HLP 46 hydraulic oil."
     good = f"Use only HLP 46 hydraulic oil [{n}]. The ram guide bearings are greased every 500 operating hours [{n}]."
     with tenant_session(plant.id) as s:
-        out = orchestrator.run(s, Caller("operator"), "u", TDD_Q, [], scripted=[bad, good, "never used"])
+        out = run_agent(s, Caller("operator"), "u", TDD_Q, [], scripted=[bad, good, "never used"])
     assert _plan(out.trace)["composition"] == "tdd"
     checks = [st for st in out.trace if st["step"] == "TDD.check"]
     assert [c["passed"] for c in checks] == [False, True]
@@ -286,7 +289,7 @@ def test_tdd_loop_stops_at_its_bound(plant):
     bad = ["HLP 46 is used.", "It is HLP 46.", "The oil is HLP 46 and the grease EP2.", "Oil HLP 46, grease EP2.",
            "never used"]
     with tenant_session(plant.id) as s:
-        out = orchestrator.run(s, Caller("operator"), "u", TDD_Q, [], scripted=bad)
+        out = run_agent(s, Caller("operator"), "u", TDD_Q, [], scripted=bad)
     checks = [st for st in out.trace if st["step"] == "TDD.check"]
     assert len(checks) == composition.MAX_ROUNDS + 1 and not any(c["passed"] for c in checks)
     assert len([st for st in out.trace if st["step"] == "TDD.revise"]) == composition.MAX_ROUNDS
@@ -311,17 +314,19 @@ def test_classifier_asks_a_configured_model_only_for_complex_questions_the_rules
 
     long_q = ("Compare the lubrication intervals of the press with the consumable replacement intervals of the welding "
               "robot cell so that the maintenance planner can put all of them into one combined weekly plan")
-    r = route(long_q)
+    r = route(long_q, get_embedder())
     assert orchestrator.complexity(long_q) == "COMPLEX"
-    rules = composition.classify(long_q, r, "COMPLEX")
+    rules = composition.classify(long_q, r, "COMPLEX", get_embedder())
     assert (rules.composition, rules.by) == ("direct", "rules")  # extractive default: never asks a model
     replies = ["MULTI_PERSPECTIVE"]
-    by_model = composition.classify(long_q, r, "COMPLEX", model="openai/eap-light", replies=replies, allow_model=True)
+    by_model = composition.classify(long_q, r, "COMPLEX", get_embedder(), model=ScriptedModel(replies),
+                                    name="openai/eap-light", allow_model=True)
     assert (by_model.klass, by_model.composition, by_model.by) == ("MULTI_PERSPECTIVE", "fan-out", "model")
     assert len(by_model.specialists) >= 2 and replies == []
-    garbled = composition.classify(long_q, r, "COMPLEX", model="openai/eap-light", replies=["no idea"],
-                                   allow_model=True)
+    garbled = composition.classify(long_q, r, "COMPLEX", get_embedder(), model=ScriptedModel(["no idea"]),
+                                   name="openai/eap-light", allow_model=True)
     assert garbled.composition == "direct"  # an unusable reply: the rules stand
-    short = composition.classify("What does alarm A-117 mean?", route("What does alarm A-117 mean?"), "SIMPLE",
-                                 model="openai/eap-light", replies=["QUALITY_CRITICAL"], allow_model=True)
+    short = composition.classify("What does alarm A-117 mean?", route("What does alarm A-117 mean?", get_embedder()),
+                                 "SIMPLE", get_embedder(), model=ScriptedModel(["QUALITY_CRITICAL"]),
+                                 name="openai/eap-light", allow_model=True)
     assert short.composition == "direct"  # simple questions never cost a model call

@@ -140,7 +140,7 @@ def test_steward_review_needs_an_approval_token_from_the_api(client, dagster_env
 
 def test_finetune_export_needs_an_admin_approval(client, make_tenant):
     import definitions
-    from assets.quality import finetune_dataset
+    from assets.evals import finetune_dataset
     from core.models import Conversation, Feedback, Message
 
     t = make_tenant("ftauth")

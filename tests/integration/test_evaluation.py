@@ -33,7 +33,7 @@ def eval_tenant(platform_db):
 
 def _materialize(monkeypatch, tenant):
     import definitions
-    from assets.quality import golden_eval, no_eval_regression
+    from assets.evals import golden_eval, no_eval_regression
 
     monkeypatch.setenv("EAP_EVAL_TENANTS", tenant.name)
     get_settings.cache_clear()

@@ -17,13 +17,13 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from agents import orchestrator
 from core.database import tenant_session
 from core.models import Role
 from core.prompt import PROMPT_KEY, SOURCES_END, SOURCES_START, USER_CONTEXT_START
 from core.security import mint_token
 from core.settings import get_settings
 from retrieval.search import Caller
+from tests.builders import run_agent
 from tests.integration.test_retrieval import _index
 
 QUESTION = "How do I release stored hydraulic energy on press line 3?"
@@ -100,7 +100,7 @@ def test_marker_text_in_a_document_neither_cuts_sources_nor_sets_preferences(cli
 
     # The prompt the responder saw: every retrieved chunk is one source, whole, in order; no preference.
     with tenant_session(t.id) as s:
-        out = orchestrator.run(s, Caller("operator"), "nina", QUESTION, [], tenant_id=t.id)
+        out = run_agent(s, Caller("operator"), "nina", QUESTION, [], tenant_id=t.id)
     prompt = out.prepared.messages[0][PROMPT_KEY]
     chunk_sources = [src for src in prompt.sources if not src.tool]
     assert [src.text for src in chunk_sources] == [h.text for h in out.prepared.hits]
@@ -117,13 +117,13 @@ def test_marker_text_in_a_document_neither_cuts_sources_nor_sets_preferences(cli
 def test_control_the_attack_is_real_when_structure_is_read_back_from_text(client, plant, monkeypatch):
     """Control: with the prompt rendered unescaped and read back from its text (the code before the fix),
     the same documents make the dangerous sentence cite SOP-114 and set a short-answer preference."""
-    import core.extractive
+    import core.llm.extractive
     import core.prompt
 
     monkeypatch.setattr(core.prompt, "escape", lambda s: s)
     monkeypatch.setattr(core.prompt, "escape_line", lambda s: s)
-    monkeypatch.setattr(core.extractive, "prompt_of", lambda _messages: None)
-    monkeypatch.setattr(core.extractive, "_defang", lambda s: s)
+    monkeypatch.setattr(core.llm.extractive, "prompt_of", lambda _messages: None)
+    monkeypatch.setattr(core.llm.extractive, "_defang", lambda s: s)
     t, ids = plant
     body = client.post("/v1/chat", json={"message": QUESTION}, headers=_h(t, "carl")).json()
     by_n = {c["n"]: c for c in body["citations"]}

@@ -12,13 +12,16 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
-from agents import learning, memory, orchestrator
+from agents import learning, memory
 from core.database import tenant_session
-from core.extractive import SOURCES_START, USER_CONTEXT_START
+from core.embedding import get_embedder
+from core.llm.extractive import SOURCES_START, USER_CONTEXT_START
+from core.llm.testing import ScriptedModel
 from core.models import Memory, Role
 from core.security import mint_token
 from core.settings import get_settings
 from retrieval.search import Caller
+from tests.builders import run_agent
 from tests.integration.test_retrieval import _index
 
 MANUAL = ("Press P3 uses hydraulic oil HLP 46. Change the hydraulic oil of press P3 every 4000 operating hours. "
@@ -90,8 +93,8 @@ def test_preference_changes_prompt_and_answer_form_for_that_user_only(client, pl
 
     # The prompt itself: a delimited user-context block ahead of the sources, numbering untouched.
     with tenant_session(t.id) as s:
-        pia = orchestrator.run(s, Caller("operator"), "pia", OIL_Q, [], tenant_id=t.id)
-        otto = orchestrator.run(s, Caller("operator"), "otto", OIL_Q, [], tenant_id=t.id)
+        pia = run_agent(s, Caller("operator"), "pia", OIL_Q, [], tenant_id=t.id)
+        otto = run_agent(s, Caller("operator"), "otto", OIL_Q, [], tenant_id=t.id)
     prompt = pia.prepared.messages[0]["content"]
     assert USER_CONTEXT_START in prompt and "User context (from memory)" in prompt
     assert prompt.index("[preference answer_length=short]") < prompt.index(SOURCES_START)
@@ -190,20 +193,27 @@ def test_rules_and_model_extraction(monkeypatch):
     try:
         reply = ('[{"type": "FACT", "content": "Line 3 stamps door panels.", "key": null, "value": null},'
                  ' {"type": "PREFERENCE", "content": "Wants bullet points", "key": "format", "value": "bullets"}]')
-        items, how = learning.extract("Line 3 stamps door panels, and I like lists. Use metric units.", reply)
+        items, how = learning.extract("Line 3 stamps door panels, and I like lists. Use metric units.",
+                                      ScriptedModel([reply]), get_settings())
         assert how == "rules + openai/eap-light"
         assert {(i.type, i.key, i.value, i.source) for i in items} >= {
             ("FACT", None, None, "llm"), ("PREFERENCE", "format", "bullets", "llm"),
             ("PREFERENCE", "units", "metric", "rules")}
-        items, how = learning.extract("Use metric units.", "I think the user likes metric?")
+        items, how = learning.extract("Use metric units.", ScriptedModel(["I think the user likes metric?"]),
+                                      get_settings())
         assert how.startswith("rules (model extraction failed") and [i.key for i in items] == ["units"]
     finally:
         get_settings.cache_clear()
 
 
+def _mem() -> dict:
+    """The settings and embedder memory writes take (read now: the test changes the settings)."""
+    return {"settings": get_settings(), "embedder": get_embedder()}
+
+
 def test_decay_compaction_and_limits_keep_memory_bounded(client, make_tenant, monkeypatch):
     import definitions
-    from assets.intelligence import memory_maintenance
+    from assets.memory import memory_maintenance
 
     t = make_tenant("decay")
     monkeypatch.setenv("EAP_MEMORY_MAX_PER_USER", "10")
@@ -212,10 +222,10 @@ def test_decay_compaction_and_limits_keep_memory_bounded(client, make_tenant, mo
     try:
         with tenant_session(t.id) as s:
             pref = memory.remember(s, t.id, "lea", "PREFERENCE", "Prefers short answers.", key="answer_length",
-                                   metadata={"value": "short"}).memory.id
+                                   metadata={"value": "short"}, **_mem()).memory.id
             for i in range(14):  # a hard limit holds on every write: the lowest-value memories are evicted
                 memory.remember(s, t.id, "lea", "CONTEXT", f"Context note {i} about machine M-{i * 7} in hall {i}",
-                                importance=0.2 + i * 0.02)
+                                importance=0.2 + i * 0.02, **_mem())
             n = s.execute(text("SELECT count(*) FROM memories WHERE user_subject = 'lea'")).scalar()
             kept = set(s.execute(text("SELECT content FROM memories WHERE user_subject = 'lea'")).scalars())
         assert n == 10 and "Prefers short answers." in kept
@@ -225,17 +235,20 @@ def test_decay_compaction_and_limits_keep_memory_bounded(client, make_tenant, mo
         with tenant_session(t.id) as s:
             s.execute(text("DELETE FROM memories WHERE user_subject = 'lea' AND memory_type = 'CONTEXT'"))
             old = now - dt.timedelta(days=200)
-            stale = memory.remember(s, t.id, "lea", "EPISODIC", "Asked about the canteen opening hours", now=old)
-            fact = memory.remember(s, t.id, "lea", "FACT", "Our line 3 uses SOP-114 for lockout tagout.", now=old)
+            stale = memory.remember(s, t.id, "lea", "EPISODIC", "Asked about the canteen opening hours", now=old,
+                                    **_mem())
+            fact = memory.remember(s, t.id, "lea", "FACT", "Our line 3 uses SOP-114 for lockout tagout.", now=old,
+                                   **_mem())
             dup = Memory(tenant_id=t.id, user_subject="lea", memory_type="FACT", classification=2,
                          content="Our line 3 uses SOP-114 for lockout/tagout.", importance=0.6,
-                         embedding=[float(x) for x in memory.embed(["Our line 3 uses SOP-114 for lockout/tagout."])[0]],
+                         embedding=[float(x)
+                                    for x in get_embedder().embed(["Our line 3 uses SOP-114 for lockout/tagout."])[0]],
                          embedding_dim=384, access_count=3)
             s.add(dup)
             for i, q in enumerate(["What is the oil change interval of press P3?", "Which oil does press P3 use?",
                                    "How do I check the oil level of press P3?", "Who replaces the P3 oil filter?"]):
                 memory.remember(s, t.id, "lea", "EPISODIC", f"Asked “{q}” → Maintenance Advisor (verified)",
-                                now=now - dt.timedelta(days=9, hours=i))
+                                now=now - dt.timedelta(days=9, hours=i), **_mem())
             s.execute(text("UPDATE memories SET last_accessed_at = :n WHERE id = :p"), {"n": now, "p": pref})
             stale_id, fact_id = stale.memory.id, fact.memory.id
         res = dg.materialize([memory_maintenance], resources={"db": definitions.defs.resources["db"]})
@@ -259,7 +272,8 @@ def test_decay_compaction_and_limits_keep_memory_bounded(client, make_tenant, mo
         assert len(rows) <= 10 and audited == 1
         # Still recalled after compaction.
         with tenant_session(t.id) as s:
-            hits = memory.recall(s, "lea", Caller("operator"), memory.embed(["lockout on line 3"])[0])
+            hits = memory.recall(s, "lea", Caller("operator"), get_embedder().embed(["lockout on line 3"])[0],
+                                 settings=get_settings())
         assert facts[0].id in [h.id for h in hits]
     finally:
         get_settings.cache_clear()
@@ -328,7 +342,7 @@ def test_memory_from_a_class_iii_answer_is_not_recalled_without_access(client, p
         listed = client.get("/v1/memories", headers=_h(t, "quinn", role, groups)).json()
         assert listed["withheld"] >= 2 and all(m["classification"] < 3 for m in listed["items"])
         with tenant_session(t.id) as s:
-            out = orchestrator.run(s, Caller(role.value, groups), "quinn", follow, [], tenant_id=t.id)
+            out = run_agent(s, Caller(role.value, groups), "quinn", follow, [], tenant_id=t.id)
         assert "HT-5" not in out.prepared.messages[0]["content"]
     # With the group back, the memory is recalled again.
     body = _chat(client, t, "quinn", follow, groups=("qa",))

@@ -111,8 +111,8 @@ def test_feedback_api_rules(client, make_tenant):
 
 def test_feedback_sensor_triggers_on_enough_new_feedback(client, make_tenant, monkeypatch):
     import definitions
-    from assets.indexing import feedback_arrivals
     from quality.feedback import feedback_count
+    from sensors.indexing import feedback_arrivals
 
     monkeypatch.setenv("EAP_FEEDBACK_TRIGGER", "2")
     get_settings.cache_clear()
@@ -143,7 +143,7 @@ def test_finetune_dataset_is_scrubbed_filtered_and_deduplicated(client, make_ten
     import json
 
     import definitions
-    from assets.quality import finetune_dataset
+    from assets.evals import finetune_dataset
 
     t = make_tenant("ft")
     vec = np.zeros(384, dtype=np.float32)

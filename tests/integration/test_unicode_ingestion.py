@@ -50,7 +50,7 @@ def _rated_answer_citing(client, t, user, chunk_id, doc_id, question):
 
 def test_full_width_itar_raises_the_class_and_stays_out_of_the_finetune_export(client, dagster_env, make_tenant):  # noqa: F811
     import definitions
-    from assets.quality import finetune_dataset
+    from assets.evals import finetune_dataset
 
     _inst, run_pipeline, review = dagster_env
     t = make_tenant("uni-itar")

@@ -15,7 +15,7 @@ import uuid
 
 from agents import thinking
 from agents.answer import SYSTEM_PROMPT, prompt_sources
-from core import extractive
+from core.llm import extractive
 from core.prompt import (
     PROMPT_KEY,
     SOURCES_END,

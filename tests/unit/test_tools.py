@@ -80,18 +80,21 @@ def test_words_without_arithmetic_are_not_a_calculation():
 
 def test_the_task_a_request_opens_with_picks_the_specialist():
     from agents.router import route
+    from core.embedding import get_embedder
 
+    e = get_embedder()
     # The topic words point at the Quality Inspector / Procedure Expert; the task decides.
-    r = route("Summarise the weld porosity quality report QR-2026-044")
+    r = route("Summarise the weld porosity quality report QR-2026-044", e)
     assert r.specialist == "document_analyst" and "task intent" in r.reason
-    assert route("Compare the lockout SOP and the die change SOP").specialist == "document_analyst"
-    assert route("Calculate the difference between the defect rates 6.3 and 1.2 percent").specialist == "data_analyst"
+    assert route("Compare the lockout SOP and the die change SOP", e).specialist == "document_analyst"
+    assert route("Calculate the difference between the defect rates 6.3 and 1.2 percent", e).specialist == \
+        "data_analyst"
     # Without a task verb up front the topic decides as before.
-    assert route("What caused the weld porosity on bracket BR-220?").specialist == "quality_inspector"
+    assert route("What caused the weld porosity on bracket BR-220?", e).specialist == "quality_inspector"
 
 
 def test_extractive_answers_do_not_quote_headings():
-    from core.extractive import SOURCES_END, SOURCES_START, compose
+    from core.llm.extractive import SOURCES_END, SOURCES_START, compose
 
     # The title (in the source header) and a short section heading are labels inside the chunk text.
     prompt = (f"{SOURCES_START}\n[1] Weld porosity on bracket BR-220, p. 2, Corrective actions\n"

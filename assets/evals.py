@@ -1,5 +1,6 @@
-"""Quality-loop assets: the nightly golden evaluation and the fine-tuning dataset (feedback boosts and
-the eval-gated index promotion are in assets/indexing.py)."""
+"""Evaluation assets (the quality loop): the nightly golden evaluation and the fine-tuning dataset;
+their jobs and schedule are in jobs/evals.py. Feedback boosts and the eval-gated index promotion are
+in assets/indexing.py."""
 
 import dagster as dg
 from pydantic import Field
@@ -25,7 +26,6 @@ def finetune_dataset(context: dg.AssetExecutionContext, config: FinetuneConfig,
                      db: PlatformDatabase) -> dg.MaterializeResult:
     from compliance import approvals
     from core import audit
-    from core.database import system_session
     from quality import finetune
 
     try:
@@ -34,7 +34,7 @@ def finetune_dataset(context: dg.AssetExecutionContext, config: FinetuneConfig,
         raise dg.Failure(f"export refused: {exc.message}") from None
     written = finetune.build(tenant_ids=[approval.tenant_id])
     records = sum(w["records"] for w in written.values())
-    with system_session() as s:
+    with db.system() as s:
         audit.record(s, tenant_id=approval.tenant_id, actor=approval.subject, actor_role=approval.subject_role,
                      action="dataset.export.finetune.written", resource_type="dataset", resource_id="finetune",
                      details={"approval_id": str(approval.id), "run_id": context.run_id, "records": records})
@@ -74,17 +74,12 @@ def golden_eval(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.M
 def no_eval_regression(db: PlatformDatabase) -> dg.AssetCheckResult:
     from sqlalchemy import text
 
-    from core.database import system_session
-
-    with system_session() as s:
+    with db.system() as s:
         rows = s.execute(text("SELECT DISTINCT ON (tenant_id) tenant_id, regressions FROM eval_runs "
                               "WHERE kind = 'nightly' ORDER BY tenant_id, created_at DESC")).all()
     flagged = {str(t): r for t, r in rows if r}
     return dg.AssetCheckResult(passed=not flagged, metadata={"regressions": dg.MetadataValue.json(flagged)})
 
 
-eval_job = dg.define_asset_job("nightly_golden_eval", selection=[golden_eval])
-nightly_eval = dg.ScheduleDefinition(name="nightly_golden_eval", job=eval_job, cron_schedule="0 3 * * *",
-                                     default_status=dg.DefaultScheduleStatus.RUNNING)
-
-finetune_job = dg.define_asset_job("export_finetune_dataset", selection=[finetune_dataset])
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[finetune_dataset, golden_eval], asset_checks=[no_eval_regression])

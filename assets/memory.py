@@ -1,4 +1,5 @@
-"""Intelligence-loop assets: nightly memory maintenance (decay, forgetting, compaction, limits)."""
+"""Intelligence-loop assets: nightly memory maintenance (decay, forgetting, compaction, limits); its job and
+schedule are in jobs/memory.py."""
 
 import dagster as dg
 
@@ -12,10 +13,11 @@ INTELLIGENCE = "intelligence"
                                                "unused, memories below the floor are forgotten, near-duplicates "
                                                "merged, old episodes summarised, the per-user limit enforced.")
 def memory_maintenance(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+    from core.embedding import get_embedder
     from core.settings import get_settings
 
     s = get_settings()
-    res = memory.maintain_all()
+    res = memory.maintain_all(settings=s, embedder=get_embedder())
     per_tenant = res.pop("per_tenant")
     context.log.info(f"memory maintenance: {res}")
     return dg.MaterializeResult(metadata={
@@ -26,6 +28,5 @@ def memory_maintenance(context: dg.AssetExecutionContext, db: PlatformDatabase) 
     })
 
 
-memory_job = dg.define_asset_job("maintain_memories", selection=[memory_maintenance])
-nightly_memory = dg.ScheduleDefinition(name="nightly_memory_maintenance", job=memory_job, cron_schedule="30 1 * * *",
-                                       default_status=dg.DefaultScheduleStatus.RUNNING)
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[memory_maintenance])
