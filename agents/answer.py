@@ -75,7 +75,7 @@ def source_header(h: Hit) -> str:
 
 
 def prompt_sources(hits: list[Hit], tool_texts: Sequence[str] = ()) -> tuple[PromptSource, ...]:
-    """The numbered sources of a prompt: the chunks, then tool results (also used by agents/composition.py
+    """The numbered sources of a prompt: the chunks, then tool results (also used by agents/compose
     to renumber merged sources)."""
     return numbered([(source_header(h), h.text, False) for h in hits] + [("Tool result", t, True) for t in tool_texts])
 

@@ -98,7 +98,7 @@ def build_label(session: Session, *, chunk_docs: dict[str, str | None], cited: I
             "unresolved": len(lost)}
 
 
-def label_for_outcome(session: Session, out: Any) -> dict:  # noqa: ANN401 - orchestrator.Outcome (no import cycle)
+def label_for_outcome(session: Session, out: Any) -> dict:
     """Write time: the label of one answer and its trace."""
     chunk_docs: dict[str, str | None] = {}
     for h in out.prepared.hits:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from agents import answer_access, history, learning, orchestrator
 from agents.answer import AI_DISCLOSURE, Citation
 from agents.deps import AgentDeps
+from agents.trace import UNSET
 from compliance.classification import CLASS_NAMES
 from core import audit, llm
 from core.errors import InvalidInput
@@ -155,10 +156,10 @@ def _audit(deps: AgentDeps, pending: Pending, msg_id: uuid.UUID, run_id: uuid.UU
                           "retrieved_chunk_ids": [str(h.chunk_id) for h in hits],
                           "specialist": out.specialist, "model_tier": out.tier, "outcome": out.outcome,
                           "index_version": out.prepared.index_version, "trace_id": str(run_id),
-                          "tools": [st.get("tool") for st in out.trace if st.get("tool")],
-                          "tool_calls": [{k: st.get(k) for k in ("tool", "args", "result", "denied", "requested_by")
-                                          if st.get(k) is not None}
-                                         for st in out.trace if st["step"] == "THINK.skill"]})
+                          "tools": out.steps.tools(),
+                          "tool_calls": [{k: v for k in ("tool", "args", "result", "denied", "requested_by")
+                                          if (v := getattr(st, k)) is not UNSET and v is not None}
+                                         for st in out.steps.skills]})
     for h in hits:  # the model saw these: each Class III/IV chunk is its own record
         if h.classification >= 3:
             audit.record(session, tenant_id=tenant_id, actor=actor, actor_role=role,

@@ -54,7 +54,7 @@ def _active_count(session: Session, subject: str) -> int:
         UserGoal.user_subject == subject, UserGoal.status == "active")).scalar())
 
 
-def _note(goal: UserGoal, note: str, now: dt.datetime, **extra) -> None:
+def _note(goal: UserGoal, note: str, now: dt.datetime, **extra: object) -> None:
     entry = {"at": now.isoformat(), "note": " ".join(note.split())[:MAX_NOTE],
              **{k: str(v) if isinstance(v, uuid.UUID) else v for k, v in extra.items() if v is not None}}
     goal.progress = [*goal.progress, entry][-MAX_NOTES:]
@@ -153,6 +153,6 @@ def active_goals(session: Session, subject: str, vector: np.ndarray, limit: int 
     return [(g, float(s)) for g, s in rows]
 
 
-def note_progress(session: Session, goal: UserGoal, note: str, **extra) -> None:
+def note_progress(session: Session, goal: UserGoal, note: str, **extra: object) -> None:
     _note(goal, note, _now(), **extra)
     session.flush()

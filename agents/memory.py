@@ -25,6 +25,11 @@ Security: every query carries the user predicate (RLS scopes the tenant), and a 
 documents carries their access label (highest class; for Class III/IV the ACL groups that can read every
 such source): recall uses the same ceiling + need-to-know predicate as retrieval, with the caller's role
 and groups of *now*, so a user whose access was reduced does not get it back.
+
+Why one module of ~480 lines: it is the one owner of the `user_memories` table. Writing (the per-user lock,
+the limit), recall and maintenance (decay, merge, episode summaries) share the row shape, the access label
+and the vector helpers; split apart, the invariants above (a label on every write, the ceiling on every read,
+the hard limit) would live in several places.
 """
 
 from __future__ import annotations
@@ -47,9 +52,9 @@ from compliance.access import ceiling, read_filter
 from core import audit
 from core.embedding import Embedder
 from core.errors import InvalidInput, NotFound
-from core.lexical import tokenize
 from core.models import AgentLesson, Memory
 from core.settings import Settings
+from retrieval.lexical import tokenize
 from retrieval.search import Caller
 
 TYPES = ("FACT", "PREFERENCE", "SKILL", "CONTEXT", "EPISODIC")
@@ -292,7 +297,8 @@ def recall(session: Session, subject: str, caller: Caller, vector: np.ndarray, *
 # --------------------------------------------------------------------------- user control
 
 
-def _visible(subject: str, caller: Caller, memory_type: str | None):  # noqa: ANN202
+def _visible(subject: str, caller: Caller,
+             memory_type: str | None) -> tuple[list[sa.ColumnElement[bool]], sa.ColumnElement[bool]]:
     conds = [Memory.user_subject == subject]
     if memory_type:
         conds.append(Memory.memory_type == memory_type)
@@ -466,7 +472,7 @@ def maintain(session: Session, tenant_id: uuid.UUID, now: dt.datetime | None = N
 def maintain_all(now: dt.datetime | None = None, *, settings: Settings, embedder: Embedder) -> dict:
     """Every tenant, each in its own transaction (as the application role, scoped by RLS); audited.
     `settings` and `embedder` come from the caller (the Dagster asset builds them)."""
-    from core.database import system_session, tenant_session
+    from core.db.database import system_session, tenant_session
 
     with system_session() as s:
         tenants = s.execute(text("SELECT DISTINCT tenant_id FROM memories")).scalars().all()

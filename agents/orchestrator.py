@@ -1,9 +1,9 @@
 """The orchestrator: OBSERVE → THINK → VERIFY → LEARN for every message.
 
 OBSERVE  conversation history and the caller's access (role ceiling, groups); with a tenant, the user's
-         memories and active goals (agents/learning.py), injected into the system prompt as user context
+         memories and active goals (agents/learning), injected into the system prompt as user context
 THINK    route to a specialist (embeddings + rules), pick its model tier, retrieve with its preference
-         ; classify complexity and run the chosen composition and thinking tool (agents/composition.py)
+         ; classify complexity and run the chosen composition and thinking tool (agents/compose)
 VERIFY   every [n] cites a retrieved chunk the caller may read; every number in the answer appears in
          the sources; no Class IV chunk unless approved; failing answers escalate to the next tier, and
          if the last tier fails too the answer is downgraded with a notice; PII sanitised for III/IV
@@ -22,11 +22,26 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from agents import answer_access, budget, composition, learning, skills
+from agents import answer_access, budget, compose, learning, skills
 from agents.answer import Citation, Prepared, citations_for, prepare
 from agents.deps import AgentDeps
 from agents.router import route, route_with_model
 from agents.specialists import SPECIALISTS, Specialist
+from agents.trace import (
+    EscalateStep,
+    GenerateStep,
+    LearnStep,
+    ObserveStep,
+    ReasoningStep,
+    RetrieveStep,
+    RouteStep,
+    SkillStep,
+    TierStep,
+    Trace,
+    VerifyStep,
+    ms_since,
+)
+from agents.verify import Verdict, verify
 from compliance.access import ceiling
 from compliance.pii import sanitise
 from core import llm
@@ -34,15 +49,10 @@ from core.enums import TIERS
 from core.errors import Forbidden, InvalidInput
 from core.llm import Model
 from core.llm.extractive import MODEL as EXTRACTIVE_MODEL
-from core.llm.extractive import NO_ANSWER
 from core.models import AgentRun
 from core.prompt import prompt_of
 from core.settings import Settings
 from retrieval.search import Caller
-
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w.])")
-_CITE = re.compile(r"\[\d{1,2}\]")
-
 
 _COMPLEX = re.compile(r"\b(why|root cause|compare|trade-?off|should we|plan|impact|analy[sz]e)\b", re.I)
 
@@ -66,33 +76,6 @@ def tier_model(tier: str, s: Settings) -> str:
         tier) or llm.model_name()
 
 
-@dataclass
-class Verdict:
-    ok: bool
-    abstained: bool
-    problems: list[str] = field(default_factory=list)
-
-
-def verify(text: str, prepared: Prepared, caller: Caller, tool_texts: list[str] | None = None) -> Verdict:
-    if text.strip().startswith(NO_ANSWER[:40]) or ("could not find" in text.lower() and not _CITE.search(text)):
-        return Verdict(True, True)
-    problems: list[str] = []
-    markers = [int(m[1:-1]) for m in _CITE.findall(text)]
-    if not markers:
-        problems.append("no citation")
-    tool_texts = tool_texts or []
-    bad = [n for n in markers if not 1 <= n <= len(prepared.hits) + len(tool_texts)]
-    if bad:
-        problems.append(f"citations to sources that were not retrieved: {sorted(set(bad))}")
-    top = ceiling(caller.role)
-    for h in prepared.hits:
-        if h.classification > top:
-            problems.append(f"source above the caller's ceiling: {h.chunk_id}")
-    sources = " ".join([h.text for h in prepared.hits] + tool_texts)
-    unsupported = [n for n in _NUMBER.findall(_CITE.sub("", text)) if n not in sources]
-    if unsupported:
-        problems.append(f"numbers not found in the sources: {sorted(set(unsupported))[:5]}")
-    return Verdict(not problems, False, problems)
 
 
 @dataclass
@@ -105,21 +88,28 @@ class Outcome:
     route_confidence: float
     outcome: str
     escalations: int
-    trace: list[dict]
+    steps: Trace  # typed; `trace` is its stored JSON
     prepared: Prepared
     calls: list[dict] = field(default_factory=list)  # one per model call: tier, model, tokens
     run_id: uuid.UUID | None = None
     memory: learning.UserContext | None = None  # what OBSERVE recalled (None without a tenant, e.g. evaluations)
 
     @property
+    def trace(self) -> list[dict]:
+        """The trace as stored on the run and returned by GET /v1/traces/{id}."""
+        return self.steps.to_json()
+
+    @property
     def composition(self) -> str:
-        return next((s["composition"] for s in self.trace if s.get("step") == "THINK.compose"), "direct")
+        step = self.steps.compose
+        return step.composition if step is not None else "direct"
 
     @property
     def reasoning(self) -> dict | None:
         """A thinking tool's output (Council, RedTeam, FirstPrinciples), shown as a collapsible section;
         kept in the trace, so it is stored with the run."""
-        return next((s["reasoning"] for s in self.trace if s.get("step") == "THINK.reasoning"), None)
+        step = self.steps.reasoning
+        return step.reasoning if step is not None else None
 
 
 def run(deps: AgentDeps, message: str, history: list[dict], *, k: int = 6) -> Outcome:
@@ -128,17 +118,15 @@ def run(deps: AgentDeps, message: str, history: list[dict], *, k: int = 6) -> Ou
     user's memories are recalled."""
     session, caller, tenant_id = deps.session, deps.access, deps.tenant_id
     settings, lm = deps.settings, deps.model
-    trace: list[dict] = []
+    trace = Trace()
     over_budget = budget.check(session, tenant_id) if tenant_id is not None else None
-
-    def step(name: str, t0: float, **detail) -> None:
-        trace.append({"step": name, "ms": round((time.perf_counter() - t0) * 1000, 1), **detail})
 
     t = time.perf_counter()
     ctx = learning.observe(deps, message) if tenant_id is not None else None
-    step("OBSERVE", t, history_turns=len(history) // 2, role=caller.role, ceiling=ceiling(caller.role),
-         groups=list(caller.groups), budget="exceeded: served by the extractive responder" if over_budget else "ok",
-         **(ctx.trace() if ctx is not None else {}))
+    trace.append(ObserveStep(ms=ms_since(t), history_turns=len(history) // 2, role=caller.role,
+                             ceiling=ceiling(caller.role), groups=list(caller.groups),
+                             budget="exceeded: served by the extractive responder" if over_budget else "ok",
+                             **(ctx.trace() if ctx is not None else {})))
 
     def model_for(tier: str) -> str:
         return EXTRACTIVE_MODEL if over_budget else tier_model(tier, settings)
@@ -154,40 +142,43 @@ def run(deps: AgentDeps, message: str, history: list[dict], *, k: int = 6) -> Ou
     if ctx is not None:
         r = ctx.prefer_specialist(session, r)  # ambiguous requests: the user's rated history decides
     spec = SPECIALISTS[r.specialist]
-    step("THINK.route", t, specialist=spec.key, confidence=round(r.confidence, 4), fallback=r.fallback,
-         reason=r.reason, scores={k2: round(v, 4) for k2, v in r.scores.items()})
+    trace.append(RouteStep(ms=ms_since(t), specialist=spec.key, confidence=round(r.confidence, 4),
+                           fallback=r.fallback, reason=r.reason,
+                           scores={k2: round(v, 4) for k2, v in r.scores.items()}))
 
     t = time.perf_counter()
     prepared = prepare(session, caller, message, history, k, role_prompt=spec.prompt, prefer_titles=spec.prefer_titles)
     if ctx is not None:
         ctx.inject(prepared.messages)  # "User context (from memory)" ahead of the numbered sources
-    step("THINK.retrieve", t, tool="hybrid_search", hits=len(prepared.hits), index_version=prepared.index_version,
-         chunk_ids=[str(h.chunk_id) for h in prepared.hits], timings_ms=prepared.timings_ms)
+    trace.append(RetrieveStep(ms=ms_since(t), tool="hybrid_search", hits=len(prepared.hits),
+                              index_version=prepared.index_version, chunk_ids=[str(h.chunk_id) for h in prepared.hits],
+                              timings_ms=prepared.timings_ms))
 
     tool_texts, direct, skill_name = _skill(session, caller, spec, message, prepared, model_for, trace)
 
-    # THINK.compose: the complexity classifier picks the composition (agents/composition.py); its
+    # THINK.compose: the complexity classifier picks the composition (agents/compose); its
     # level also sets the starting tier. SIMPLE requests take the direct path below, unchanged.
     t = time.perf_counter()
-    plan = composition.classify(message, r, complexity(message), deps.embedder, model=lm, name=light,
-                                allow_model=settings.llm_routing)
-    step("THINK.compose", t, **plan.as_step())
+    plan = compose.classify(message, r, complexity(message), deps.embedder, model=lm, name=light,
+                            allow_model=settings.llm_routing)
+    trace.append(plan.as_step(ms_since(t)))
     start_tier = pick_tier(spec.tier, plan.level)
-    trace.append({"step": "THINK.tier", "ms": 0.0, "complexity": plan.level, "tier": start_tier,
-                  "specialist_default": spec.tier})
+    trace.append(TierStep(ms=0.0, complexity=plan.level, tier=start_tier, specialist_default=spec.tier))
     calls: list[dict] = []
     forced: str | None = None
+    d: compose.Draft | compose.Composed
     if plan.direct:
         d = _draft(session, caller, message, prepared, tool_texts, direct, skill_name, start_tier, lm, calls,
                    trace, model_for)
     else:
-        cdeps = composition.Deps(session, caller, message, history, k, lm, deps.embedder, calls, trace, model_for,
-                                 tenant_id, draft=_draft, skill=_skill, verify=verify, verdict=Verdict)
-        d = composition.execute(plan, cdeps, composition.Branch(spec.key, message, prepared, tool_texts, direct,
+        cdeps = compose.Deps(session, caller, message, history, k, lm, deps.embedder, calls, trace, model_for,
+                             tenant_id, draft=_draft, skill=_skill)
+        composed = compose.execute(plan, cdeps, compose.Branch(spec.key, message, prepared, tool_texts, direct,
                                                                skill_name), start_tier)
-        prepared, forced = d.prepared, d.outcome  # the merged sources the answer's [n] markers point into
-        if d.reasoning:
-            trace.append({"step": "THINK.reasoning", "ms": 0.0, "reasoning": d.reasoning})
+        prepared, forced = composed.prepared, composed.outcome  # the merged sources the [n] markers point into
+        if composed.reasoning:
+            trace.append(ReasoningStep(ms=0.0, reasoning=composed.reasoning))
+        d = composed
     text, model, tier_index, escalations, verdict = d.text, d.model, TIERS.index(d.tier), d.escalations, d.verdict
     outcome = forced or ("abstained" if verdict.abstained else "verified" if verdict.ok else "downgraded")
     if outcome == "downgraded":
@@ -199,13 +190,14 @@ def run(deps: AgentDeps, message: str, history: list[dict], *, k: int = 6) -> Ou
     if any(c.classification >= 3 for c in cites):
         text = sanitise(text).text
     t = time.perf_counter()
-    step("LEARN", t, specialist=spec.key, tier=TIERS[tier_index], outcome=outcome, escalations=escalations)
+    trace.append(LearnStep(ms=ms_since(t), specialist=spec.key, tier=TIERS[tier_index], outcome=outcome,
+                           escalations=escalations))
     return Outcome(text, cites, model, TIERS[tier_index], spec.key, r.confidence, outcome, escalations, trace,
                    prepared, calls, memory=ctx)
 
 
 def _skill(session: Session, caller: Caller, spec: Specialist, message: str, prepared: Prepared,
-           model_for: Callable[[str], str], trace: list[dict]) -> tuple[list[str], str | None, str | None]:
+           model_for: Callable[[str], str], trace: Trace) -> tuple[list[str], str | None, str | None]:
     """The rule-based skill step of one specialist: its result becomes the next numbered source, and
     with the extractive responder it may be the answer itself. Returns (tool texts, direct answer, skill)."""
     tool_texts: list[str] = []
@@ -223,19 +215,17 @@ def _skill(session: Session, caller: Caller, spec: Specialist, message: str, pre
                 raise RuntimeError("the prepared prompt has no typed source list to add the tool result to")
             prepared.messages[0] = prompt.with_source(f"Tool {res.skill}: {res.title}", res.text,
                                                       tool=True).system_message()
-            trace.append({"step": "THINK.skill", "ms": round((time.perf_counter() - t) * 1000, 1), "tool": res.skill,
-                          "args": {"question": message}, "result": res.data})
+            trace.append(SkillStep(ms=ms_since(t), tool=res.skill, args={"question": message}, result=res.data))
             if llm.is_extractive(model_for(spec.tier)):
                 direct = _direct_answer(res, prepared, n)
         except (Forbidden, InvalidInput) as exc:
-            trace.append({"step": "THINK.skill", "ms": round((time.perf_counter() - t) * 1000, 1), "tool": skill_name,
-                          "denied": exc.code, "reason": exc.message})
+            trace.append(SkillStep(ms=ms_since(t), tool=skill_name, denied=exc.code, reason=exc.message))
     return tool_texts, direct, skill_name
 
 
 def _draft(session: Session, caller: Caller, message: str, prepared: Prepared, tool_texts: list[str],
            direct: str | None, skill_name: str | None, start_tier: str, lm: Model, calls: list[dict],
-           trace: list[dict], model_for: Callable[[str], str], *, escalate: bool = True) -> composition.Draft:
+           trace: Trace, model_for: Callable[[str], str], *, escalate: bool = True) -> compose.Draft:
     """Generate → VERIFY → escalate for one specialist: the whole answer of a SIMPLE request, one
     branch of a composed one. A failing answer is retried on the next tier (unless the composition
     revises it itself: `escalate=False`)."""
@@ -250,28 +240,27 @@ def _draft(session: Session, caller: Caller, message: str, prepared: Prepared, t
             # it back): no model call, no tokens spent. `direct` exists only when the specialist's model is
             # the extractive responder; a Model that writes its own text even there is asked instead.
             text, model = direct, f"skill:{skill_name}"
-            trace.append({"step": "THINK.generate", "ms": round((time.perf_counter() - t) * 1000, 1), "tier": tier,
-                          "model": model, "note": "answered by the skill, no model call"})
+            trace.append(GenerateStep(ms=ms_since(t), tier=tier, model=model,
+                                      note="answered by the skill, no model call"))
         else:
             text = _generate(session, caller, message, prepared, model, tier, lm, tool_texts, calls, trace)
         t = time.perf_counter()
         verdict = verify(text, prepared, caller, tool_texts)
-        trace.append({"step": "VERIFY", "ms": round((time.perf_counter() - t) * 1000, 1), "ok": verdict.ok,
-                      "abstained": verdict.abstained, "problems": verdict.problems})
+        trace.append(VerifyStep(ms=ms_since(t), ok=verdict.ok, abstained=verdict.abstained, problems=verdict.problems))
         if verdict.ok or not escalate or tier_index == len(TIERS) - 1:
             break
         direct = None  # escalation goes to a model
         escalations += 1
         tier_index += 1
-        trace.append({"step": "ESCALATE", "ms": 0.0, "to": TIERS[tier_index], "because": verdict.problems})
-    return composition.Draft(text, model, TIERS[tier_index], escalations, verdict)
+        trace.append(EscalateStep(ms=0.0, to=TIERS[tier_index], because=verdict.problems))
+    return compose.Draft(text, model, TIERS[tier_index], escalations, verdict)
 
 
 MAX_TOOL_ROUNDS = 3
 
 
 def _generate(session: Session, caller: Caller, message: str, prepared: Prepared, model: str, tier: str,
-              lm: Model, tool_texts: list[str], calls: list[dict], trace: list[dict]) -> str:
+              lm: Model, tool_texts: list[str], calls: list[dict], trace: Trace) -> str:
     """Model call(s) for one tier. A (non-extractive) model may ask for skills as tool calls; each is
     role-checked by skills.invoke and its result (or refusal) goes back to the model."""
     msgs = list(prepared.messages)
@@ -281,9 +270,8 @@ def _generate(session: Session, caller: Caller, message: str, prepared: Prepared
         c = lm.complete(msgs, model=model, tools=tools)
         p_tok, c_tok = budget.tokens(c, msgs)
         calls.append({"tier": tier, "model": model, "prompt_tokens": int(p_tok), "completion_tokens": int(c_tok)})
-        trace.append({"step": "THINK.generate", "ms": round((time.perf_counter() - t) * 1000, 1), "tier": tier,
-                      "model": model, "prompt_tokens": int(p_tok), "completion_tokens": int(c_tok),
-                      "tool_calls": [tc["name"] for tc in c.tool_calls or []]})
+        trace.append(GenerateStep(ms=ms_since(t), tier=tier, model=model, prompt_tokens=int(p_tok),
+                                  completion_tokens=int(c_tok), tool_calls=[tc["name"] for tc in c.tool_calls or []]))
         if not c.tool_calls or _round == MAX_TOOL_ROUNDS:
             return c.text
         msgs.append({"role": "assistant", "content": c.text or None, "tool_calls": [
@@ -297,13 +285,12 @@ def _generate(session: Session, caller: Caller, message: str, prepared: Prepared
                                     hits=prepared.hits)
                 tool_texts.append(res.text)
                 content = res.text
-                trace.append({"step": "THINK.skill", "ms": round((time.perf_counter() - t) * 1000, 1),
-                              "tool": tc["name"], "args": args, "result": res.data, "requested_by": "model"})
+                trace.append(SkillStep(ms=ms_since(t), tool=tc["name"], args=args, result=res.data,
+                                       requested_by="model"))
             except (Forbidden, InvalidInput, ValueError) as exc:
                 code = getattr(exc, "code", "invalid_arguments")
                 content = f"refused: {getattr(exc, 'message', str(exc))}"
-                trace.append({"step": "THINK.skill", "ms": round((time.perf_counter() - t) * 1000, 1),
-                              "tool": tc["name"], "denied": code, "requested_by": "model"})
+                trace.append(SkillStep(ms=ms_since(t), tool=tc["name"], denied=code, requested_by="model"))
             msgs.append({"role": "tool", "tool_call_id": tc["id"], "content": content})
     return ""
 

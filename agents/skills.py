@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from agents.tools import CalculationRefused, calculate, convert, statistics, tool_schema
 from compliance.access import can_read
-from core import index_versions
 from core.enums import Role
 from core.errors import Forbidden, InvalidInput
+from retrieval import versions
 from retrieval.search import Caller, Hit, search
 
 SAFETY_FIRST = "Before you start:"
@@ -60,7 +60,7 @@ _WORDED = [
 ]
 
 
-def _calculations(session: Session, caller: Caller, question: str, **_) -> SkillResult:
+def _calculations(session: Session, caller: Caller, question: str, **_: object) -> SkillResult:
     conv = re.search(r"(-?\d+(?:\.\d+)?)\s*([a-zA-Z°/*·-]+)\s+(?:to|in|into)\s+([a-zA-Z°/*·-]+)", question)
     if conv and re.search(r"\b(convert|in|to)\b", question, re.I):
         value, f, t = float(conv.group(1)), conv.group(2), conv.group(3)
@@ -110,7 +110,7 @@ def _calculated(expression: str, shown: str) -> SkillResult:
                        {"tool": "calculate", "args": [expression], "result": value})
 
 
-def _procedure_lookup(session: Session, caller: Caller, question: str, **_) -> SkillResult:
+def _procedure_lookup(session: Session, caller: Caller, question: str, **_: object) -> SkillResult:
     hits = search(session, caller, question, k=5).hits
     if not hits:
         raise InvalidInput("no procedure found", code="no_procedure")
@@ -118,7 +118,7 @@ def _procedure_lookup(session: Session, caller: Caller, question: str, **_) -> S
     rows = session.execute(
         text("SELECT text, classification, acl_groups, section FROM chunks WHERE document_id = :d "
              "AND generation = :g ORDER BY ordinal"),
-        {"d": sop.document_id, "g": index_versions.serving(session).generation},
+        {"d": sop.document_id, "g": versions.serving(session).generation},
     ).all()
     steps: list[tuple[int, str]] = []
     safety: list[str] = []
@@ -157,7 +157,7 @@ def _first_sentences(text_: str, n: int = 2) -> str:
 
 
 def _document_analysis(session: Session, caller: Caller, question: str, hits: list[Hit] | None = None,
-                       **_) -> SkillResult:
+                       **_: object) -> SkillResult:
     hits = hits or search(session, caller, question, k=8).hits
     docs: dict = {}
     for h in hits:
@@ -173,7 +173,7 @@ def _document_analysis(session: Session, caller: Caller, question: str, hits: li
 
 
 def _report_generation(session: Session, caller: Caller, question: str, hits: list[Hit] | None = None,
-                       tool_results: list[SkillResult] | None = None, **_) -> SkillResult:
+                       tool_results: list[SkillResult] | None = None, **_: object) -> SkillResult:
     hits = hits or search(session, caller, question, k=6).hits
     lines = [f"# Report: {question.strip().rstrip('?')}", "", "## Findings"]
     for i, h in enumerate(hits, start=1):
@@ -209,7 +209,7 @@ def available(role: str) -> list[str]:
     return [s.name for s in REGISTRY.values() if Role.rank_of(role) >= Role(s.min_role).rank]
 
 
-def invoke(name: str, session: Session, caller: Caller, question: str, **kwargs) -> SkillResult:
+def invoke(name: str, session: Session, caller: Caller, question: str, **kwargs: object) -> SkillResult:
     skill = REGISTRY.get(name)
     if skill is None:
         raise InvalidInput(f"unknown skill {name!r}", code="unknown_skill")

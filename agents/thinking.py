@@ -4,7 +4,7 @@ statement-level reading of an answer that they and the composition patterns shar
 Every tool works without a generative model and is deterministic: perspectives come from different
 specialists' retrieval and prompts, evidence is quoted from retrieved chunks, and every synthesised
 line cites the chunk it comes from. A configured model only replaces the extractive synthesis
-(through the same LiteLLM seam, in `agents/composition.py`); the checks here stay rule-based, so a
+(through the same LiteLLM seam, in `agents/compose`); the checks here stay rule-based, so a
 model cannot talk its way past them.
 
 - Council: several specialists' positions → common ground (a chunk cited by several of them) and
@@ -16,6 +16,10 @@ model cannot talk its way past them.
 - FirstPrinciples: decomposes a "why" question into cause hypotheses along the 6M (Ishikawa)
   categories, probes the documents once per hypothesis and keeps only hypotheses backed by a
   retrieved passage.
+
+Why one module of ~440 lines: the three tools and the composition all read answers through the same
+statement parser (`statements`, `rewrite`, the [n] markers, the causal and controlling-document
+patterns); keeping them with it means a change to what counts as a statement changes every reader at once.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ import numpy as np
 
 from compliance.normalise import fold
 from compliance.pii import contains_pii, sanitise
-from core.lexical import tokenize
 from core.llm.extractive import NO_ANSWER, PREFIX
+from retrieval.lexical import tokenize
 
 COUNCIL, REDTEAM, FIRST_PRINCIPLES = "Council", "RedTeam", "FirstPrinciples"
 MARK = re.compile(r"\[(\d{1,3})\]")
@@ -51,7 +55,7 @@ _HAZARD = re.compile(r"\b(?:bypass\w*|overrid\w+|disabl\w+|defeat\w*|skip\w*|rea
 _ASSURANCE = re.compile(r"\b(?:it is safe|is safe|safe to|no risk|not dangerous|can be released|may be released|"
                         r"can be shipped|is approved|are approved|approve it|is compliant|go ahead|yes)\b", re.I)
 _EXPORT = re.compile(r"\b(?:ITAR|EAR99|ECCN|dual[\s-]use|export[\s-]control(?:led)?)\b", re.I)
-_CAUSAL = re.compile(r"\b(?:caus\w*|due to|because|led to|lead to|let|resulted in|root cause|cracked|worn|broken|"
+CAUSAL = re.compile(r"\b(?:caus\w*|due to|because|led to|lead to|let|resulted in|root cause|cracked|worn|broken|"
                      r"blocked|clogged|contaminated|against the specified)\b|"
                      r"\b(?:if|when|above|below|exceeds?)\b[^.]*\b(?:stops?|trips?|triggers?|shuts? down)\b", re.I)
 
@@ -406,7 +410,7 @@ def first_principles(question: str, candidates: list[tuple[str, Statement]], emb
     for i, (key, st) in enumerate(cands):
         overlap = len(content_terms(st.plain) & content_terms(cats[key][2]))
         if overlap and (on_topic(st) or sims[i] >= EVIDENCE_MIN_SIMILARITY):
-            causal = bool(_CAUSAL.search(st.plain))
+            causal = bool(CAUSAL.search(st.plain))
             scored.append((overlap + (2 if causal else 0) + sims[i], key, st, causal, sims[i]))
     scored.sort(key=lambda x: -x[0])
     chosen: dict[str, tuple[Statement, bool, float]] = {}

@@ -26,7 +26,7 @@ def finetune_dataset(context: dg.AssetExecutionContext, config: FinetuneConfig,
                      db: PlatformDatabase) -> dg.MaterializeResult:
     from compliance import approvals
     from core import audit
-    from quality import finetune
+    from evals import finetune
 
     try:
         approval = approvals.consume_export(config.approval_token, reason=config.reason, run_id=context.run_id)
@@ -49,11 +49,11 @@ def finetune_dataset(context: dg.AssetExecutionContext, config: FinetuneConfig,
                                           "per specialist, with history, regression flags and an HTML report.")
 def golden_eval(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
     # Scores, counts and the report's path only. The evaluation asks as an admin without need-to-know
-    # groups (quality/evaluation.py), so no Class III/IV text reaches an answer, and answers are not
+    # groups (evals/evaluation.py), so no Class III/IV text reaches an answer, and answers are not
     # kept: a launch from the (unauthenticated) Dagster UI reveals scores, never document text.
     from core.settings import get_settings
     from core.tenancy import get_tenant
-    from quality import evaluation
+    from evals import evaluation
 
     meta: dict = {}
     for name in [n.strip() for n in get_settings().eval_tenants.split(",") if n.strip()]:

@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.resources import PlatformDatabase
+from retrieval.versions import BuildConfig
 
 GROUP = "indexing"
 
@@ -29,10 +30,9 @@ class IndexBuildConfig(dg.Config):
     chunk_overlap_tokens: int | None = Field(default=None, ge=0, le=120,
                                              description="default EAP_CHUNK_OVERLAP_TOKENS")
 
-    def build(self):  # noqa: ANN201
+    def build(self) -> BuildConfig:
         """The configuration a rebuild builds: the settings, with this run's overrides."""
         from core.embedding import LOCAL_ALIASES, LOCAL_DIM, LOCAL_MODEL_NAME
-        from core.index_versions import BuildConfig
 
         base = BuildConfig.desired()
         model = self.embedding_model or base.embedding_model
@@ -49,14 +49,14 @@ class IndexBuildConfig(dg.Config):
                                         "(rebuild or boosts refresh); never serves before the gate passes.")
 def index_candidate(context: dg.AssetExecutionContext, config: IndexBuildConfig,
                     db: PlatformDatabase) -> dg.MaterializeResult:
-    from core.index_versions import active
-    from pipeline import index_builds
-    from quality import feedback
+    from evals import feedback
+    from retrieval import builds
+    from retrieval.versions import active
 
     if config.kind not in ("rebuild", "boosts"):
         raise dg.Failure(f"kind must be 'rebuild' or 'boosts', not {config.kind!r}")
     built, skipped, failed = {}, {}, {}
-    for tenant_id, name in index_builds.tenants():
+    for tenant_id, name in builds.tenants():
         if config.tenants and name not in config.tenants:
             continue
         boosts = feedback.compute_boosts(tenant_id)
@@ -66,23 +66,23 @@ def index_candidate(context: dg.AssetExecutionContext, config: IndexBuildConfig,
             if feedback.same_boosts(boosts, feedback.stored_boosts(tenant_id, serving)):
                 skipped[name] = "boosts unchanged"
                 continue
-            rejected = index_builds.last_rejected(tenant_id, "boosts")
+            rejected = builds.last_rejected(tenant_id, "boosts")
             if rejected and feedback.same_boosts(boosts, feedback.stored_boosts(tenant_id, rejected)):
                 skipped[name] = f"this boost set was rejected by the gate as version {rejected}"
                 continue
-        cand = index_builds.start(tenant_id, config.kind, config.reason,
+        cand = builds.start(tenant_id, config.kind, config.reason,
                                   config.build() if config.kind == "rebuild" else None)
         if cand is None:
             skipped[name] = "a rebuild candidate is pending (it carries fresh boosts)"
             continue
         try:
-            stats = index_builds.build_generation(cand) if config.kind == "rebuild" else {}
+            stats = builds.build_generation(cand) if config.kind == "rebuild" else {}
             stats["boosts"] = feedback.write_boosts(tenant_id, cand.version, boosts)
-            index_builds.finish(cand, stats)
+            builds.finish(cand, stats)
             built[name] = {"version": cand.version, "generation": cand.generation,
                            **{k: v for k, v in stats.items() if k != "manifest"}}
         except Exception as exc:  # noqa: BLE001 - recorded on the version, reported below
-            index_builds.fail(cand, str(exc))
+            builds.fail(cand, str(exc))
             # The message stays on the version (GET /v1/index/versions, admins); a database error's can
             # quote chunk text, so the UI gets the error class only.
             failed[name] = type(exc).__name__
@@ -102,8 +102,8 @@ def candidate_passes_golden_eval(context: dg.AssetCheckExecutionContext, db: Pla
     from sqlalchemy import text
 
     from core.settings import get_settings
-    from pipeline import index_builds
-    from quality import evaluation
+    from evals import evaluation
+    from retrieval import builds
 
     gated_tenants = {n.strip() for n in get_settings().eval_tenants.split(",") if n.strip()}
     with db.system() as s:
@@ -117,7 +117,7 @@ def candidate_passes_golden_eval(context: dg.AssetCheckExecutionContext, db: Pla
         else:
             ev = {"gated": False, "passed": True, "candidate_version": version,
                   "note": "no golden dataset for this tenant (EAP_EVAL_TENANTS): promoted without an evaluation"}
-        index_builds.record_evaluation(tenant_id, version, ev)
+        builds.record_evaluation(tenant_id, version, ev)
         verdicts[name] = {k: ev.get(k) for k in ("passed", "gated", "candidate_version", "active_version",
                                                  "active", "candidate", "regressions", "note", "report")
                           if ev.get(k) is not None}
@@ -143,10 +143,10 @@ class ActiveIndexConfig(dg.Config):
                       "(or, with config rollback, the previous version is restored).")
 def active_index(context: dg.AssetExecutionContext, config: ActiveIndexConfig,
                  db: PlatformDatabase) -> dg.MaterializeResult:
-    from core.index_versions import active
-    from pipeline import index_builds
+    from retrieval import builds
+    from retrieval.versions import active
 
-    known = dict((name, tid) for tid, name in index_builds.tenants())
+    known = dict((name, tid) for tid, name in builds.tenants())
     unknown = sorted(set(config.rollback) - set(known))
     if unknown:
         raise dg.Failure(f"unknown tenant(s) {unknown}: nothing rolled back")
@@ -154,14 +154,14 @@ def active_index(context: dg.AssetExecutionContext, config: ActiveIndexConfig,
     for name, tenant_id in sorted(known.items()):
         if name in config.rollback:
             try:
-                res = index_builds.rollback(tenant_id)
-            except index_builds.BuildFailed as exc:
+                res = builds.rollback(tenant_id)
+            except builds.BuildFailed as exc:
                 raise dg.Failure(f"rollback of tenant {name} failed: {exc}") from exc
             rolled_back[name] = res
             context.log.info(f"tenant {name}: rolled back from index version {res['from_version']} to "
                              f"{res['version']}")
         elif not config.rollback:
-            res = index_builds.promote(tenant_id)
+            res = builds.promote(tenant_id)
             if res:
                 promoted[name] = res
                 context.log.info(f"tenant {name}: index version {res['from_version']} → {res['version']}")

@@ -24,7 +24,7 @@ from pydantic import Field
 from assets.resources import PlatformDatabase
 from core.embedding import get_embedder
 from core.settings import get_settings
-from pipeline import ingestion
+from ingestion import stages, store
 
 # BackfillPolicy is marked beta, but single-run backfills are what makes a batch of uploads one run.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -51,28 +51,28 @@ def _private_umask() -> Iterator[None]:
 
 
 def _run_stage(
-    context: dg.AssetExecutionContext, stage: str, fn: Callable[[ingestion.DocumentJob], object], needs: str | None
-) -> tuple[dict, list[ingestion.DocumentJob]]:
+    context: dg.AssetExecutionContext, stage: str, fn: Callable[[store.DocumentJob], object], needs: str | None
+) -> tuple[dict, list[store.DocumentJob]]:
     keys = list(context.partition_keys)
-    jobs = ingestion.load_jobs(keys, run_id=context.run_id)
+    jobs = store.load_jobs(keys, run_id=context.run_id)
     ok, failed, skipped = [], {}, []
     t0 = time.perf_counter()
-    with _private_umask(), ingestion.Heartbeat(context.run_id):
+    with _private_umask(), store.Heartbeat(context.run_id):
         for key in keys:
             job = jobs.get(key)
             if job is None or job.status in _SKIP_STATUSES or (
-                needs and (not job.held or not ingestion.Stages(job).has(needs))
+                needs and (not job.held or not store.Stages(job).has(needs))
             ):
                 skipped.append(key)
                 continue
             try:
                 fn(job)
                 ok.append(job)
-            except ingestion.NotHeld as exc:
+            except stages.NotHeld as exc:
                 skipped.append(key)
                 context.log.info(f"document {key} skipped at {stage}: {exc}")
             except Exception as exc:  # noqa: BLE001 - one bad document must not stop the others
-                ingestion.mark_failed(job, stage, exc)
+                store.mark_failed(job, stage, exc)
                 # The full reason is on the document (GET /v1/documents/{id}); it can quote document text
                 # (a parser's or the database's message), so the UI gets the stage and error class only.
                 failed[key] = f"{stage}: {type(exc).__name__}"
@@ -93,8 +93,8 @@ def _run_stage(
 def document_raw(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
     only_queued = REQUEST_TAG in context.run.tags
 
-    def raw(job):  # noqa: ANN001, ANN202
-        return ingestion.stage_raw(job, context.run_id, only_queued=only_queued)
+    def raw(job: store.DocumentJob) -> object:
+        return stages.stage_raw(job, context.run_id, only_queued=only_queued)
 
     meta, ok = _run_stage(context, "raw", raw, needs=None)
     return dg.MaterializeResult(metadata=meta)
@@ -105,8 +105,8 @@ def document_raw(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.
 def document_parsed(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
     stats = {"elements": 0, "ocr_pages": 0}
 
-    def parse(job):  # noqa: ANN001, ANN202
-        doc = ingestion.stage_parse(job)
+    def parse(job: store.DocumentJob) -> object:
+        doc = stages.stage_parse(job)
         stats["elements"] += len(doc.elements)
         stats["ocr_pages"] += len(doc.ocr_pages)
 
@@ -119,8 +119,8 @@ def document_parsed(context: dg.AssetExecutionContext, db: PlatformDatabase) -> 
 def document_classified(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
     raised: dict[str, str] = {}
 
-    def run(job):  # noqa: ANN001, ANN202
-        res = ingestion.stage_classify(job)
+    def run(job: store.DocumentJob) -> object:
+        res = stages.stage_classify(job)
         if res["final"] > res["declared"]:
             raised[str(job.id)] = f"{res['declared']}→{res['final']}"
 
@@ -136,8 +136,8 @@ def document_sanitised(context: dg.AssetExecutionContext, db: PlatformDatabase) 
     totals: dict[str, int] = {}
     sanitise_all = get_settings().pii_sanitise_all
 
-    def run(job):  # noqa: ANN001, ANN202
-        res = ingestion.stage_sanitise(job, sanitise_all)
+    def run(job: store.DocumentJob) -> object:
+        res = stages.stage_sanitise(job, sanitise_all)
         for k, v in res["counts"].items():
             totals[k] = totals.get(k, 0) + v
 
@@ -150,8 +150,8 @@ def document_sanitised(context: dg.AssetExecutionContext, db: PlatformDatabase) 
 def document_chunks(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
     n = {"chunks": 0}
 
-    def run(job):  # noqa: ANN001, ANN202
-        n["chunks"] += len(ingestion.stage_chunk(job))
+    def run(job: store.DocumentJob) -> object:
+        n["chunks"] += len(stages.stage_chunk(job))
 
     meta, _ = _run_stage(context, "chunk", run, needs="sanitised.json")
     return dg.MaterializeResult(metadata={**meta, **n})
@@ -160,20 +160,20 @@ def document_chunks(context: dg.AssetExecutionContext, db: PlatformDatabase) -> 
 @dg.asset(**_COMMON, deps=[document_chunks], description="Chunk embeddings through the embedding seam.")
 def document_embeddings(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
     keys = list(context.partition_keys)
-    jobs = [j for j in ingestion.load_jobs(keys, run_id=context.run_id).values()
-            if j.status not in _SKIP_STATUSES and j.held and ingestion.Stages(j).has("chunks.json")]
+    jobs = [j for j in store.load_jobs(keys, run_id=context.run_id).values()
+            if j.status not in _SKIP_STATUSES and j.held and store.Stages(j).has("chunks.json")]
     t0 = time.perf_counter()
     counts: dict[str, int] = {}
-    with _private_umask(), ingestion.Heartbeat(context.run_id):
+    with _private_umask(), store.Heartbeat(context.run_id):
         embedder = get_embedder()  # loading the model counts as work: the heartbeat runs meanwhile
         try:
-            counts = ingestion.stage_embed(jobs, embedder)
+            counts = stages.stage_embed(jobs, embedder)
         except Exception:  # noqa: BLE001 - retry per document so one bad input does not sink the batch
             for job in jobs:
                 try:
-                    counts.update(ingestion.stage_embed([job], embedder))
+                    counts.update(stages.stage_embed([job], embedder))
                 except Exception as exc:  # noqa: BLE001
-                    ingestion.mark_failed(job, "embed", exc)
+                    store.mark_failed(job, "embed", exc)
                     context.log.warning(f"document {job.id} failed at embed: {type(exc).__name__}")
     secs = time.perf_counter() - t0
     total = sum(counts.values())
@@ -210,7 +210,7 @@ def _review(context: dg.AssetExecutionContext, config: IndexConfig, key: str) ->
     if config.decision is None or not (config.reason or "").strip() or not (config.approval_token or "").strip():
         raise dg.Failure("a steward review needs decision (approve|reject), reason and approval_token "
                          "(POST /v1/documents/{id}/review-token)")
-    job = ingestion.load_jobs([key]).get(key)
+    job = store.load_jobs([key]).get(key)
     if job is None:
         raise dg.Failure(f"document {key} does not exist")
     if not job.gated:
@@ -218,7 +218,7 @@ def _review(context: dg.AssetExecutionContext, config: IndexConfig, key: str) ->
     if job.status != "awaiting_approval":
         raise dg.Failure(f"document {key} is {job.status}, not awaiting approval")
     decision = config.decision.value
-    if decision == "approve" and not ingestion.Stages(job).has("embeddings.npy"):
+    if decision == "approve" and not store.Stages(job).has("embeddings.npy"):
         raise dg.Failure(f"document {key} has no processed version waiting for review")
     try:
         approval = approvals.consume_review(
@@ -231,7 +231,7 @@ def _review(context: dg.AssetExecutionContext, config: IndexConfig, key: str) ->
     job.reviewed_hash = job.content_hash
     context.log.info(f"document {key}: {job.review_status} by {approval.subject} (approval {approval.id})")
     try:
-        return ingestion.stage_index(job)
+        return stages.stage_index(job)
     except Exception as exc:  # noqa: BLE001 - the decision stands; the document is retried by the pipeline
         raise dg.Failure(f"document {key} {job.review_status}, but indexing failed ({type(exc).__name__}); "
                          "the next pipeline run indexes it") from None
@@ -253,20 +253,20 @@ def search_index(context: dg.AssetExecutionContext, config: IndexConfig, db: Pla
             "outcomes": dg.MetadataValue.json({keys[0]: outcome}),
             "review": dg.MetadataValue.json({"decision": config.decision.value if config.decision else None}),
         })
-    jobs = ingestion.load_jobs(keys)
+    jobs = store.load_jobs(keys)
     outcomes: dict[str, str] = {}
     for key in keys:
         job = jobs.get(key)
         if job is None:
             outcomes[key] = "deleted"
             continue
-        if job.status in _SKIP_STATUSES or not ingestion.Stages(job).has("embeddings.npy"):
+        if job.status in _SKIP_STATUSES or not store.Stages(job).has("embeddings.npy"):
             outcomes[key] = f"skipped ({job.status})"
             continue
         try:
-            outcomes[key] = ingestion.stage_index(job)
+            outcomes[key] = stages.stage_index(job)
         except Exception as exc:  # noqa: BLE001
-            ingestion.mark_failed(job, "index", exc)
+            store.mark_failed(job, "index", exc)
             # The reason (stored on the document) can quote text, e.g. a database error's parameters:
             # run metadata shown in the UI gets the error class only.
             outcomes[key] = f"failed: {type(exc).__name__}"
@@ -290,7 +290,7 @@ def search_index(context: dg.AssetExecutionContext, config: IndexConfig, db: Pla
 
 @dg.asset_check(asset=search_index, description="No empty chunk is serving.")
 def chunks_have_text(db: PlatformDatabase) -> dg.AssetCheckResult:
-    from pipeline.index_checks import count_empty_chunks
+    from retrieval.checks import count_empty_chunks
 
     n = count_empty_chunks()
     return dg.AssetCheckResult(passed=n == 0, metadata={"empty_chunks": n})
@@ -298,7 +298,7 @@ def chunks_have_text(db: PlatformDatabase) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=search_index, description="Every vector has the dimension its model declares.")
 def embedding_dimension(db: PlatformDatabase) -> dg.AssetCheckResult:
-    from pipeline.index_checks import embedding_dimension_problems
+    from retrieval.checks import embedding_dimension_problems
 
     bad, dims = embedding_dimension_problems()
     return dg.AssetCheckResult(passed=bad == 0, metadata={"mismatched": bad, "models": dg.MetadataValue.json(dims)})
@@ -306,7 +306,7 @@ def embedding_dimension(db: PlatformDatabase) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=search_index, description="No PII left in Class III/IV chunks.")
 def no_pii_in_restricted_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
-    from pipeline.index_checks import restricted_chunks_with_pii
+    from retrieval.checks import restricted_chunks_with_pii
 
     scanned, leaks = restricted_chunks_with_pii()
     return dg.AssetCheckResult(passed=not leaks, severity=dg.AssetCheckSeverity.ERROR,
@@ -316,7 +316,7 @@ def no_pii_in_restricted_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=search_index, description="No chunk without an indexed, non-rejected document.")
 def no_orphan_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
-    from pipeline.index_checks import orphan_chunks
+    from retrieval.checks import orphan_chunks
 
     n = orphan_chunks()
     return dg.AssetCheckResult(passed=n == 0, metadata={"orphans": n})

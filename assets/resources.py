@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import dagster as dg
 from sqlalchemy.orm import Session
 
-from core.database import bootstrap, system_session, tenant_session
+from core.db.database import bootstrap, system_session, tenant_session
 
 
 class PlatformDatabase(dg.ConfigurableResource):

@@ -30,7 +30,7 @@ def main() -> int:
     from agents import orchestrator
     from agents.deps import build_deps
     from benchmarks.common import ingest_in_process
-    from core.database import bootstrap, stop_embedded, tenant_session
+    from core.db.database import bootstrap, stop_embedded, tenant_session
     from core.tenancy import create_tenant
 
     bootstrap()

@@ -36,7 +36,7 @@ QUESTIONS = [
 ]
 
 
-def pct(xs, p):  # noqa: ANN001, ANN201
+def pct(xs: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(xs), p))
 
 
@@ -51,7 +51,7 @@ def main() -> int:
     import httpx
 
     from benchmarks.common import ingest_in_process
-    from core.database import bootstrap, stop_embedded
+    from core.db.database import bootstrap, stop_embedded
     from core.models import Role
     from core.security import mint_token
     from core.settings import get_settings

@@ -31,7 +31,7 @@ def main() -> int:
     os.environ.update({"EAP_HOME": args.home, "EAP_LOG_JSON": "false", "HF_HUB_OFFLINE": "1"})
     from sqlalchemy import text
 
-    from core.database import bootstrap, stop_embedded, tenant_session
+    from core.db.database import bootstrap, stop_embedded, tenant_session
     from core.embedding import get_embedder
     from core.tenancy import get_tenant
     from retrieval.search import Caller, Filters, dense, lexical, rrf
@@ -50,7 +50,7 @@ def main() -> int:
     vecs = emb.embed([q for _, q in cands])
     methods: dict[str, list[tuple[float, float]]] = {}
 
-    def score(name: str, ranked: list, target) -> None:  # noqa: ANN001
+    def score(name: str, ranked: list, target: str) -> None:
         docs = []
         for cid in ranked:
             d = doc_of[cid]

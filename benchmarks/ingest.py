@@ -42,7 +42,7 @@ def main() -> int:
     import dagster as dg
 
     import definitions
-    from core.database import bootstrap, stop_embedded
+    from core.db.database import bootstrap, stop_embedded
     from core.embedding import get_embedder
     from core.tenancy import create_tenant
     from eap.ingest import collect, submit_paths
@@ -58,7 +58,7 @@ def main() -> int:
         files = files[: args.limit]
     t0 = time.perf_counter()
     queued, refused = submit_paths(tenant.id, files, classification="I", acl=None, actor="bench", root=folder,
-                                   out=open(os.devnull, "w"))  # noqa: SIM115
+                                   out=open(os.devnull, "w"))
     t_submit = time.perf_counter() - t0
     print(f"files: {len(files)}  submitted: {len(queued)}  refused: {len(refused)}  submit: {t_submit:.1f}s")
 
@@ -88,7 +88,7 @@ def main() -> int:
 
     from sqlalchemy import text
 
-    from core.database import tenant_session
+    from core.db.database import tenant_session
 
     with tenant_session(tenant.id) as s:
         statuses = dict(s.execute(text("SELECT status, count(*) FROM documents GROUP BY status")).all())

@@ -3,7 +3,7 @@
     python benchmarks/quality.py [--k 6]
 
 Indexes the sample documents into a fresh embedded database and scores the golden dataset
-(quality/golden/manufacturing.json, questions with expected source documents) with recall@k, MRR
+(evals/golden/manufacturing.json, questions with expected source documents) with recall@k, MRR
 and nDCG of the expected documents for:
 
 - dense only (HNSW cosine), BM25 only (exact BM25 over the postings), hybrid (RRF of both, as served);
@@ -22,13 +22,16 @@ import os
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _doc_ranking(chunk_ids, doc_title: dict) -> list[str]:  # noqa: ANN001
+def _doc_ranking(chunk_ids: Iterable[uuid.UUID], doc_title: dict) -> list[str]:
     out: list[str] = []
     for cid in chunk_ids:
         t = doc_title[cid]
@@ -46,14 +49,13 @@ def main() -> int:
     from sqlalchemy import text
 
     from benchmarks.common import ingest_in_process
-    from core import index_versions
-    from core.database import bootstrap, stop_embedded, tenant_session
+    from core.db.database import bootstrap, stop_embedded, tenant_session
     from core.embedding import get_embedder
     from core.models import Conversation, Feedback, Message
     from core.tenancy import create_tenant
-    from pipeline import index_builds
-    from quality import evaluation, feedback
-    from quality.evaluation import load_golden, retrieval_scores
+    from evals import evaluation, feedback
+    from evals.evaluation import load_golden, retrieval_scores
+    from retrieval import builds, versions
     from retrieval.search import Caller, Filters, dense, lexical, rrf, search
 
     bootstrap()
@@ -74,7 +76,7 @@ def main() -> int:
         doc_title = dict(s.execute(text("SELECT c.id, d.title FROM chunks c JOIN documents d "
                                         "ON d.id = c.document_id")).all())
 
-    def run(name: str, questions: list[dict], ranker) -> dict:  # noqa: ANN001
+    def run(name: str, questions: list[dict], ranker: Callable[[Session, dict], list]) -> dict:
         rows = []
         with tenant_session(tenant.id) as s:
             for q in questions:
@@ -87,7 +89,7 @@ def main() -> int:
     dense_r = lambda s, q: [c for c, _ in dense(s, caller, vec_of[q["id"]], 50, Filters())]  # noqa: E731
     bm25_r = lambda s, q: [c for c, _ in lexical(s, caller, q["question"], 50, Filters())]  # noqa: E731
 
-    def hybrid_r(s, q):  # noqa: ANN001, ANN202
+    def hybrid_r(s: Session, q: dict) -> list:
         fused = rrf([dense(s, caller, vec_of[q["id"]], 50, Filters()), lexical(s, caller, q["question"], 50,
                                                                                Filters())])
         return sorted(fused, key=lambda c: (-fused[c], str(c)))
@@ -118,13 +120,13 @@ def main() -> int:
                            value=1.0 if good else -1.0,
                            cited=[{"chunk_id": str(h.chunk_id), "document_id": str(h.document_id),
                                    "score": h.score} for h in hits]))
-    cand = index_builds.start(tenant.id, "boosts", "benchmark")
+    cand = builds.start(tenant.id, "boosts", "benchmark")
     boosts = feedback.compute_boosts(tenant.id)
     feedback.write_boosts(tenant.id, cand.version, boosts)
-    index_builds.finish(cand, {})
+    builds.finish(cand, {})
     with tenant_session(tenant.id) as s:
-        ref = index_versions.get(s, cand.version)
-    with index_versions.pinned(ref, tenant.id):
+        ref = versions.get(s, cand.version)
+    with versions.pinned(ref, tenant.id):
         after = run("held-out: hybrid + feedback boosts", held_out, served_r)
     verdict = evaluation.gate(tenant.id, cand.version)  # what the promotion gate decides for this boost set
     stop_embedded()

@@ -43,11 +43,11 @@ def main() -> int:
                        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     from sqlalchemy import text
 
-    from core.database import bootstrap, stop_embedded, system_session, tenant_session
+    from core.db.database import bootstrap, stop_embedded, system_session, tenant_session
     from core.embedding import get_embedder
-    from core.lexical import tokenize
     from core.models import Document
     from core.tenancy import create_tenant
+    from retrieval.lexical import tokenize
     from retrieval.search import Caller, Filters, dense, lexical, rrf, search
 
     bootstrap()
@@ -121,7 +121,7 @@ def main() -> int:
                        "((embedding::vector(384)) vector_cosine_ops) WHERE embedding_dim = 384"))
     import sqlalchemy as sa
 
-    from core.database import get_urls
+    from core.db.database import get_urls
 
     vac = sa.create_engine(get_urls().admin, isolation_level="AUTOCOMMIT")  # VACUUM needs no transaction
     with vac.connect() as conn:

@@ -9,6 +9,7 @@ The same rule is rendered as a SQL predicate so lists and searches filter *insid
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -30,7 +31,8 @@ def can_read(role: str, groups: Sequence[str], classification: int, acl_groups: 
     return True
 
 
-def read_filter(role: str, groups: Sequence[str], classification_col, acl_col, review_col=None):  # noqa: ANN001, ANN201
+def read_filter(role: str, groups: Sequence[str], classification_col: Any, acl_col: Any,
+                review_col: Any = None) -> sa.ColumnElement[bool]:
     """SQL predicate equivalent to `can_read` for the given columns."""
     groups = list(groups)
     cond = classification_col <= ceiling(role)

@@ -33,7 +33,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core import audit
-from core.database import system_session
+from core.db.database import rowcount, system_session
 from core.errors import Forbidden, InvalidInput
 from core.settings import Settings, get_settings
 
@@ -160,12 +160,12 @@ def consume_review(token: str, *, tenant_id: uuid.UUID, document_id: uuid.UUID, 
     with system_session() as s:
         approval = _consume(s, claims, REVIEW, run_id, document_id=document_id, content_hash=content_hash,
                             decision=decision)
-        updated = s.execute(text(
+        updated = rowcount(s.execute(text(
             "UPDATE documents SET review_status = :st, reviewed_by = :who, reviewed_at = now(), review_reason = :why, "
             "reviewed_hash = content_hash, updated_at = now() "
             "WHERE id = CAST(:d AS uuid) AND tenant_id = CAST(:t AS uuid) AND content_hash = :sha"),
             {"st": status, "who": approval.subject, "why": reason.strip(), "d": str(document_id),
-             "t": str(tenant_id), "sha": content_hash}).rowcount
+             "t": str(tenant_id), "sha": content_hash}))
         if updated != 1:
             raise ApprovalRefused("the document changed or was deleted since the token was issued",
                                   code="approval_mismatch")

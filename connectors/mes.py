@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -89,7 +89,7 @@ class MESClient:
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
-    def _get(self, path: str, model: type[BaseModel], params: dict | None = None):  # noqa: ANN202
+    def _get(self, path: str, model: type[BaseModel], params: dict | None = None) -> Any:
         last = ""
         for attempt in range(self.retries + 1):
             try:

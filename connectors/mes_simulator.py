@@ -17,6 +17,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 EPOCH = dt.datetime(2026, 3, 2, 6, 0, tzinfo=dt.UTC)
@@ -135,7 +136,7 @@ class MESSimulator:
         sim = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self) -> None:
                 sim.state.requests += 1
                 if sim.state.delay_s:
                     time.sleep(sim.state.delay_s)
@@ -159,7 +160,7 @@ class MESSimulator:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout tests)
 
-            def log_message(self, *args):  # noqa: ANN002
+            def log_message(self, *args: Any) -> None:
                 pass
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -16,9 +16,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 
 from core import audit
-from core.database import tenant_session
+from core.db.database import tenant_session
+from core.enums import Role
 from core.errors import Forbidden, InvalidInput, Unauthorized
-from core.models import Role, User
+from core.models import User
 from core.settings import get_settings
 from core.tenancy import TenantRef
 
@@ -183,4 +184,5 @@ def login(tenant: TenantRef, username: str, password: str, totp: str | None) -> 
                 s.expunge(user)
     if error is not None:
         raise error
+    assert user is not None  # no error means the login succeeded
     return user

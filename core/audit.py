@@ -26,7 +26,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
 from core.models import AuditEvent
@@ -39,7 +39,7 @@ def _digest(prev_hash: str | None, payload: dict[str, Any]) -> str:
     return hashlib.sha256(((prev_hash or "") + "|" + body).encode()).hexdigest()
 
 
-def _payload(ev: AuditEvent) -> dict[str, Any]:
+def _payload(ev: AuditEvent | Row[Any]) -> dict[str, Any]:
     return {
         "id": str(ev.id),
         "tenant_id": str(ev.tenant_id),
@@ -98,7 +98,7 @@ def record(
 def record_detached(tenant_id: uuid.UUID | None, **event: Any) -> None:
     """Append in a transaction of its own, as the application role, so the record survives the caller's
     rollback (denials, failures). Never raises: a failure to audit is logged instead."""
-    from core.database import app_engine, tenant_session
+    from core.db.database import app_engine, tenant_session
 
     try:
         if tenant_id is not None:
@@ -107,7 +107,7 @@ def record_detached(tenant_id: uuid.UUID | None, **event: Any) -> None:
         else:
             with Session(app_engine()) as s, s.begin():
                 record(s, tenant_id=None, **event)
-    except Exception:  # noqa: BLE001 - the caller is already answering an error; do not replace it
+    except Exception:
         log.exception("audit record %s could not be written", event.get("action"))
 
 
@@ -121,14 +121,14 @@ class Actor:
 _actor: ContextVar[Actor | None] = ContextVar("eap_audit_actor", default=None)
 
 
-def bind_actor(tenant_id: uuid.UUID | None, actor: str, actor_role: str | None = None) -> Token:
+def bind_actor(tenant_id: uuid.UUID | None, actor: str, actor_role: str | None = None) -> Token[Any]:
     """Who the current request (or task) acts for, for records written where no principal is at hand
     (e.g. a failed model call deep in an agent). The API binds it once it has authenticated a request
     (each request runs in a context of its own); `unbind_actor(token)` restores the previous one."""
     return _actor.set(Actor(tenant_id, actor, actor_role))
 
 
-def unbind_actor(token: Token) -> None:
+def unbind_actor(token: Token[Any]) -> None:
     _actor.reset(token)
 
 
@@ -141,7 +141,7 @@ def record_failure(action: str, *, resource_type: str, resource_id: str, details
 
 
 def record_restricted_read(session: Session, *, tenant_id: uuid.UUID, actor: str, actor_role: str | None,
-                           resource_type: str, resource_id: str, labels: list[dict]) -> bool:
+                           resource_type: str, resource_id: str, labels: list[dict[str, Any]]) -> bool:
     """Record a read of stored answers or a trace that carry Class III/IV content, in the caller's
     transaction. `labels` are the access labels of what is being shown (agents/answer_access.py:
     {"classification": highest class, "sources": [{"document_id", "classification"}, …]}); one event

@@ -57,7 +57,7 @@ class LocalEmbedder:
 
     @functools.lru_cache(maxsize=2048)  # noqa: B019 - one embedder per process, cached by _build
     def _one(self, text: str) -> np.ndarray:
-        vec = self._encode([text])[0]
+        vec: np.ndarray = self._encode([text])[0]
         vec.setflags(write=False)
         return vec
 
@@ -65,7 +65,7 @@ class LocalEmbedder:
         with self._lock:
             out = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                      convert_to_numpy=True, show_progress_bar=False)
-        return out.astype(np.float32)
+        return np.asarray(out, dtype=np.float32)
 
 
 class LiteLLMEmbedder:
@@ -91,7 +91,8 @@ class LiteLLMEmbedder:
         if arr.ndim != 2 or arr.shape[1] != self.dim:
             raise EmbeddingError(f"embedding model {self.name} returned shape {arr.shape}, expected (*, {self.dim})")
         norms = np.linalg.norm(arr, axis=1, keepdims=True)
-        return arr / np.maximum(norms, 1e-12)
+        normalised: np.ndarray = arr / np.maximum(norms, 1e-12)
+        return normalised
 
 
 _BUILD_LOCK = threading.Lock()

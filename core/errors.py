@@ -6,12 +6,14 @@ the message without a traceback and the API turns it into the JSON error shape.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PlatformError(Exception):
     code = "platform_error"
     status_code = 500
 
-    def __init__(self, message: str, *, code: str | None = None, details: dict | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:

@@ -1,10 +1,15 @@
 """ORM models. Every tenant-scoped table carries `tenant_id` and is protected by FORCE'd
-row-level security (see core/rls.py and the migrations)."""
+row-level security (see core/db/rls.py and the migrations).
+
+One module on purpose (about 490 lines): the tables share one declarative base and reference each
+other by foreign key, and the migrations are checked against this one schema; splitting it by
+aggregate would scatter a schema that is read as a whole."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
@@ -12,7 +17,13 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The vocabularies are defined once, in core.enums, and re-exported here next to the tables using them.
-from core.enums import TIERS, DocumentStatus, ReviewStatus, Role, Tier, sql_in  # noqa: F401
+# Re-exported: callers import the enums with the models.
+from core.enums import TIERS as TIERS
+from core.enums import DocumentStatus as DocumentStatus
+from core.enums import ReviewStatus as ReviewStatus
+from core.enums import Role as Role
+from core.enums import Tier as Tier
+from core.enums import sql_in as sql_in
 
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2, the embedded default model
 
@@ -38,7 +49,7 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = _uuid_pk()
     name: Mapped[str] = mapped_column(sa.Text, nullable=False, unique=True)
     display_name: Mapped[str | None] = mapped_column(sa.Text)
-    settings: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'::jsonb"))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'::jsonb"))
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -86,14 +97,14 @@ class Document(Base):
     storage_path: Mapped[str] = mapped_column(sa.Text, nullable=False)
     declared_classification: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False, server_default="2")
     classification: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False, server_default="2")
-    classification_reasons: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    classification_reasons: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
     acl_groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
     status: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default=DocumentStatus.queued.value)
     status_reason: Mapped[str | None] = mapped_column(sa.Text)
     chunk_count: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
     index_version: Mapped[int | None] = mapped_column(sa.Integer)
     indexed_hash: Mapped[str | None] = mapped_column(sa.Text)  # content hash of the chunks now serving
-    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
     queued_at: Mapped[dt.datetime] = _now()
     format: Mapped[str | None] = mapped_column(sa.Text)
     review_status: Mapped[str | None] = mapped_column(sa.Text)
@@ -139,7 +150,7 @@ class Chunk(Base):
     index_version: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="1")
     # The tenant's index generation this chunk belongs to (see IndexVersion).
     generation: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="1")
-    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -159,7 +170,7 @@ class AuditEvent(Base):
     resource_type: Mapped[str | None] = mapped_column(sa.Text)
     resource_id: Mapped[str | None] = mapped_column(sa.Text)
     outcome: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="success")
-    details: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
     prev_hash: Mapped[str | None] = mapped_column(sa.Text)
     hash: Mapped[str] = mapped_column(sa.Text, nullable=False)
 
@@ -216,12 +227,12 @@ class Message(Base):
     )
     role: Mapped[str] = mapped_column(sa.Text, nullable=False)
     content: Mapped[str] = mapped_column(sa.Text, nullable=False)
-    citations: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    citations: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
     model: Mapped[str | None] = mapped_column(sa.Text)
     specialist: Mapped[str | None] = mapped_column(sa.Text)
-    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
     index_version: Mapped[int | None] = mapped_column(sa.Integer)  # answers: the search index version used
-    access: Mapped[dict | None] = mapped_column(JSONB)  # answers: access label of their sources (0013)
+    access: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # answers: access label of their sources (0013)
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -232,7 +243,7 @@ class MESObservation(Base):
     kind: Mapped[str] = mapped_column(sa.Text, nullable=False)
     source_id: Mapped[str] = mapped_column(sa.Text, nullable=False)
     observed_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
-    payload: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     digest: Mapped[str] = mapped_column(sa.Text, nullable=False)
     created_at: Mapped[dt.datetime] = _now()
 
@@ -246,7 +257,7 @@ class AlertRule(Base):
     threshold: Mapped[float] = mapped_column(sa.Float, nullable=False)
     scope: Mapped[str | None] = mapped_column(sa.Text)
     severity: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="warning")
-    channels: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    channels: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
     enabled: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, server_default=sa.true())
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
@@ -263,7 +274,7 @@ class Alert(Base):
     value: Mapped[float | None] = mapped_column(sa.Float)
     message: Mapped[str] = mapped_column(sa.Text, nullable=False)
     root_cause: Mapped[str | None] = mapped_column(sa.Text)
-    evidence: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
     notify_count: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
     last_notified_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
     acknowledged_by: Mapped[str | None] = mapped_column(sa.Text)
@@ -284,7 +295,7 @@ class AlertDelivery(Base):
     status: Mapped[str] = mapped_column(sa.Text, nullable=False)
     attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False)
     last_error: Mapped[str | None] = mapped_column(sa.Text)
-    payload: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -301,9 +312,9 @@ class AgentRun(Base):
     route_confidence: Mapped[float | None] = mapped_column(sa.Float)
     outcome: Mapped[str] = mapped_column(sa.Text, nullable=False)
     escalations: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
-    trace: Mapped[list] = mapped_column(JSONB, nullable=False)
+    trace: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
     index_version: Mapped[int | None] = mapped_column(sa.Integer)  # the search index version the answer used
-    access: Mapped[dict | None] = mapped_column(JSONB)  # access label of what the run saw (0013)
+    access: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # access label of what the run saw (0013)
     created_at: Mapped[dt.datetime] = _now()
 
 
@@ -332,7 +343,7 @@ class Feedback(Base):
     rating: Mapped[str] = mapped_column(sa.Text, nullable=False)
     value: Mapped[float] = mapped_column(sa.Float, nullable=False)
     comment: Mapped[str | None] = mapped_column(sa.Text)
-    cited: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    cited: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
 
@@ -355,10 +366,10 @@ class EvalRun(Base):
     id: Mapped[uuid.UUID] = _uuid_pk()
     tenant_id: Mapped[uuid.UUID] = _tenant_fk()
     dataset_version: Mapped[str] = mapped_column(sa.Text, nullable=False)
-    overall: Mapped[dict] = mapped_column(JSONB, nullable=False)
-    per_specialist: Mapped[dict] = mapped_column(JSONB, nullable=False)
-    per_question: Mapped[list] = mapped_column(JSONB, nullable=False)
-    regressions: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    overall: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    per_specialist: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    per_question: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)
+    regressions: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
     report_path: Mapped[str | None] = mapped_column(sa.Text)
     kind: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="nightly")  # nightly | gate
     index_version: Mapped[int | None] = mapped_column(sa.Integer)
@@ -378,10 +389,10 @@ class IndexVersion(Base):
     status: Mapped[str] = mapped_column(sa.Text, nullable=False)
     kind: Mapped[str] = mapped_column(sa.Text, nullable=False)
     reason: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="")
-    config: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
-    manifest: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
-    stats: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
-    evaluation: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    stats: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    evaluation: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
     error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[dt.datetime] = _now()
     decided_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
@@ -412,10 +423,10 @@ class Memory(Base):
     merged_count: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="1")
     classification: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False, server_default="1")
     acl_groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
-    sources: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    sources: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
     origin: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="conversation")
     message_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
-    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'"))
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
     last_accessed_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
@@ -433,7 +444,7 @@ class UserGoal(Base):
     user_subject: Mapped[str] = mapped_column(sa.Text, nullable=False)
     text: Mapped[str] = mapped_column(sa.Text, nullable=False)
     status: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="active")
-    progress: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    progress: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
     embedding: Mapped[list[float] | None] = mapped_column(Vector())
     embedding_dim: Mapped[int | None] = mapped_column(sa.Integer)
     origin: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="api")
@@ -451,9 +462,9 @@ class GoalPlan(Base):
                                                nullable=False, index=True)
     user_subject: Mapped[str] = mapped_column(sa.Text, nullable=False)
     request: Mapped[str] = mapped_column(sa.Text, nullable=False)
-    steps: Mapped[list] = mapped_column(JSONB, nullable=False)  # the DAG with each step's result
+    steps: Mapped[list[Any]] = mapped_column(JSONB, nullable=False)  # the DAG with each step's result
     answer: Mapped[str] = mapped_column(sa.Text, nullable=False)
-    citations: Mapped[list] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
+    citations: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'[]'"))
     classification: Mapped[int] = mapped_column(sa.SmallInteger, nullable=False, server_default="1")
     acl_groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
     created_at: Mapped[dt.datetime] = _now()
@@ -469,7 +480,7 @@ class AgentLesson(Base):
     user_subject: Mapped[str] = mapped_column(sa.Text, nullable=False)
     message_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid, unique=True)
     specialist: Mapped[str] = mapped_column(sa.Text, nullable=False)
-    approach: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
+    approach: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=sa.text("'{}'"))
     outcome: Mapped[str] = mapped_column(sa.Text, nullable=False)
     worked: Mapped[bool | None] = mapped_column(sa.Boolean)  # unknown until the user rates the answer
     feedback_value: Mapped[float | None] = mapped_column(sa.Float)

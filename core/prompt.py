@@ -25,6 +25,7 @@ import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 SOURCES_START = "<<<SOURCES"
 SOURCES_END = "SOURCES>>>"
@@ -66,7 +67,7 @@ class PromptSource:
 @dataclass(frozen=True)
 class UserContext:
     """What OBSERVE recalled, as the prompt shows it (`block`, with its own markers, built by
-    agents/learning.py from cleaned memory text) and as the responder applies it (`preferences`)."""
+    agents/learning from cleaned memory text) and as the responder applies it (`preferences`)."""
     block: str
     preferences: dict[str, str] = field(default_factory=dict)
 
@@ -95,7 +96,7 @@ class Prompt:
         body = "\n\n".join(s.render() for s in self.sources)
         return f"{head}\n\n{SOURCES_START}\n{body}\n{SOURCES_END}"
 
-    def replace(self, **changes) -> Prompt:  # noqa: ANN003
+    def replace(self, **changes: Any) -> Prompt:
         if "sources" in changes:
             changes["sources"] = tuple(changes["sources"])
         return dataclasses.replace(self, **changes)
@@ -104,7 +105,7 @@ class Prompt:
         """This prompt with one more source, numbered after the last."""
         return self.replace(sources=(*self.sources, PromptSource(len(self.sources) + 1, header, text, tool)))
 
-    def system_message(self) -> dict:
+    def system_message(self) -> dict[str, Any]:
         return {"role": "system", "content": self.render(), PROMPT_KEY: self}
 
 
@@ -113,7 +114,7 @@ def numbered(items: Iterable[tuple[str, str, bool]]) -> tuple[PromptSource, ...]
     return tuple(PromptSource(i, h, t, tool) for i, (h, t, tool) in enumerate(items, start=1))
 
 
-def prompt_of(messages: list[dict]) -> Prompt | None:
+def prompt_of(messages: list[dict[str, Any]]) -> Prompt | None:
     """The Prompt a message list's system message was rendered from (None for hand-written messages)."""
     for m in messages:
         p = m.get(PROMPT_KEY) if isinstance(m, dict) else None
@@ -122,6 +123,6 @@ def prompt_of(messages: list[dict]) -> Prompt | None:
     return None
 
 
-def wire(messages: list[dict]) -> list[dict]:
+def wire(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The messages as a model server receives them: text only."""
     return [{k: v for k, v in m.items() if k != PROMPT_KEY} if PROMPT_KEY in m else m for m in messages]

@@ -15,13 +15,15 @@ import functools
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jwt
 
+from core.enums import Role
 from core.errors import ConfigurationError, InvalidInput, Unauthorized
-from core.models import Role
 from core.settings import Settings
 
 PLATFORM_ALGORITHMS = ["HS256"]
@@ -69,7 +71,8 @@ def is_steward(role: str, roles_claim: object) -> bool:
 
 
 def mint_token(settings: Settings, *, tenant_id: uuid.UUID, tenant: str, role: Role, subject: str,
-               groups: list[str] | None = None, ttl_seconds: int | None = None, extra: dict | None = None) -> str:
+               groups: list[str] | None = None, ttl_seconds: int | None = None,
+               extra: dict[str, Any] | None = None) -> str:
     now = dt.datetime.now(dt.UTC)
     ttl = ttl_seconds if ttl_seconds is not None else settings.jwt_ttl_seconds
     if not 0 < ttl <= settings.jwt_max_lifetime_seconds:
@@ -94,7 +97,7 @@ class _JWKS:
         self.path, self.url, self.ttl_s = path, url, ttl_s
         self._keys: dict[str, jwt.PyJWK] = {}
         self._loaded_at = 0.0
-        self._mtime = None
+        self._mtime: int | None = None
 
     def _load(self) -> None:
         if self.path:
@@ -111,7 +114,7 @@ class _JWKS:
             import httpx
 
             try:
-                resp = httpx.get(self.url, timeout=5)
+                resp = httpx.get(self.url or "", timeout=5)
                 resp.raise_for_status()
                 data = resp.json()
             except (httpx.HTTPError, ValueError) as exc:
@@ -136,13 +139,17 @@ class _JWKS:
         return key
 
 
+# Resolves a tenant named in an OIDC token to its id (raises when there is none).
+TenantLookup = Callable[[str], uuid.UUID]
+
+
 @functools.lru_cache(maxsize=4)
 def _jwks(path: str | None, url: str | None) -> _JWKS:
     return _JWKS(path, url)
 
 
-def _decode(token: str, key, algorithms: list[str], issuer: str, audience: str,  # noqa: ANN001
-            max_lifetime_s: int) -> dict:
+def _decode(token: str, key: Any, algorithms: list[str], issuer: str, audience: str,
+            max_lifetime_s: int) -> dict[str, Any]:
     try:
         claims = jwt.decode(token, key, algorithms=algorithms, audience=audience, issuer=issuer,
                             options={"require": REQUIRED}, leeway=30)
@@ -167,7 +174,7 @@ def _decode(token: str, key, algorithms: list[str], issuer: str, audience: str, 
     return claims
 
 
-def _verify(settings: Settings, token: str) -> tuple[str, dict]:
+def _verify(settings: Settings, token: str) -> tuple[str, dict[str, Any]]:
     """(issuer kind, claims): "platform" for this platform's HS256 tokens, "oidc" for the IdP's."""
     try:
         header = jwt.get_unverified_header(token)
@@ -186,11 +193,11 @@ def _verify(settings: Settings, token: str) -> tuple[str, dict]:
     raise Unauthorized(f"invalid token: algorithm {alg!r} not allowed", code="invalid_token")
 
 
-def verify_claims(settings: Settings, token: str) -> dict:
+def verify_claims(settings: Settings, token: str) -> dict[str, Any]:
     return _verify(settings, token)[1]
 
 
-def principal_from_claims(settings: Settings, claims: dict, tenant_lookup=None,  # noqa: ANN001
+def principal_from_claims(settings: Settings, claims: dict[str, Any], tenant_lookup: TenantLookup | None = None,
                           kind: str = "platform") -> Principal:
     # Platform tokens carry the platform's own `role`; for IdP tokens only the configured roles
     # claim counts (a singular `role` claim an IdP also sends must not override it).
@@ -199,7 +206,7 @@ def principal_from_claims(settings: Settings, claims: dict, tenant_lookup=None, 
         known = [r.value for r in sorted(Role, key=lambda r: r.rank, reverse=True) if r.value in role_claim]
         role_claim = known[0] if known else None
     try:
-        role = Role(role_claim)
+        role = Role(role_claim if isinstance(role_claim, str) else "")  # anything else is not a role: refused below
     except (ValueError, TypeError):
         raise Unauthorized("invalid token: no platform role (admin/operator/viewer)", code="invalid_token") from None
     groups = claims.get(settings.oidc_groups_claim, claims.get("groups")) or []
@@ -225,6 +232,6 @@ def principal_from_claims(settings: Settings, claims: dict, tenant_lookup=None, 
                      steward=steward)
 
 
-def verify_token(settings: Settings, token: str, tenant_lookup=None) -> Principal:  # noqa: ANN001
+def verify_token(settings: Settings, token: str, tenant_lookup: TenantLookup | None = None) -> Principal:
     kind, claims = _verify(settings, token)
     return principal_from_claims(settings, claims, tenant_lookup, kind)

@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = Field(default=40, ge=0, le=120)
     promotion_max_drop: float = Field(default=0.02, ge=0.0, le=1.0)  # tolerated drop of any overall eval score
     ingest_batch_size: int = Field(default=50, ge=1, le=1000)
-    # Ingestion budgets and recovery (pipeline/ingestion.py, sensors/ingestion.py). A document at or
+    # Ingestion budgets and recovery (ingestion/stages.py, sensors/ingestion.py). A document at or
     # above ingest_large_bytes gets a run of its own, so it cannot hold small ones back.
     ingest_large_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     ocr_max_pages: int = Field(default=200, ge=1)  # scanned pages OCR'd per document
@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     ingest_heartbeat_s: float = Field(default=15.0, gt=0)  # a run touches its documents this often
     ingest_stale_s: float = Field(default=300.0, gt=0)  # no heartbeat for this long: the run is dead
     pii_sanitise_all: bool = True  # Class III/IV are always sanitised; this extends it to I/II
-    # Memory, learning and goals (agents/memory.py, agents/learning.py, agents/goals.py)
+    # Memory, learning and goals (agents/memory.py, agents/learning/, agents/goals.py)
     memory_max_per_user: int = Field(default=200, ge=5, le=100_000)  # hard limit, enforced on every write
     memory_recall_k: int = Field(default=5, ge=0, le=50)
     memory_min_similarity: float = Field(default=0.35, ge=0.0, le=1.0)

@@ -7,14 +7,16 @@ import datetime as dt
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from core import audit
-from core.database import system_session, tenant_session
+from core.db.database import system_session, tenant_session
+from core.enums import Role
 from core.errors import InvalidInput, NotFound
-from core.models import Role, Tenant, User
+from core.models import Tenant, User
 
 _TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -49,9 +51,10 @@ def create_tenant(name: str, display_name: str | None = None) -> tuple[TenantRef
         created = row is not None
         if not created:
             row = s.execute(select(Tenant.id).where(Tenant.name == name)).scalar_one()
+        assert row is not None
         if created:
-            from core.index_versions import BuildConfig
             from core.models import IndexVersion
+            from retrieval.versions import BuildConfig
 
             s.add(IndexVersion(tenant_id=row, version=1, chunk_generation=1, status="active", kind="initial",
                                reason="created with the tenant", config=BuildConfig.desired().as_dict(),
@@ -88,10 +91,13 @@ def ensure_user(tenant: TenantRef, username: str, role: Role, groups: list[str] 
         ).scalar_one()
 
 
-def set_tenant_setting(tenant_id: uuid.UUID, key: str, value: dict, *, actor: str, actor_role: str) -> dict:
+def set_tenant_setting(tenant_id: uuid.UUID, key: str, value: dict[str, Any], *, actor: str,
+                       actor_role: str) -> dict[str, Any]:
     """Replace one section of the tenant's settings (e.g. "mes", "budgets"), audited."""
     with tenant_session(tenant_id) as s:
         t = s.get(Tenant, tenant_id)
+        if t is None:
+            raise NotFound("tenant not found", code="tenant_not_found")
         t.settings = {**(t.settings or {}), key: value}
         audit.record(s, tenant_id=tenant_id, actor=actor, actor_role=actor_role, action=f"tenant.settings.{key}",
                      resource_type="tenant", resource_id=str(tenant_id), details=value)

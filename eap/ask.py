@@ -13,7 +13,7 @@ def run_ask(question: str, tenant: str, role: str, groups: str, k: int, *, user:
             conversation: str | None = None, as_json: bool = False) -> int:
     from agents import chat
     from agents.deps import AgentDeps, build_deps
-    from core.database import bootstrap, tenant_session
+    from core.db.database import bootstrap, tenant_session
     from core.errors import InvalidInput
     from core.tenancy import get_tenant
 

@@ -110,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_up(api_port=args.api_port, dagster_port=args.dagster_port, mes_simulator=args.mes_simulator)
         if args.command == "db":
-            from core.database import bootstrap
+            from core.db.database import bootstrap
 
             urls = bootstrap()
             print(f"database ready at {urls.describe()}")
             return 0
         if args.command == "tenant":
-            from core.database import bootstrap
+            from core.db.database import bootstrap
             from core.tenancy import create_tenant
 
             bootstrap()
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                            conversation=args.conversation, as_json=args.json)
         if args.command == "user":
             from core.accounts import set_local_password
-            from core.database import bootstrap
+            from core.db.database import bootstrap
             from core.models import Role
             from core.tenancy import get_tenant
 
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"TOTP enrolment (admins must use it at login): {enrol.totp_uri}")
             return 0
         if args.command == "token":
-            from core.database import bootstrap
+            from core.db.database import bootstrap
             from core.models import Role
             from core.security import mint_token
             from core.settings import get_settings

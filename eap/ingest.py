@@ -4,18 +4,21 @@ as long as the pipeline makes progress (`--idle-timeout` without any is the limi
 
 Folders are walked without following links: a link inside a folder is refused (and reported), and
 every file is opened without following links, as a single-named regular file physically inside the
-folder and outside the platform's private folders (pipeline/source_files.py) — a link planted in a
+folder and outside the platform's private folders (ingestion/source_files.py) — a link planted in a
 folder cannot make the CLI ingest the signing key or the file store."""
 
 from __future__ import annotations
 
 import os
 import sys
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from core.enums import SETTLED_STATUSES, DocumentStatus
-from core.parsing import EXTENSIONS
+from ingestion.parsing import EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class Source:
 
 
 def collect(paths: list[str], refused: list[tuple[Path, str]] | None = None) -> list[Source]:
-    from pipeline import source_files
+    from ingestion import source_files
 
     files: list[Source] = []
     for p in map(Path, paths):
@@ -43,10 +46,10 @@ def collect(paths: list[str], refused: list[tuple[Path, str]] | None = None) -> 
     return files
 
 
-def submit_paths(tenant_id, files: list[Path | Source], *, classification: str, acl: str | None, actor: str,
-                 root: Path | None = None, out=None) -> tuple[list, list]:  # noqa: ANN001
+def submit_paths(tenant_id: uuid.UUID, files: Sequence[Path | Source], *, classification: str, acl: str | None,
+                 actor: str, root: Path | None = None, out: TextIO | None = None) -> tuple[list, list]:
     from core.errors import PlatformError
-    from pipeline import ingestion, source_files
+    from ingestion import source_files, submission
 
     out = out or sys.stdout  # looked up at call time (a default argument would pin the import-time stream)
 
@@ -58,7 +61,7 @@ def submit_paths(tenant_id, files: list[Path | Source], *, classification: str, 
         try:
             opened = source_files.open_inside(src.folder, f) if src.folder else source_files.open_named(f)
             with opened as fh:
-                sub = ingestion.submit_document(tenant_id, filename=f.name, stream=fh, classification=classification,
+                sub = submission.submit_document(tenant_id, filename=f.name, stream=fh, classification=classification,
                                                 acl_groups=acl, actor=actor, source="cli", source_key=key)
         except PlatformError as exc:
             refused.append((f, exc.message))
@@ -72,9 +75,9 @@ def submit_paths(tenant_id, files: list[Path | Source], *, classification: str, 
 
 def run_ingest(paths: list[str], tenant: str, classification: str, acl: str | None, wait: bool,
                timeout: float | None, idle_timeout: float = 900.0) -> int:
-    from core.database import bootstrap
+    from core.db.database import bootstrap
     from core.tenancy import get_tenant
-    from pipeline.ingestion import wait_for
+    from ingestion.submission import wait_for
 
     bootstrap()
     ref = get_tenant(tenant)
@@ -84,7 +87,7 @@ def run_ingest(paths: list[str], tenant: str, classification: str, acl: str | No
     except FileNotFoundError as exc:
         print(f"eap: error: {exc}", file=sys.stderr)
         return 2
-    from pipeline.source_files import record_refusal
+    from ingestion.source_files import record_refusal
 
     for link, reason in links:
         print(f"  refused {link}: {reason}")
@@ -122,12 +125,12 @@ def run_ingest(paths: list[str], tenant: str, classification: str, acl: str | No
         return 1
     from sqlalchemy import select
 
-    from core.database import tenant_session
+    from core.db.database import tenant_session
     from core.models import Document
 
     with tenant_session(ref.id) as s:
         bad = s.execute(select(Document.filename, Document.status, Document.status_reason)
                         .where(Document.id.in_(ids), Document.status.in_(["failed", "rejected"]))).all()
-    for fn, st, reason in bad:
-        print(f"  {st}: {fn}: {reason}")
+    for filename, outcome, why in bad:
+        print(f"  {outcome}: {filename}: {why}")
     return 1 if (bad or refused) else 0

@@ -6,7 +6,8 @@ each answers → print URLs and a dev admin token → supervise (a crashed child
 exponential backoff; one that keeps crashing ends the platform loudly) until Ctrl-C/SIGTERM, then stop
 every child (SIGTERM, then SIGKILL after a grace period) and release the embedded database. One
 `eap up` per EAP_HOME (a lock file). The API gets no superuser URL and no signing key in its
-environment.
+environment. (Slightly over 400 lines: start-up, supervision and shutdown share the child table and
+must be read together.)
 """
 
 from __future__ import annotations
@@ -20,10 +21,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, TextIO
 
 from core.errors import ConfigurationError, PlatformError
+
+if TYPE_CHECKING:  # imported lazily at run time: the supervisor stays light
+    from core.db.database import DatabaseUrls
+    from core.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GRACE_S = 15.0
@@ -51,13 +59,13 @@ class AlreadyRunning(ConfigurationError):
     code = "already_running"
 
 
-def acquire_home_lock(home: Path):  # noqa: ANN201 - an open file whose lock lives as long as it does
+def acquire_home_lock(home: Path) -> TextIO:  # an open file whose lock lives as long as it does
     """One `eap up` per EAP_HOME: an exclusive, non-blocking flock on EAP_HOME/eap-up.lock, held for the
     process's lifetime (the kernel releases it however the process ends, so a crash leaves no stale lock)."""
     import fcntl
 
     home.mkdir(parents=True, exist_ok=True)
-    fh = open(home / "eap-up.lock", "a+")  # noqa: SIM115 - kept open on purpose
+    fh = open(home / "eap-up.lock", "a+")
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -102,7 +110,7 @@ class Child:
 def _spawn(name: str, cmd: list[str], env: dict[str, str], logs: Path) -> Child:
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{name}.log"
-    fh = open(log_path, "ab")  # noqa: SIM115 - handed to the child for its lifetime
+    fh = open(log_path, "ab")
     proc = subprocess.Popen(
         cmd,
         cwd=REPO_ROOT,
@@ -168,7 +176,7 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _wait_ready(children: list[Child], checks: dict[str, str], timeout_s: float, stopping) -> None:
+def _wait_ready(children: list[Child], checks: dict[str, str], timeout_s: float, stopping: Callable[[], bool]) -> None:
     pending = dict(checks)
     deadline = time.monotonic() + timeout_s
     while pending:
@@ -195,7 +203,7 @@ def prepare_dagster_home(dagster_home: Path) -> Path:
     return dagster_home
 
 
-def signing_key_file(settings) -> Path:  # noqa: ANN001
+def signing_key_file(settings: Settings) -> Path:
     """The signing key as a 0600 file children read (EAP_JWT_SECRET_FILE), never an environment
     variable (readable in /proc/<pid>/environ and inherited by every grandchild)."""
     if settings.jwt_secret is None and settings.jwt_secret_file is not None:
@@ -217,7 +225,7 @@ _SECRET_VARS = ("DATABASE_URL", "EAP_DATABASE_URL", "EAP_JWT_SECRET", "EAP_DAGST
                 "EAP_SYSTEM_DATABASE_URL", "EAP_APP_DATABASE_URL")
 
 
-def child_env(settings, urls) -> dict[str, str]:  # noqa: ANN001
+def child_env(settings: Settings, urls: DatabaseUrls) -> dict[str, str]:
     """Environment of the Dagster processes: they run migrations and pipeline tasks, so they get the
     privileged URL (the API does not: see api_env)."""
     env = {k: v for k, v in os.environ.items() if k not in _SECRET_VARS}
@@ -237,7 +245,7 @@ def child_env(settings, urls) -> dict[str, str]:  # noqa: ANN001
     return env
 
 
-def _system_role_usable(settings, urls) -> bool:  # noqa: ANN001
+def _system_role_usable(settings: Settings, urls: DatabaseUrls) -> bool:
     """Can the system role log in and become the owner? (A DATABASE_URL role without CREATEROLE may
     not have been able to set it up.)"""
     import sqlalchemy as sa
@@ -255,7 +263,7 @@ def _system_role_usable(settings, urls) -> bool:  # noqa: ANN001
         eng.dispose()
 
 
-def api_env(settings, urls) -> dict[str, str]:  # noqa: ANN001
+def api_env(settings: Settings, urls: DatabaseUrls) -> dict[str, str]:
     """Least privilege for the process that faces the network: the application role's URL and the
     system role's (member of the owner role, not a superuser) — no superuser URL, no Dagster
     database, and the signing key only as a 0600 file path."""
@@ -276,7 +284,7 @@ def api_env(settings, urls) -> dict[str, str]:  # noqa: ANN001
 
 
 def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_simulator: bool = False) -> int:
-    from core.database import bootstrap, stop_embedded
+    from core.db.database import bootstrap, stop_embedded
     from core.logging import configure_logging
     from core.models import Role
     from core.security import mint_token
@@ -298,7 +306,7 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
     configure_logging()
     stop_requested = False
 
-    def _on_signal(signum, _frame):  # noqa: ANN001
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
         nonlocal stop_requested
         stop_requested = True
 
@@ -326,7 +334,7 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
 
         if mes_simulator:
             from connectors.mes_simulator import MESSimulator
-            from monitoring.service import configure_mes
+            from monitoring.polling import configure_mes
 
             sim = MESSimulator(seed=7).start()
             configure_mes(tenant.id, {"base_url": sim.url, "timeout_s": 5.0, "retries": 2}, actor="eap-up",
@@ -391,7 +399,7 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
         _stop(children)
         if sim is not None:
             sim.stop()
-        from core.database import dispose_engines
+        from core.db.database import dispose_engines
 
         dispose_engines()
         stop_embedded()

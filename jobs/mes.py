@@ -3,12 +3,13 @@ root-cause draft, dispatch to the rule's webhooks and e-mail recipients."""
 
 import json
 import uuid
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from assets.resources import PlatformDatabase
-from monitoring import service
+from monitoring import alerts, dispatch
 from monitoring.rules import Breach
 
 
@@ -20,13 +21,13 @@ class AlertsConfig(dg.Config):
 @dg.op(description="Open/escalate alerts for breached thresholds and notify their channels.")
 def raise_alerts(context: dg.OpExecutionContext, config: AlertsConfig, db: PlatformDatabase) -> dict:
     tenant_id = uuid.UUID(config.tenant_id)
-    summary = {"opened": 0, "escalated": 0, "duplicate": 0, "deliveries": []}
+    summary: dict[str, Any] = {"opened": 0, "escalated": 0, "duplicate": 0, "deliveries": []}
     for raw in json.loads(config.breaches_json):
         breach = Breach(**raw)
-        alert, action = service.raise_alert(tenant_id, breach)
+        alert, action = alerts.raise_alert(tenant_id, breach)
         summary[action] += 1
         if action in ("opened", "escalated") and alert is not None:
-            results = service.dispatch(tenant_id, alert, service.rule_channels(tenant_id, breach.rule_id), action)
+            results = dispatch.dispatch(tenant_id, alert, dispatch.rule_channels(tenant_id, breach.rule_id), action)
             summary["deliveries"].extend(results)
             context.log.info(f"alert {alert.id} {action}: {breach.message} → {', '.join(results) or 'no channels'}")
     context.add_output_metadata({k: (v if not isinstance(v, list) else dg.MetadataValue.json(v))
@@ -35,7 +36,7 @@ def raise_alerts(context: dg.OpExecutionContext, config: AlertsConfig, db: Platf
 
 
 @dg.job(description="Raise shift alerts from MES threshold breaches (launched by the MES sensors).")
-def mes_alert_job():
+def mes_alert_job() -> None:
     raise_alerts()
 
 

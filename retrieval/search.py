@@ -19,17 +19,19 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from compliance.access import ceiling
-from core import index_versions
-from core.index_versions import IndexRef
-from core.lexical import K1, B, tokenize
 from core.settings import get_settings
+from retrieval import versions
+from retrieval.lexical import K1, B, tokenize
+from retrieval.versions import IndexRef
 
 RRF_K = 60
 CANDIDATES = 50
@@ -41,7 +43,7 @@ POSTINGS_PER_TERM = 2000
 @dataclass
 class Filters:
     document_ids: list[uuid.UUID] | None = None
-    formats: list[str] | None = None  # txt | md | html | docx | pdf | image
+    formats: Sequence[str] | None = None  # txt | md | html | docx | pdf | image
     section: str | None = None  # case-insensitive substring of the section path
     created_after: dt.datetime | None = None
     created_before: dt.datetime | None = None
@@ -196,7 +198,7 @@ def rrf(rankings: list[list[tuple]], k: int = RRF_K) -> dict[uuid.UUID, float]:
 
 
 @functools.lru_cache(maxsize=2)
-def _reranker(path: str):  # noqa: ANN202
+def _reranker(path: str) -> Any:
     from FlagEmbedding import FlagReranker
 
     return FlagReranker(path, use_fp16=False, devices="cpu")
@@ -207,7 +209,7 @@ def search(session: Session, caller: Caller, query: str, k: int = 8, filters: Fi
     filters = filters or Filters()
     n = max(candidates, k)
     timings: dict[str, float] = {}
-    ref: IndexRef = index_versions.serving(session)
+    ref: IndexRef = versions.serving(session)
     t = time.perf_counter()
     vec = ref.build.embedder().embed([query])[0]
     timings["embed"] = (time.perf_counter() - t) * 1000

@@ -10,7 +10,7 @@ from jobs.indexing import boosts_job
            description="Refreshes boosts when enough new feedback arrived (EAP_FEEDBACK_TRIGGER, default 20).")
 def feedback_arrivals(context: dg.SensorEvaluationContext, db: PlatformDatabase) -> dg.RunRequest | dg.SkipReason:
     from core.settings import get_settings
-    from quality import feedback
+    from evals import feedback
 
     n, last = feedback.feedback_count()
     seen = int(context.cursor or 0)

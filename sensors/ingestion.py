@@ -10,7 +10,7 @@ or its heartbeat stopped) and requeues them — after EAP_INGEST_MAX_ATTEMPTS th
 
 inbox: each tenant has EAP_HOME/inbox/<tenant>/; new or changed files are submitted through the
 same code path as uploads. A sidecar `<file>.meta.json` may set classification, acl_groups, title.
-Only regular, single-named files physically inside the tenant's folder are read (pipeline/
+Only regular, single-named files physically inside the tenant's folder are read (ingestion/
 source_files.py): links and hard links are refused, moved to EAP_HOME/inbox/.refused/ and audited.
 """
 
@@ -28,8 +28,8 @@ from assets.ingestion import REQUEST_TAG, documents_partitions
 from assets.resources import PlatformDatabase
 from core.errors import PlatformError
 from core.settings import get_settings
+from ingestion import intake, recovery, source_files, submission
 from jobs.ingestion import ingest_job
-from pipeline import ingestion, intake, recovery, source_files
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -187,7 +187,7 @@ def document_intake(context: dg.SensorEvaluationContext, db: PlatformDatabase) -
     if not todo:
         return dg.SkipReason(f"no new documents ({len(queued)} queued, all already requested)"
                              + (f"; recovered from dead runs: {note}" if note else ""))
-    order = {k: i for i, k in enumerate(context.instance.get_dynamic_partitions(documents_partitions.name))}
+    order = {k: i for i, k in enumerate(context.instance.get_dynamic_partitions(str(documents_partitions.name)))}
     new = [d for d in todo if d.id not in order]
     again = [d for d in todo if d.id in order]
     large = settings.ingest_large_bytes
@@ -306,7 +306,7 @@ def inbox(context: dg.SensorEvaluationContext, db: PlatformDatabase) -> dg.SkipR
             try:
                 meta = _sidecar(root, path)
                 with source_files.open_inside(root, path) as fh:
-                    sub = ingestion.submit_document(
+                    sub = submission.submit_document(
                         tenant_id, filename=path.name, stream=fh, classification=meta.get("classification"),
                         acl_groups=meta.get("acl_groups"), title=meta.get("title"), actor="inbox",
                         source="inbox", source_key="inbox:" + str(path.relative_to(tenant_dir)),

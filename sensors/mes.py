@@ -14,14 +14,14 @@ import dagster as dg
 from assets.resources import PlatformDatabase
 from connectors.mes import MESError
 from jobs.mes import mes_alert_job
-from monitoring import service
+from monitoring import polling
 
 
 def _tick(context: dg.SensorEvaluationContext, poll: Callable, label: str) -> dg.SensorResult | dg.SkipReason:
     cursor: dict = json.loads(context.cursor) if context.cursor else {}
     runs: list[dg.RunRequest] = []
     notes: list[str] = []
-    tenants = service.tenants_with_mes()
+    tenants = polling.tenants_with_mes()
     for tenant_id, name, cfg in tenants:
         key = str(tenant_id)
         try:
@@ -55,13 +55,14 @@ def mes_sensors(status_interval_s: int = 60, quality_interval_s: int = 300) -> l
     @dg.sensor(name="mes_machine_status", job=mes_alert_job, minimum_interval_seconds=status_interval_s,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="MES machine status + downtime events → downtime rules.")
-    def mes_machine_status(context: dg.SensorEvaluationContext, db: PlatformDatabase):
-        return _tick(context, service.poll_machines, "machine status")
+    def mes_machine_status(context: dg.SensorEvaluationContext,
+                           db: PlatformDatabase) -> dg.SensorResult | dg.SkipReason:
+        return _tick(context, polling.poll_machines, "machine status")
 
     @dg.sensor(name="mes_quality", job=mes_alert_job, minimum_interval_seconds=quality_interval_s,
                default_status=dg.DefaultSensorStatus.RUNNING, description="MES quality reports → defect-rate rules.")
-    def mes_quality(context: dg.SensorEvaluationContext, db: PlatformDatabase):
-        return _tick(context, service.poll_quality, "quality")
+    def mes_quality(context: dg.SensorEvaluationContext, db: PlatformDatabase) -> dg.SensorResult | dg.SkipReason:
+        return _tick(context, polling.poll_quality, "quality")
 
     return [mes_machine_status, mes_quality]
 

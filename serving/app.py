@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -16,7 +16,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import audit
-from core.database import dispose_engines
+from core.db.database import dispose_engines
 from core.errors import PlatformError
 from core.logging import configure_logging
 from core.settings import get_settings
@@ -137,7 +137,7 @@ class RequestGuard:
 
         try:
             await self._handle(scope, receive, guarded_send, reply)
-        except Exception as exc:  # noqa: BLE001 - last line of defence: never reset the connection
+        except Exception as exc:
             if replied:
                 return
             if started:
@@ -157,7 +157,7 @@ class RequestGuard:
             response = await handler(Request(scope), exc)
             await response(scope, receive, send)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send, reply) -> None:  # noqa: ANN001
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, reply: Callable[..., Awaitable[None]]) -> None:
         settings = get_settings()
         method, path = scope.get("method", "GET"), scope.get("path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}

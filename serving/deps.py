@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from agents.deps import AgentDeps, build_deps
-from core.database import tenant_session
+from core.db.database import tenant_session
 from core.embedding import Embedder, get_embedder
 from core.errors import Forbidden, Unauthorized
 from core.llm import Model, default_model
@@ -83,7 +83,7 @@ def _tenant_exists(tenant_id: uuid.UUID) -> bool:
     return found
 
 
-def _tenant_id(name: str):  # noqa: ANN202
+def _tenant_id(name: str) -> uuid.UUID:
     """OIDC tokens may name the tenant instead of carrying its id."""
     from core.errors import NotFound, PlatformError
     from core.tenancy import get_tenant
@@ -97,7 +97,7 @@ def _tenant_id(name: str):  # noqa: ANN202
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def require_role(minimum: Role):
+def require_role(minimum: Role) -> Any:
     def _check(principal: PrincipalDep) -> Principal:
         if not Role(principal.role).at_least(minimum):
             raise Forbidden(f"this action needs the {minimum.value} role", code="insufficient_role")

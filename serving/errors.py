@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
+from collections.abc import MutableMapping
+from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -39,7 +41,7 @@ class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
-ERROR_RESPONSES = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": desc}
     for status, desc in {
         401: "missing, invalid or expired credentials",
@@ -63,7 +65,7 @@ def error_body(code: str, message: str, details: dict | list | None = None) -> d
 AUDITED_DENIALS = frozenset({401, 403, 404, 429})
 
 
-def _principal_of(scope: dict) -> Principal | None:
+def _principal_of(scope: MutableMapping[str, Any]) -> Principal | None:
     """The principal the request guard authenticated, or None. Only an already-verified principal
     counts: a denial is never attributed to a tenant on the say-so of unverified claims."""
     state = scope.get("state") or {}
@@ -71,7 +73,8 @@ def _principal_of(scope: dict) -> Principal | None:
     return principal if isinstance(principal, Principal) else None
 
 
-def _denial_event(scope: dict, status: int, code: str, principal: Principal | None) -> tuple[uuid.UUID | None, dict]:
+def _denial_event(scope: MutableMapping[str, Any], status: int, code: str,
+                  principal: Principal | None) -> tuple[uuid.UUID | None, dict]:
     client = scope.get("client")
     path = str(scope.get("path", ""))[:300]
     event = {
@@ -86,7 +89,8 @@ def _denial_event(scope: dict, status: int, code: str, principal: Principal | No
     return (principal.tenant_id if principal else None), event
 
 
-async def audit_denial(scope: dict, status: int, code: str, principal: Principal | None = None) -> None:
+async def audit_denial(scope: MutableMapping[str, Any], status: int, code: str,
+                       principal: Principal | None = None) -> None:
     """Record a 401/403/404/429 answer (own transaction: it survives the request's rollback; never
     raises). Called by the exception handlers below and by the request guard (serving/app.py) for the
     401s it answers before routing."""

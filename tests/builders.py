@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import sys
+from pathlib import Path
+
+from core.models import Role
 
 
 def text_pdf(pages: list[list[str]]) -> bytes:
@@ -76,7 +80,7 @@ class LoopbackEmbeddings:
     """An OpenAI-compatible embeddings endpoint on 127.0.0.1 (standing in for Ollama/vLLM): `vector`
     maps each input text to its embedding; `calls` records (path, model, number of inputs)."""
 
-    def __init__(self, vector) -> None:  # noqa: ANN001
+    def __init__(self, vector) -> None:
         import http.server
         import json
         import threading
@@ -85,7 +89,7 @@ class LoopbackEmbeddings:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.calls.append((self.path, body["model"], len(body["input"])))
                 data = [{"object": "embedding", "index": i, "embedding": vector(s)}
@@ -98,7 +102,7 @@ class LoopbackEmbeddings:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def log_message(self, *args):  # noqa: ANN002
+            def log_message(self, *args):
                 pass
 
         self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -108,7 +112,7 @@ class LoopbackEmbeddings:
     def __enter__(self) -> LoopbackEmbeddings:
         return self
 
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
+    def __exit__(self, *exc) -> None:
         self.close()
 
     def close(self) -> None:
@@ -116,7 +120,7 @@ class LoopbackEmbeddings:
         self.srv.server_close()
 
 
-def _bearer(tenant_id, tenant_name: str, role: str, subject: str, groups=(), roles=()) -> dict:  # noqa: ANN001
+def _bearer(tenant_id, tenant_name: str, role: str, subject: str, groups=(), roles=()) -> dict:
     from core.models import Role
     from core.security import mint_token
     from core.settings import get_settings
@@ -126,14 +130,14 @@ def _bearer(tenant_id, tenant_name: str, role: str, subject: str, groups=(), rol
     return {"Authorization": f"Bearer {tok}"}
 
 
-def steward_review_config(client, document_id, decision: str, reason: str, *, steward: str = "sam.steward",  # noqa: ANN001
+def steward_review_config(client, document_id, decision: str, reason: str, *, steward: str = "sam.steward",
                           role: str | None = None) -> dict:
     """Run config for Dagster job `steward_review`, obtained the way a data steward obtains it: an approval
     token from `POST /v1/documents/{id}/review-token`, as a user with the steward permission and the
     document's need-to-know groups (admin for Class IV)."""
     from sqlalchemy import text
 
-    from core.database import system_session
+    from core.db.database import system_session
 
     with system_session() as s:
         row = s.execute(text("SELECT t.id, t.name, d.acl_groups, d.classification FROM documents d "
@@ -145,7 +149,7 @@ def steward_review_config(client, document_id, decision: str, reason: str, *, st
     return r.json()["run_config"]
 
 
-def finetune_export_config(client, tenant, reason: str = "quarterly fine-tuning set", admin: str = "ada.admin") -> dict:  # noqa: ANN001
+def finetune_export_config(client, tenant, reason: str = "quarterly fine-tuning set", admin: str = "ada.admin") -> dict:
     """Run config for the `finetune_dataset` asset: an export token from `POST /v1/finetune/export-token`
     as a tenant admin."""
     r = client.post("/v1/finetune/export-token", json={"reason": reason},
@@ -157,7 +161,7 @@ def finetune_export_config(client, tenant, reason: str = "quarterly fine-tuning 
 # --------------------------------------------------------------------------- agents and the model seam
 
 
-def agent_deps(session, caller, subject: str = "u", *, tenant_id=None, scripted=None, model=None):  # noqa: ANN001, ANN201
+def agent_deps(session, caller, subject: str = "u", *, tenant_id=None, scripted=None, model=None):
     """AgentDeps for a test: the caller's role and groups (a retrieval `Caller`), and as its model the
     scripted double with `scripted` replies (a reply is a string, or {"tool_calls": [...]})."""
     from agents.deps import build_deps
@@ -167,8 +171,8 @@ def agent_deps(session, caller, subject: str = "u", *, tenant_id=None, scripted=
                       model=model or ScriptedModel(list(scripted or [])))
 
 
-def run_agent(session, caller, subject: str, message: str, history: list[dict], *, k: int = 6,  # noqa: ANN001, ANN201
-              scripted=None, tenant_id=None, model=None):  # noqa: ANN001
+def run_agent(session, caller, subject: str, message: str, history: list[dict], *, k: int = 6,
+              scripted=None, tenant_id=None, model=None):
     """orchestrator.run with the AgentDeps of `agent_deps`."""
     from agents import orchestrator
 
@@ -176,22 +180,277 @@ def run_agent(session, caller, subject: str, message: str, history: list[dict], 
     return orchestrator.run(deps, message, history, k=k)
 
 
-class scripted_chat:  # noqa: N801 - used as a context manager, like pytest's helpers
+class scripted_chat:
     """Within the block, the app's requests get the scripted double as their model (a FastAPI dependency
     override on serving.deps.get_model): `with scripted_chat(client.app, ["reply [1]"]) as model: ...`."""
 
-    def __init__(self, app, replies: list | None = None) -> None:  # noqa: ANN001
+    def __init__(self, app, replies: list | None = None) -> None:
         from core.llm.testing import ScriptedModel
 
         self.app, self.model = app, ScriptedModel(list(replies or []))
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self):
         from serving.deps import get_model
 
         self.app.dependency_overrides[get_model] = lambda: self.model
         return self.model
 
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
+    def __exit__(self, *exc) -> None:
         from serving.deps import get_model
 
         self.app.dependency_overrides.pop(get_model, None)
+
+
+# --------------------------------------------------------------------------- requests, documents and the index
+
+
+def bearer(t, user: str, role=None, groups=()) -> dict:
+    """Authorization header for `user` in tenant `t` (operator unless `role` is given)."""
+    from core.models import Role
+    from core.security import mint_token
+    from core.settings import get_settings
+
+    role = role or Role.operator
+    return {"Authorization": "Bearer " + mint_token(get_settings(), tenant_id=t.id, tenant=t.name, role=role,
+                                                    subject=user, groups=list(groups))}
+
+
+def post_chat(client, t, user: str, message: str, role=None, groups=(), conversation_id=None) -> dict:
+    """POST /v1/chat as `user`; asserts 200 and returns the body."""
+    body = {"message": message} | ({"conversation_id": conversation_id} if conversation_id else {})
+    r = client.post("/v1/chat", json=body, headers=bearer(t, user, role, groups))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def upload_headers(tenant, role=None, groups=("qa",)) -> dict:
+    from core.models import Role
+    from core.security import mint_token
+    from core.settings import get_settings
+
+    role = role or Role.operator
+    tok = mint_token(get_settings(), tenant_id=tenant.id, tenant=tenant.name, role=role, subject=f"{role.value}@t",
+                     groups=list(groups))
+    return {"Authorization": f"Bearer {tok}"}
+
+
+def upload_file(client, tenant, name: str, data: bytes, role=None, **form):
+    """POST /v1/documents with one file, as an operator of the qa group unless `role` is given."""
+    return client.post("/v1/documents", files={"file": (name, data)}, data=form, headers=upload_headers(tenant, role))
+
+
+def document_row(tenant_id, doc_id):
+    """The `documents` row, read under the tenant's RLS session."""
+    from sqlalchemy import text
+
+    from core.db.database import tenant_session
+
+    with tenant_session(tenant_id) as s:
+        return s.execute(text("SELECT * FROM documents WHERE id = :i"), {"i": str(doc_id)}).mappings().one()
+
+
+def chunk_rows(tenant_id, doc_id):
+    """The document's chunks in order, with their index columns."""
+    from sqlalchemy import text
+
+    from core.db.database import tenant_session
+
+    with tenant_session(tenant_id) as s:
+        return s.execute(
+            text("SELECT id, text, page, section, classification, acl_groups, embedding_dim, vector_dims(embedding) "
+                 "AS dims, embedding_model, lexical_len, index_version FROM chunks WHERE document_id = :i "
+                 "ORDER BY ordinal"), {"i": str(doc_id)}).mappings().all()
+
+
+def index_document(tenant, name: str, cls: int, acl: list, body: str, vector=None):
+    """Write a document straight into the index through the pipeline's own index writer."""
+    import uuid
+
+    import numpy as np
+
+    from core.db.database import tenant_session
+    from core.embedding import get_embedder
+    from core.models import Document
+    from ingestion.chunking import ChunkDraft
+    from ingestion.store import DocumentJob
+    from retrieval.writer import write_index
+
+    doc_id = uuid.uuid4()
+    with tenant_session(tenant.id) as s:
+        s.add(Document(id=doc_id, tenant_id=tenant.id, source_key=f"t:{name}:{doc_id}", title=name,
+                       filename=f"{name}.txt", content_hash=f"h-{doc_id}", storage_path="/dev/null", format="txt",
+                       declared_classification=cls, classification=cls, acl_groups=acl, status="parsing",
+                       review_status="approved" if cls >= 3 else None))
+    job = DocumentJob(doc_id, tenant.id, f"{name}.txt", name, f"h-{doc_id}", "/dev/null", cls, cls, acl,
+                      "parsing", None, None)
+    vec = vector if vector is not None else get_embedder().embed([body])[0]
+    chunk = ChunkDraft(0, body, 1, name, 20, "x", {})
+    assert write_index(job, [chunk], np.asarray([vec]), "sentence-transformers/all-MiniLM-L6-v2") == "indexed"
+    return doc_id
+
+
+CORPUS_A = {
+    "oil": (1, [], "Press P3 maintenance: change the hydraulic oil HLP 46 every 4000 operating hours."),
+    "weld": (2, [], "Weld porosity on bracket BR-220 was caused by low shielding gas flow of 9 l/min."),
+    "heat": (3, ["qa"], "Heat treatment recipe HT-5: anneal the housings at 540 C for four hours."),
+    "alloy": (3, ["rnd"], "Alloy formula R-9 for the valve body contains four percent nickel."),
+    "export": (4, ["qa"], "Restricted: servo controller firmware signing procedure for export item X-1."),
+}
+CORPUS_B = {"b-oil": (1, [], "Press P3 maintenance at plant B: change the hydraulic oil HLP 68 every 3000 hours.")}
+QUERIES = ["hydraulic oil change interval for press P3", "weld porosity shielding gas", "anneal housings recipe",
+           "alloy nickel formula valve body", "firmware signing procedure export", "press maintenance"]
+# (role, groups) pairs that cover the access matrix of CORPUS_A.
+CALLERS = [
+    (Role.viewer, ()), (Role.viewer, ("qa", "rnd")), (Role.operator, ()), (Role.operator, ("qa",)),
+    (Role.operator, ("rnd",)), (Role.admin, ()), (Role.admin, ("qa",)), (Role.admin, ("qa", "rnd")),
+]
+
+
+def index_two_tenant_corpus(prefix: str):
+    """Tenant A with CORPUS_A, tenant B with CORPUS_B, indexed through the pipeline's index writer."""
+    import uuid
+
+    from core.tenancy import create_tenant
+
+    a, _ = create_tenant(f"{prefix}a-{uuid.uuid4().hex[:8]}")
+    b, _ = create_tenant(f"{prefix}b-{uuid.uuid4().hex[:8]}")
+    ids = {}
+    for t, corpus in ((a, CORPUS_A), (b, CORPUS_B)):
+        for name, (cls, acl, body) in corpus.items():
+            ids[index_document(t, name, cls, acl, body)] = (t.id, name, cls, acl)
+    return a, b, ids
+
+
+MANUAL = ("Press P3 uses hydraulic oil HLP 46. Change the hydraulic oil of press P3 every 4000 operating hours. "
+          "Check the hydraulic oil level of press P3 daily before the shift. Replace the hydraulic oil filter of "
+          "press P3 at every oil change. Fill hydraulic oil into press P3 only from clean, labelled containers.")
+WELD = "Weld porosity on bracket BR-220 was caused by low shielding gas flow of 9 l/min; raise it to 14 l/min."
+RECIPE = "Heat treatment recipe HT-5: anneal the housings at 540 C for four hours, then cool them in still air."
+
+
+def index_plant(t):
+    """A small plant corpus: an open manual and weld report, and a Class III recipe for the qa group."""
+    index_document(t, "P3 manual", 2, [], MANUAL)
+    index_document(t, "weld report", 2, [], WELD)
+    index_document(t, "HT-5 recipe", 3, ["qa"], RECIPE)
+    return t
+
+
+def answer_citing(t, user: str, doc_id, chunk_id):
+    """An assistant message in `user`'s conversation that cited the given chunk (as /v1/chat stores it)."""
+    import uuid
+
+    from core.db.database import tenant_session
+    from core.models import Conversation, Message
+
+    with tenant_session(t.id) as s:
+        conv = Conversation(id=uuid.uuid4(), tenant_id=t.id, user_subject=user, title="q")
+        s.add(conv)
+        s.flush()
+        mid = uuid.uuid4()
+        s.add(Message(id=mid, tenant_id=t.id, conversation_id=conv.id, role="assistant", content="answer [1]",
+                      citations=[{"n": 1, "document_id": str(doc_id), "chunk_id": str(chunk_id), "score": 0.03,
+                                  "title": "x", "page": 1, "section": None}]))
+    return mid
+
+
+# --------------------------------------------------------------------------- loopback servers and processes
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Webhook:
+    """A webhook receiver on 127.0.0.1: `posts` holds every JSON body posted to `url`."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        self.posts: list[dict] = []
+        hook = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                hook.posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.srv.server_port}/hook"
+
+
+# --------------------------------------------------------------------------- end-to-end: `eap up` in a subprocess
+
+EAP = str(Path(sys.executable).parent / "eap")
+
+
+def http_get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    assert url.startswith("http://127.0.0.1:")
+    req = urllib.request.Request(  # noqa: S310 - loopback http only (asserted above)
+        url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+class Instance:
+    """One `eap up` under its own EAP_HOME on free ports; `token` is the admin token it prints when ready."""
+
+    def __init__(self, home: Path, *extra: str) -> None:
+        import os
+        import subprocess
+        import threading
+
+        self.home = home
+        self.api_port, self.dagster_port = free_port(), free_port()
+        env = os.environ.copy()
+        env["EAP_HOME"] = str(home)
+        self.proc = subprocess.Popen(
+            [EAP, "up", "--api-port", str(self.api_port), "--dagster-port", str(self.dagster_port), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        self.lines: list[str] = []
+        self.token: str | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            if line.startswith("EAP_ADMIN_TOKEN="):
+                self.token = line.split("=", 1)[1].strip()
+                self._ready.set()
+        self._ready.set()
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        assert self._ready.wait(timeout), "eap up did not print a token in time:\n" + "\n".join(self.lines)
+        assert self.token, "eap up exited before becoming ready:\n" + "\n".join(self.lines)
+
+    def stop(self) -> int:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(90)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise

@@ -56,22 +56,22 @@ def _check(sock: socket.socket, address: object) -> None:
             raise ConnectionRefusedError(f"test network guard: non-loopback connection to {address!r} blocked")
 
 
-def _guarded_connect(self, address):  # noqa: ANN001
+def _guarded_connect(self, address):
     _check(self, address)
     return _real_connect(self, address)
 
 
-def _guarded_connect_ex(self, address):  # noqa: ANN001
+def _guarded_connect_ex(self, address):
     _check(self, address)
     return _real_connect_ex(self, address)
 
 
-def _guarded_sendto(self, data, *args):  # noqa: ANN001
+def _guarded_sendto(self, data, *args):
     _check(self, args[-1])
     return _real_sendto(self, data, *args)
 
 
-def _guarded_getaddrinfo(host, *args, **kwargs):  # noqa: ANN001
+def _guarded_getaddrinfo(host, *args, **kwargs):
     if not _is_loopback(host):
         NETWORK_ATTEMPTS.append(f"resolve {host!r}")
         raise socket.gaierror(socket.EAI_NONAME, f"test network guard: resolving {host!r} blocked")
@@ -152,7 +152,7 @@ def eap_home():
 @pytest.fixture(scope="session")
 def platform_db(eap_home):
     """The real embedded PostgreSQL + pgvector, bootstrapped and migrated once per session."""
-    from core import database
+    from core.db import database
 
     database.get_urls.cache_clear()
     urls = database.bootstrap()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from core.llm.extractive import MODEL as EXTRACTIVE_MODEL
 from core.llm.litellm_model import LiteLLMModel, ModelRequestsBlocked, is_extractive, model_name
@@ -19,9 +20,10 @@ def default_model() -> Model:
     return _DEFAULT
 
 
-def complete(messages: list[dict], *, model: str | None = None, tools: list[dict] | None = None) -> Completion:
+def complete(messages: list[dict[str, Any]], *, model: str | None = None,
+             tools: list[dict[str, Any]] | None = None) -> Completion:
     return _DEFAULT.complete(messages, model=model, tools=tools)
 
 
-def stream(messages: list[dict], *, model: str | None = None) -> Iterator[str]:
+def stream(messages: list[dict[str, Any]], *, model: str | None = None) -> Iterator[str]:
     return _DEFAULT.stream(messages, model=model)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from core.lexical import tokenize
 from core.prompt import SOURCES_END, SOURCES_START, USER_CONTEXT_END, USER_CONTEXT_START, Prompt, prompt_of
+from retrieval.lexical import tokenize
 
 __all__ = ["MODEL", "NO_ANSWER", "PREFIX", "PROVIDER", "SOURCES_END", "SOURCES_START", "USER_CONTEXT_END",
            "USER_CONTEXT_START", "build_handler", "compose"]
@@ -104,7 +105,7 @@ def _sentences(src: Source) -> list[tuple[int, str]]:
     return out
 
 
-def _question(messages: list[dict]) -> str:
+def _question(messages: list[dict[str, Any]]) -> str:
     for m in reversed(messages):
         if m.get("role") == "user":
             content = m.get("content")
@@ -113,7 +114,7 @@ def _question(messages: list[dict]) -> str:
     return ""
 
 
-def compose(messages: list[dict]) -> str:
+def compose(messages: list[dict[str, Any]]) -> str:
     from core.embedding import get_embedder
 
     typed = prompt_of(messages)
@@ -178,27 +179,28 @@ def _words(text: str) -> Iterator[str]:
         yield m.group(0)
 
 
-def build_handler():  # noqa: ANN201
+def build_handler() -> Any:
     """The LiteLLM CustomLLM subclass (built lazily: importing litellm costs ~1 s)."""
     import litellm
     from litellm import CustomLLM
     from litellm.types.utils import GenericStreamingChunk
 
     class ExtractiveLLM(CustomLLM):
-        def completion(self, model, messages, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        def completion(self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
             text = compose(messages)
             resp = litellm.ModelResponse(
                 model=MODEL,
                 choices=[{"message": {"role": "assistant", "content": text}, "finish_reason": "stop", "index": 0}],
             )
-            resp.usage = litellm.Usage(prompt_tokens=sum(len(str(m.get("content", "")).split()) for m in messages),
-                                       completion_tokens=len(text.split()),
-                                       total_tokens=0)
-            resp._response_ms = (time.perf_counter() - t0) * 1000  # noqa: SLF001
+            # ModelResponse sets usage and _response_ms dynamically; its stub declares neither.
+            resp.usage = litellm.Usage(  # type: ignore[attr-defined]
+                prompt_tokens=sum(len(str(m.get("content", "")).split()) for m in messages),
+                completion_tokens=len(text.split()), total_tokens=0)
+            resp._response_ms = (time.perf_counter() - t0) * 1000  # type: ignore[attr-defined]
             return resp
 
-        def streaming(self, model, messages, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        def streaming(self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Iterator[Any]:
             text = compose(messages)
             for word in _words(text):
                 yield GenericStreamingChunk(text=word, is_finished=False, finish_reason="", usage=None, index=0,
@@ -206,10 +208,12 @@ def build_handler():  # noqa: ANN201
             yield GenericStreamingChunk(text="", is_finished=True, finish_reason="stop", usage=None, index=0,
                                         tool_use=None)
 
-        async def acompletion(self, model, messages, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        async def acompletion(self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
             return self.completion(model, messages, *args, **kwargs)
 
-        async def astreaming(self, model, messages, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        async def astreaming(  # type: ignore[override] # litellm's stub declares a coroutine; it iterates
+            self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any
+        ) -> AsyncIterator[Any]:
             for chunk in self.streaming(model, messages, *args, **kwargs):
                 yield chunk
 

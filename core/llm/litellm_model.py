@@ -34,7 +34,7 @@ class ModelRequestsBlocked(RuntimeError):
     """A model-server call while `ALLOW_MODEL_REQUESTS` is False."""
 
 
-def _litellm() -> Any:  # noqa: ANN401 - the litellm module
+def _litellm() -> Any:
     global _registered
     # LiteLLM fetches a model cost map from the internet at import unless told not to.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -73,7 +73,7 @@ def is_extractive(model: str | None = None) -> bool:
     return (model or model_name()).startswith(PROVIDER + "/")
 
 
-def request_kwargs(model: str, tools: list[dict] | None = None) -> dict:
+def request_kwargs(model: str, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The keyword arguments of one `litellm.completion` call to `model`, unless model requests are blocked."""
     if not ALLOW_MODEL_REQUESTS and not is_extractive(model):
         BLOCKED_REQUESTS.append(model)
@@ -82,10 +82,10 @@ def request_kwargs(model: str, tools: list[dict] | None = None) -> dict:
     return call_kwargs(model, tools)
 
 
-def call_kwargs(model: str, tools: list[dict] | None = None) -> dict:
+def call_kwargs(model: str, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Endpoint, key, timeout and tools of one `litellm.completion` call to `model`."""
     s = get_settings()
-    kw: dict = {"model": model, "timeout": s.llm_timeout_s}
+    kw: dict[str, Any] = {"model": model, "timeout": s.llm_timeout_s}
     if not is_extractive(model):
         if s.llm_api_base:
             kw["api_base"] = s.llm_api_base
@@ -96,13 +96,13 @@ def call_kwargs(model: str, tools: list[dict] | None = None) -> dict:
     return kw
 
 
-def wire_messages(messages: list[dict], model: str) -> list[dict]:
+def wire_messages(messages: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
     """The in-process extractive responder reads the typed prompt (`core.prompt.Prompt`) that travels with
     the system message; a model server gets text only."""
     return messages if is_extractive(model) else wire(messages)
 
 
-def completion_of(resp: Any, model: str, t0: float) -> Completion:  # noqa: ANN401 - a litellm ModelResponse
+def completion_of(resp: Any, model: str, t0: float) -> Completion:
     usage = getattr(resp, "usage", None)
     msg = resp.choices[0].message
     calls = [{"id": tc.id, "name": tc.function.name, "arguments": tc.function.arguments or "{}"}
@@ -117,7 +117,7 @@ def completion_of(resp: Any, model: str, t0: float) -> Completion:  # noqa: ANN4
     )
 
 
-def deltas(chunks: Any) -> Iterator[str]:  # noqa: ANN401 - a litellm stream
+def deltas(chunks: Any) -> Iterator[str]:
     for chunk in chunks:
         delta = chunk.choices[0].delta.content if chunk.choices else None
         if delta:
@@ -127,8 +127,8 @@ def deltas(chunks: Any) -> Iterator[str]:  # noqa: ANN401 - a litellm stream
 class LiteLLMModel:
     """The production Model: LiteLLM for every call, the extractive responder by default."""
 
-    def complete(self, messages: list[dict], *, model: str | None = None,
-                 tools: list[dict] | None = None) -> Completion:
+    def complete(self, messages: list[dict[str, Any]], *, model: str | None = None,
+                 tools: list[dict[str, Any]] | None = None) -> Completion:
         litellm = _litellm()
         model = model or model_name()
         t0 = time.perf_counter()
@@ -139,7 +139,7 @@ class LiteLLMModel:
             raise failed(model, exc) from None
         return completion_of(resp, model, t0)
 
-    def stream(self, messages: list[dict], *, model: str | None = None) -> Iterator[str]:
+    def stream(self, messages: list[dict[str, Any]], *, model: str | None = None) -> Iterator[str]:
         litellm = _litellm()
         model = model or model_name()
         kwargs = request_kwargs(model)

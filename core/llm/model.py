@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from core.errors import PlatformError
 
@@ -26,7 +26,7 @@ class Completion:
     latency_ms: float
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    tool_calls: list[dict] | None = None  # [{"id", "name", "arguments"}] when the model asked for tools
+    tool_calls: list[dict[str, Any]] | None = None  # [{"id", "name", "arguments"}] when the model asked for tools
 
 
 @runtime_checkable
@@ -34,10 +34,10 @@ class Model(Protocol):
     """`model` in each call is a model string (a tier's, e.g. `openai/qwen2.5-7b-instruct`); None means
     the configured default."""
 
-    def complete(self, messages: list[dict], *, model: str | None = None,
-                 tools: list[dict] | None = None) -> Completion: ...
+    def complete(self, messages: list[dict[str, Any]], *, model: str | None = None,
+                 tools: list[dict[str, Any]] | None = None) -> Completion: ...
 
-    def stream(self, messages: list[dict], *, model: str | None = None) -> Iterator[str]: ...
+    def stream(self, messages: list[dict[str, Any]], *, model: str | None = None) -> Iterator[str]: ...
 
     def generative(self, model: str) -> bool:
         """True when a call to `model` writes its own text; False for the extractive responder, which

@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from core.llm import litellm_model
 from core.llm.litellm_model import LiteLLMModel, call_kwargs, completion_of, deltas, wire_messages
@@ -22,19 +23,19 @@ from core.llm.model import Completion, Model
 
 
 class ScriptedModel:
-    def __init__(self, replies: list | None = None, fallback: Model | None = None, *,
+    def __init__(self, replies: list[Any] | None = None, fallback: Model | None = None, *,
                  concurrent: bool | None = None) -> None:
         # The list itself, not a copy: a test can check what is left of it.
         self.replies = replies if replies is not None else []
         self.fallback = fallback or LiteLLMModel()
         self.concurrent = concurrent  # force `concurrent_ok` (e.g. the threaded fan-out with the local responder)
-        self.requests: list[dict] = []  # every call: model, messages, tools, scripted or not
+        self.requests: list[dict[str, Any]] = []  # every call: model, messages, tools, scripted or not
 
     def _next(self) -> object | None:
         return self.replies.pop(0) if self.replies else None
 
-    def complete(self, messages: list[dict], *, model: str | None = None,
-                 tools: list[dict] | None = None) -> Completion:
+    def complete(self, messages: list[dict[str, Any]], *, model: str | None = None,
+                 tools: list[dict[str, Any]] | None = None) -> Completion:
         reply = self._next()
         model = model or litellm_model.model_name()
         self.requests.append({"model": model, "messages": messages, "tools": tools, "scripted": reply is not None})
@@ -56,7 +57,7 @@ class ScriptedModel:
             raise litellm_model.failed(model, exc) from None
         return completion_of(resp, model, t0)
 
-    def stream(self, messages: list[dict], *, model: str | None = None) -> Iterator[str]:
+    def stream(self, messages: list[dict[str, Any]], *, model: str | None = None) -> Iterator[str]:
         reply = self._next()
         model = model or litellm_model.model_name()
         self.requests.append({"model": model, "messages": messages, "tools": None, "scripted": reply is not None})
@@ -81,7 +82,7 @@ class ScriptedModel:
         return not self.replies and self.fallback.concurrent_ok(model)
 
 
-def _scripted_kwargs(model: str, tools: list[dict] | None) -> dict:
+def _scripted_kwargs(model: str, tools: list[dict[str, Any]] | None) -> dict[str, Any]:
     """A real call's arguments; a scripted reply never reaches a server, so the guard does not apply."""
     return call_kwargs(model, tools)
 

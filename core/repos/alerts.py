@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -17,7 +18,7 @@ def rules(session: Session) -> list[AlertRule]:
     return list(session.execute(select(AlertRule).order_by(AlertRule.name)).scalars())
 
 
-def replace_rules(session: Session, tenant_id: uuid.UUID, wanted: Sequence[dict]) -> list[str]:
+def replace_rules(session: Session, tenant_id: uuid.UUID, wanted: Sequence[dict[str, Any]]) -> list[str]:
     """Make the rule set `wanted` (dicts of AlertRule fields, `name` unique): a rule keeps its id while its
     name stays. Returns the names of the rules removed."""
     existing = {r.name: r for r in session.execute(select(AlertRule)).scalars()}

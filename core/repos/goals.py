@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
@@ -20,7 +21,8 @@ def plans(session: Session, goal_id: uuid.UUID, *, visible: ColumnElement[bool] 
     return list(session.execute(q.order_by(GoalPlan.created_at.desc()).limit(limit)).scalars())
 
 
-def run_labels(session: Session, run_ids: Sequence[uuid.UUID]) -> list[tuple[uuid.UUID, dict | None, list]]:
+def run_labels(session: Session,
+               run_ids: Sequence[uuid.UUID]) -> list[tuple[uuid.UUID, dict[str, Any] | None, list[Any]]]:
     """(id, stored access label, trace) of agent runs."""
     if not run_ids:
         return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,5 +16,6 @@ def name(session: Session, tenant_id: uuid.UUID) -> str | None:
     return session.execute(select(Tenant.name).where(Tenant.id == tenant_id)).scalar()
 
 
-def settings(session: Session, tenant_id: uuid.UUID) -> dict:
-    return session.get(Tenant, tenant_id).settings or {}
+def settings(session: Session, tenant_id: uuid.UUID) -> dict[str, Any]:
+    tenant = session.get(Tenant, tenant_id)
+    return (tenant.settings if tenant is not None else None) or {}

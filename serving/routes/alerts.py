@@ -12,7 +12,10 @@ from core import audit
 from core.models import AlertRule, Role
 from core.repos import alerts as alerts_repo
 from core.repos import tenants
-from monitoring.service import configure_mes, public_target, set_alert_status
+from core.security import Principal
+from monitoring.alerts import set_alert_status
+from monitoring.dispatch import public_target
+from monitoring.polling import configure_mes
 from serving.deps import PrincipalDep, TenantSessionDep, require_role
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
@@ -116,7 +119,7 @@ def list_alerts(db: TenantSessionDep,
                      acknowledged_by=a.acknowledged_by, resolved_by=a.resolved_by) for a in alerts]
 
 
-async def _transition(alert_id: uuid.UUID, principal, status: str) -> dict:  # noqa: ANN001
+async def _transition(alert_id: uuid.UUID, principal: Principal, status: str) -> dict:
     a = await run_in_threadpool(set_alert_status, principal.tenant_id, alert_id, status, actor=principal.subject,
                                 actor_role=principal.role.value)
     return {"id": str(a.id), "status": a.status}

@@ -6,7 +6,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 from fastapi.concurrency import run_in_threadpool
@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from agents import chat as chat_case
 from agents import history
 from agents.deps import AgentDeps
-from core.database import tenant_session
+from core.db.database import tenant_session
 from core.errors import PlatformError
 from core.llm import Model
 from core.security import Principal
@@ -97,7 +97,7 @@ def _chat_stream(principal: Principal, body: ChatIn, model: Model) -> Iterator[s
     except PlatformError as exc:
         yield _sse("error", error_body(exc.code, exc.message, exc.details)["error"])
         return
-    except Exception:  # noqa: BLE001 - the response has started: the client must still see why it ends
+    except Exception:
         log.exception("chat stream failed")
         yield _sse("error", error_body("internal_error", "internal server error")["error"])
         return
@@ -112,8 +112,8 @@ def _chat_stream(principal: Principal, body: ChatIn, model: Model) -> Iterator[s
              responses={200: {"content": {"text/event-stream": {}},
                               "description": "JSON, or SSE events start/delta*/citations/done with "
                                              "Accept: text/event-stream"}})
-async def chat(body: ChatIn, principal: PrincipalDep, model: ModelDep,  # noqa: ANN201
-               accept: Annotated[str | None, Header()] = None):
+async def chat(body: ChatIn, principal: PrincipalDep, model: ModelDep,
+               accept: Annotated[str | None, Header()] = None) -> Any:
     """Ask a question; the answer is grounded in, and cites, documents the caller may read."""
     if accept and "text/event-stream" in accept:
         if body.conversation_id is not None:  # a bad conversation id is a 404 before the stream starts

@@ -11,12 +11,12 @@ from pydantic import BaseModel
 from compliance.access import can_read, read_filter
 from compliance.classification import CLASS_NAMES
 from core.errors import NotFound
-from core.filestore import FileTooLarge
 from core.models import Document, DocumentStatus, Role
 from core.repos import documents
 from core.security import Principal
 from core.settings import get_settings
-from pipeline import ingestion
+from ingestion import submission
+from ingestion.filestore import FileTooLarge
 from serving.deps import PrincipalDep, TenantSessionDep, require_role
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
@@ -99,7 +99,7 @@ async def upload(
     if length and length.isdigit() and int(length) > limit + _MULTIPART_OVERHEAD:
         raise FileTooLarge(f"upload exceeds the limit of {limit} bytes", details={"limit_bytes": limit})
     sub = await run_in_threadpool(
-        ingestion.submit_document, principal.tenant_id, filename=file.filename or "", stream=file.file,
+        submission.submit_document, principal.tenant_id, filename=file.filename or "", stream=file.file,
         classification=classification, acl_groups=acl_groups, title=title, actor=principal.subject,
         actor_role=principal.role.value, actor_groups=principal.groups,
     )
@@ -144,6 +144,6 @@ def delete_document(document_id: uuid.UUID, principal: PrincipalDep, db: TenantS
     """Remove the document, its chunks, its stage files and (unless another document has the same content)
     its original from the file store (audited)."""
     _get_visible(db, principal, document_id)
-    ingestion.delete_document(principal.tenant_id, document_id, actor=principal.subject,
+    submission.delete_document(principal.tenant_id, document_id, actor=principal.subject,
                               actor_role=principal.role.value)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from quality.feedback import submit
+from evals.feedback import submit
 from serving.deps import PrincipalDep
 
 router = APIRouter(prefix="/v1/feedback", tags=["feedback"])

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from core.database import check_ready
+from core.db.database import check_ready
 from core.errors import PlatformError
 from serving.errors import error_body
 

@@ -8,7 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from core.models import Role
-from pipeline.index_builds import versions
+from retrieval.builds import versions
 from serving.deps import PrincipalDep, require_role
 
 router = APIRouter(prefix="/v1/index", tags=["index"])

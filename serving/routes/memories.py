@@ -66,7 +66,7 @@ def _out(m: Memory) -> MemoryOut:
 
 @router.get("", response_model=MemoryPage)
 def list_memories(principal: PrincipalDep, db: TenantSessionDep,
-                  type: MemoryType | None = None,  # noqa: A002 - the API's field name
+                  type: MemoryType | None = None,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
                   offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> MemoryPage:
     """Your memories, newest first (filter by type), only those you may still read."""
@@ -101,7 +101,7 @@ def delete_memory(memory_id: uuid.UUID, principal: PrincipalDep, db: TenantSessi
 
 @router.delete("", response_model=ForgetOut)
 def forget_all(principal: PrincipalDep, db: TenantSessionDep,
-               type: MemoryType | None = None) -> ForgetOut:  # noqa: A002 - the API's field name
+               type: MemoryType | None = None) -> ForgetOut:
     """Forget everything remembered about you (or one type of it). Without a type, the agent's lessons about
     your past answers go too. Goals are managed separately (PATCH /v1/goals/{id})."""
     return ForgetOut(**memory.forget_all(db, principal.tenant_id, principal.subject, principal.role.value, type))

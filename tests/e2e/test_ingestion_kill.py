@@ -18,10 +18,10 @@ import pytest
 import yaml
 from sqlalchemy import text
 
-from core.database import tenant_session
+from core.db.database import tenant_session
 from core.settings import get_settings
 from eap.up import REPO_ROOT, child_env
-from pipeline import ingestion
+from ingestion import submission
 from tests.builders import text_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -84,7 +84,7 @@ def _statuses(tenant) -> dict[str, tuple[str, str | None]]:
                 for r in s.execute(text("SELECT id, status, status_reason FROM documents")).all()}
 
 
-def _wait(pred, what: str, daemon: Daemon, deadline_s: float = DEADLINE_S, every: float = 0.3):  # noqa: ANN001
+def _wait(pred, what: str, daemon: Daemon, deadline_s: float = DEADLINE_S, every: float = 0.3):
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         value = pred()
@@ -100,7 +100,7 @@ def _submit_batch(tenant, tag: str) -> list[str]:
             for i in range(4)}
     # A scan makes the run long enough to be killed in the middle (OCR takes seconds).
     docs[f"{tag}-scan.png"] = text_image([f"{tag} inspection label", "Torque for M8 bolts is 25 Nm."])
-    return [str(ingestion.submit_document(tenant.id, filename=name, stream=io.BytesIO(data), actor="test").document_id)
+    return [str(submission.submit_document(tenant.id, filename=name, stream=io.BytesIO(data), actor="test").document_id)
             for name, data in docs.items()]
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.test_eap_up import EAP, Instance, _free_port, _get
+from tests.builders import EAP, Instance, free_port, http_get
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def _environ(pid: int) -> dict[str, str]:
 
 def _up(url: str) -> bool:
     try:
-        return _get(url)[0] == 200
+        return http_get(url)[0] == 200
     except OSError:  # refused while the API restarts
         return False
 
@@ -78,13 +78,13 @@ def test_killed_api_comes_back_second_up_refused_and_api_env_holds_no_secrets(tm
         key_file = env["EAP_JWT_SECRET_FILE"]
         assert oct(os.stat(key_file).st_mode & 0o777) == "0o600"
         # …and the API still works: tokens, tenant lookups and logins (which use the system role).
-        assert _get(f"{api}/v1/me", inst.token)[0] == 200
+        assert http_get(f"{api}/v1/me", inst.token)[0] == 200
         status, body = _post(f"{api}/v1/auth/login", {"tenant": "default", "username": "admin", "password": "x" * 12})
         assert status == 401 and json.loads(body)["error"]["code"] == "invalid_credentials"
 
         # Finding 12: a second `eap up` on the same EAP_HOME is refused with one line.
         env2 = {**os.environ, "EAP_HOME": str(tmp_path)}
-        second = subprocess.run([EAP, "up", "--api-port", str(_free_port()), "--dagster-port", str(_free_port())],
+        second = subprocess.run([EAP, "up", "--api-port", str(free_port()), "--dagster-port", str(free_port())],
                                 env=env2, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second
         assert "Traceback" not in second.stderr and len(second.stderr.strip().splitlines()) == 1, second.stderr
@@ -100,9 +100,9 @@ def test_killed_api_comes_back_second_up_refused_and_api_env_holds_no_secrets(tm
                 break
             time.sleep(1)
         assert new_pid and new_pid != pid, "\n".join(inst.lines[-20:])
-        assert _get(f"{api}/v1/me", inst.token)[0] == 200
-        assert _get(f"{api}/readyz")[0] == 200
-        assert _get(f"http://127.0.0.1:{inst.dagster_port}/server_info")[0] == 200
+        assert http_get(f"{api}/v1/me", inst.token)[0] == 200
+        assert http_get(f"{api}/readyz")[0] == 200
+        assert http_get(f"http://127.0.0.1:{inst.dagster_port}/server_info")[0] == 200
         assert inst.proc.poll() is None
         assert any("api exited" in line and "restarting" in line for line in inst.lines), inst.lines[-20:]
     finally:

@@ -1,5 +1,6 @@
-"""The ingestion sensors and jobs as the daemon runs them, in process: one sensor tick
-(`build_sensor_context`), its dynamic partitions added, each run request executed with its tags."""
+"""A shared test helper module (not a test module: pytest collects only `test_*.py`): the ingestion
+sensors and jobs as the daemon runs them, in process: one sensor tick (`build_sensor_context`), its
+dynamic partitions added, each run request executed with its tags."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def tenant(platform_db):
     return t
 
 
-def _h(tenant, role=Role.admin, subject="alice"):  # noqa: ANN001
+def _h(tenant, role=Role.admin, subject="alice"):
     tok = mint_token(get_settings(), tenant_id=tenant.id, tenant=tenant.name, role=role, subject=subject,
                      groups=["qa"])
     return {"Authorization": f"Bearer {tok}"}
@@ -170,7 +170,7 @@ class _Body:
         return json.loads(b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body"))
 
 
-def _call(app, method: str, path: str, body: _Body, headers: dict[str, str]) -> None:  # noqa: ANN001
+def _call(app, method: str, path: str, body: _Body, headers: dict[str, str]) -> None:
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
              "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
@@ -220,14 +220,14 @@ def test_bodies_over_the_limit_are_refused_before_they_are_read(app, tenant):
 # --------------------------------------------------------------------------- finding 10: login
 
 
-def _login(client, tenant_name, user, pw, totp=None):  # noqa: ANN001
+def _login(client, tenant_name, user, pw, totp=None):
     body = {"tenant": tenant_name, "username": user, "password": pw}
     if totp:
         body["totp"] = totp
     return client.post("/v1/auth/login", json=body)
 
 
-def _shape(r) -> tuple[int, str, str]:  # noqa: ANN001
+def _shape(r) -> tuple[int, str, str]:
     e = r.json()["error"]
     return r.status_code, e["code"], re.sub(r"\d{4}-\d\d-\d\dT[\d:.+]+", "<time>", e["message"])
 
@@ -269,7 +269,7 @@ def test_mfa_answer_does_not_reveal_the_password_and_totp_is_single_use(client, 
     assert replay.status_code == 401 and replay.json() == wrong.json()
     from sqlalchemy import text
 
-    from core.database import tenant_session
+    from core.db.database import tenant_session
 
     with tenant_session(t.id) as s:
         last = s.execute(text("SELECT details->>'reason' FROM audit_events WHERE action = 'auth.login' "

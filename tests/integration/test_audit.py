@@ -3,7 +3,7 @@ import sqlalchemy as sa
 from sqlalchemy import text
 
 from core import audit
-from core.database import get_urls, tenant_session
+from core.db.database import get_urls, tenant_session
 
 
 def test_chain_verifies_and_app_role_cannot_rewrite_history(make_tenant):

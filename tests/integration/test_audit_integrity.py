@@ -14,18 +14,18 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 from core import audit
-from core.database import get_urls, system_session, tenant_session
+from core.db.database import get_urls, system_session, tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
 
 
-def _h(t, subject: str, role: Role = Role.operator, groups=()) -> dict:  # noqa: ANN001
+def _h(t, subject: str, role: Role = Role.operator, groups=()) -> dict:
     tok = mint_token(get_settings(), tenant_id=t.id, tenant=t.name, role=role, subject=subject, groups=list(groups))
     return {"Authorization": f"Bearer {tok}"}
 
 
-def _events(tenant_id, action: str, **where) -> list:  # noqa: ANN001, ANN003
+def _events(tenant_id, action: str, **where) -> list:
     """Audit events (owner role: the platform chain is readable by it only)."""
     cond = "tenant_id IS NULL" if tenant_id is None else "tenant_id = CAST(:t AS uuid)"
     extra = "".join(f" AND {k} = :{k}" for k in where)
@@ -156,13 +156,13 @@ def test_failed_model_call_is_recorded(make_tenant, monkeypatch):
 
 def test_reading_class_iii_history_and_traces_is_recorded(client, make_tenant):
     from core.models import AgentRun, Conversation, Message
-    from tests.integration.test_retrieval import _index
+    from tests.builders import index_document
 
     t = make_tenant("histread")
     vec = np.zeros(384, dtype=np.float32)
     vec[3] = 1.0
-    secret = _index(t, "recipe", 3, ["metallurgy"], "Anneal at 540 C for 4 hours.", vector=vec)
-    public = _index(t, "sop", 2, [], "Grease the ram bearings every 500 hours.", vector=vec)
+    secret = index_document(t, "recipe", 3, ["metallurgy"], "Anneal at 540 C for 4 hours.", vector=vec)
+    public = index_document(t, "sop", 2, [], "Grease the ram bearings every 500 hours.", vector=vec)
     with tenant_session(t.id) as s:
         chunk = dict(s.execute(text("SELECT document_id, id FROM chunks")).all())
     convs = {}

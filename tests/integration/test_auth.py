@@ -124,14 +124,14 @@ def test_oidc_from_jwks_url(client, keys, monkeypatch, make_tenant):
     body = json.dumps(keys["jwks"]).encode()
 
     class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *a):  # noqa: ANN002
+        def log_message(self, *a):
             pass
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
@@ -177,7 +177,7 @@ def test_admin_login_needs_totp_and_locks_after_six_failures(client, make_tenant
     assert r.status_code == 423 and r.json()["error"]["code"] == "account_locked"
     from sqlalchemy import text
 
-    from core.database import tenant_session
+    from core.db.database import tenant_session
 
     with tenant_session(t.id) as s:
         reasons = [d["reason"] for (d,) in s.execute(text(

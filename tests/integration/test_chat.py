@@ -10,13 +10,12 @@ from sqlalchemy import text
 
 from agents.answer import answer
 from compliance.access import can_read
-from core.database import tenant_session
+from core.db.database import tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
 from retrieval.search import Caller
-from tests.builders import agent_deps, scripted_chat
-from tests.integration.test_retrieval import CALLERS, CORPUS_A, CORPUS_B, QUERIES, index_two_tenant_corpus
+from tests.builders import CALLERS, CORPUS_A, CORPUS_B, QUERIES, agent_deps, index_two_tenant_corpus, scripted_chat
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from core.database import tenant_session
+from core.db.database import tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
-from tests.integration.test_retrieval import index_two_tenant_corpus
+from tests.builders import index_two_tenant_corpus
 
 # An admin in both groups: the answer draws on Class III (qa) and Class IV (qa) documents, so the per-chunk
 # records are part of what is compared.
@@ -65,7 +65,7 @@ def _audit(tenant, user: str, res: dict) -> list[tuple]:
                               "FROM audit_events WHERE actor = :u ORDER BY seq"), {"u": user}).all()
     names = {res["message_id"]: "<message>", res["conversation_id"]: "<conversation>", res["trace_id"]: "<trace>"}
 
-    def norm(v):  # noqa: ANN001, ANN202
+    def norm(v):
         if isinstance(v, dict):
             return {k: norm(x) for k, x in v.items() if k not in _VOLATILE}
         if isinstance(v, list):

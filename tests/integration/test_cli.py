@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import text
 
-from core.database import get_urls
+from core.db.database import get_urls
 from core.security import verify_token
 from core.settings import get_settings
 

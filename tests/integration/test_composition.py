@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from agents import composition, orchestrator, thinking
-from core.database import tenant_session
+from agents import compose as composition
+from agents import orchestrator, thinking
+from core.db.database import tenant_session
 from core.embedding import get_embedder
 from core.llm.extractive import PREFIX
 from core.llm.testing import ScriptedModel

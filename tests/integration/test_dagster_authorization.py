@@ -15,24 +15,23 @@ import pytest
 from sqlalchemy import text
 
 from compliance import approvals
-from core.database import system_session, tenant_session
+from core.db.database import system_session, tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
-from tests.builders import finetune_export_config, steward_review_config
-from tests.integration.test_ingestion import _chunks, _doc, _upload, dagster_env  # noqa: F401 - fixture
+from tests.builders import chunk_rows, document_row, finetune_export_config, steward_review_config, upload_file
 
 BODY = b"# Recipe R-9\n\nAnneal the housing at 555 C for 3 h, then quench in oil.\n"
 REASON = "checked against the export list"
 
 
-def _bearer(t, subject, role=Role.operator, groups=(), roles=()) -> dict:  # noqa: ANN001
+def _bearer(t, subject, role=Role.operator, groups=(), roles=()) -> dict:
     tok = mint_token(get_settings(), tenant_id=t.id, tenant=t.name, role=role, subject=subject, groups=list(groups),
                      extra={"roles": list(roles)} if roles else None)
     return {"Authorization": f"Bearer {tok}"}
 
 
-def _launch(inst, doc_id, config: dict) -> dg.ExecuteInProcessResult:  # noqa: ANN001
+def _launch(inst, doc_id, config: dict) -> dg.ExecuteInProcessResult:
     import definitions
 
     return definitions.defs.resolve_job_def("steward_review").execute_in_process(
@@ -40,13 +39,13 @@ def _launch(inst, doc_id, config: dict) -> dg.ExecuteInProcessResult:  # noqa: A
         run_config={"ops": {"search_index": {"config": config}}}, resources={"db": definitions.defs.resources["db"]})
 
 
-def _unchanged(t, doc_id) -> bool:  # noqa: ANN001
-    row = _doc(t.id, doc_id)
+def _unchanged(t, doc_id) -> bool:
+    row = document_row(t.id, doc_id)
     return (row["status"], row["review_status"], row["reviewed_by"]) == ("awaiting_approval", "pending", None) \
-        and _chunks(t.id, doc_id) == []
+        and chunk_rows(t.id, doc_id) == []
 
 
-def _review_events(t) -> list:  # noqa: ANN001
+def _review_events(t) -> list:
     with tenant_session(t.id) as s:
         return s.execute(text("SELECT action, actor, details FROM audit_events WHERE action LIKE 'document.review.%' "
                               "ORDER BY seq")).all()
@@ -63,11 +62,11 @@ def _ui_text(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(parts)
 
 
-def test_steward_review_needs_an_approval_token_from_the_api(client, dagster_env, make_tenant):  # noqa: F811
+def test_steward_review_needs_an_approval_token_from_the_api(client, dagster_env, make_tenant):
     inst, run_pipeline, _ = dagster_env
     t = make_tenant("dagauth")
-    a = _upload(client, t, "recipe.md", BODY, classification="III", acl_groups="metallurgy").json()["document_id"]
-    b = _upload(client, t, "other.md", b"# Other\n\nSecret alloy mix 7 of 9.\n", classification="III",
+    a = upload_file(client, t, "recipe.md", BODY, classification="III", acl_groups="metallurgy").json()["document_id"]
+    b = upload_file(client, t, "other.md", b"# Other\n\nSecret alloy mix 7 of 9.\n", classification="III",
                 acl_groups="metallurgy").json()["document_id"]
     ingest = run_pipeline()
     assert ingest[0].success
@@ -81,7 +80,7 @@ def test_steward_review_needs_an_approval_token_from_the_api(client, dagster_env
     admin_bearer = _bearer(t, "ada", Role.admin, ("metallurgy",))["Authorization"].split()[1]
     signed_with_api_key = jwt.encode(
         {"iss": "eap", "aud": "eap:steward-review", "sub": "mallory", "jti": str(uuid.uuid4()), "tid": str(t.id),
-         "kind": "document_review", "doc": a, "sha256": _doc(t.id, a)["content_hash"], "decision": "approve",
+         "kind": "document_review", "doc": a, "sha256": document_row(t.id, a)["content_hash"], "decision": "approve",
          "reason_sha256": approvals.reason_digest(REASON), "iat": dt.datetime.now(dt.UTC),
          "exp": dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)},
         get_settings().jwt_signing_secret(), algorithm="HS256")
@@ -119,9 +118,9 @@ def test_steward_review_needs_an_approval_token_from_the_api(client, dagster_env
     # The real thing: approved, recorded as the token's authenticated user, nothing classified in the UI.
     ok = _launch(inst, a, token_cfg["ops"]["search_index"]["config"])
     assert ok.success
-    row = _doc(t.id, a)
+    row = document_row(t.id, a)
     assert (row["status"], row["review_status"], row["reviewed_by"]) == ("indexed", "approved", "sam.steward")
-    assert _chunks(t.id, a)
+    assert chunk_rows(t.id, a)
     shown = _ui_text(ok)
     assert "555 C" not in shown and REASON not in shown
     events = _review_events(t)
@@ -135,7 +134,7 @@ def test_steward_review_needs_an_approval_token_from_the_api(client, dagster_env
         approvals.consume_review(token, tenant_id=t.id, document_id=uuid.UUID(a), content_hash=row["content_hash"],
                                  decision="approve", reason=REASON, run_id="replay", class_name="III")
     assert not _launch(inst, a, token_cfg["ops"]["search_index"]["config"]).success
-    assert _doc(t.id, b)["status"] == "awaiting_approval" and len(_review_events(t)) == 1
+    assert document_row(t.id, b)["status"] == "awaiting_approval" and len(_review_events(t)) == 1
 
 
 def test_finetune_export_needs_an_admin_approval(client, make_tenant):

@@ -5,7 +5,7 @@ import re
 import pytest
 from sqlalchemy import text
 
-from core.database import system_session
+from core.db.database import system_session
 from core.enums import DocumentStatus, ReviewStatus, Role
 
 

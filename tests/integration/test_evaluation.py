@@ -9,11 +9,11 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
-from core.database import tenant_session
+from core.db.database import tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
-from quality.evaluation import load_golden
+from evals.evaluation import load_golden
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +72,7 @@ def test_nightly_eval_scores_keeps_history_flags_regressions_and_reports(client,
     assert "<h2>Per specialist</h2>" in page and "data:image/png;base64," in page
 
     # A worse system: degrade retrieval for the second run by removing the welding manual.
-    from pipeline.ingestion import delete_document
+    from ingestion.submission import delete_document
 
     with tenant_session(eval_tenant.id) as s:
         doc = s.execute(text("SELECT id FROM documents WHERE title = 'mm-310-welding-robot-manual'")).scalar()

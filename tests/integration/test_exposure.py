@@ -7,33 +7,32 @@ import uuid
 
 from sqlalchemy import text
 
-from core.database import tenant_session
-from core.filestore import FileStore
+from core.db.database import tenant_session
 from core.models import Alert, Role
 from core.security import mint_token
 from core.settings import get_settings
-from monitoring.service import dispatch
-from tests.integration.test_ingestion import dagster_env  # noqa: F401 - the module's Dagster fixture
-from tests.integration.test_mes_alerts import Webhook
+from ingestion.filestore import FileStore
+from monitoring.dispatch import dispatch
+from tests.builders import Webhook
 
 
-def _h(tenant, role=Role.operator, groups=("qa",)):  # noqa: ANN001
+def _h(tenant, role=Role.operator, groups=("qa",)):
     return {"Authorization": "Bearer " + mint_token(get_settings(), tenant_id=tenant.id, tenant=tenant.name,
                                                     role=role, subject=f"{role.value}@x", groups=list(groups))}
 
 
-def _upload(client, tenant, name, data, **form):  # noqa: ANN001
+def _upload(client, tenant, name, data, **form):
     r = client.post("/v1/documents", files={"file": (name, data)}, data=form, headers=_h(tenant))
     assert r.status_code in (200, 202), r.text
     return r.json()
 
 
-def _original(sha: str):  # noqa: ANN202
+def _original(sha: str):
     return FileStore(get_settings().file_store_dir).path_for(sha)
 
 
 def test_delete_removes_the_original_and_stage_files_unless_another_document_shares_it(
-        client, make_tenant, dagster_env):  # noqa: F811
+        client, make_tenant, dagster_env):
     _, run_pipeline, _ = dagster_env
     a, b = make_tenant("del-a"), make_tenant("del-b")
     body = f"# Shared {uuid.uuid4().hex}\n\nPress P7 torque is 45 Nm.".encode()

@@ -7,11 +7,11 @@ import pytest
 from sqlalchemy import text
 
 from compliance.access import can_read
-from core.database import system_session, tenant_session
+from core.db.database import system_session, tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
-from tests.integration.test_retrieval import index_two_tenant_corpus
+from tests.builders import index_two_tenant_corpus
 
 # Distinctive text of the corpus' Class III (heat, alloy) and Class IV (export) documents.
 # (Never words of the questions: those are the user's own and stay.)
@@ -39,11 +39,11 @@ def _h(tenant, role, groups=(), user="dana"):
                                                     role=role, subject=user, groups=list(groups))}
 
 
-def _leaks(payload: str, names) -> list[str]:  # noqa: ANN001
+def _leaks(payload: str, names) -> list[str]:
     return [s for n in names for s in SECRETS[n] if s in payload]
 
 
-def _chunk_ids(obj) -> set[str]:  # noqa: ANN001
+def _chunk_ids(obj) -> set[str]:
     """Chunk ids a trace says were retrieved (THINK.retrieve of every branch)."""
     if isinstance(obj, dict):
         return set(obj.get("chunk_ids") or []) | {c for v in obj.values() for c in _chunk_ids(v)}
@@ -52,7 +52,7 @@ def _chunk_ids(obj) -> set[str]:  # noqa: ANN001
     return set()
 
 
-def _documents_seen(tenant) -> dict[str, tuple]:  # noqa: ANN001
+def _documents_seen(tenant) -> dict[str, tuple]:
     """chunk id → (class, ACL, review status) of its document, read as the tenant."""
     with tenant_session(tenant.id) as s:
         rows = s.execute(text("SELECT c.id::text, d.classification, d.acl_groups, d.review_status FROM chunks c "

@@ -39,7 +39,7 @@ def oidc(rsa_key, tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
-def _oidc(rsa_key, tenant, **over) -> dict:  # noqa: ANN001
+def _oidc(rsa_key, tenant, **over) -> dict:
     now = dt.datetime.now(dt.UTC)
     claims = {"iss": ISS, "aud": AUD, "sub": "olga", "iat": now, "nbf": now, "exp": now + dt.timedelta(minutes=5),
               "tenant": tenant.name, "roles": ["operator"], "groups": ["qa"], **over}
@@ -48,7 +48,7 @@ def _oidc(rsa_key, tenant, **over) -> dict:  # noqa: ANN001
     return {"Authorization": f"Bearer {tok}"}
 
 
-def _platform(tenant, subject="olga", role=Role.operator, **over) -> dict:  # noqa: ANN001
+def _platform(tenant, subject="olga", role=Role.operator, **over) -> dict:
     s = get_settings()
     now = dt.datetime.now(dt.UTC)
     claims = {"iss": s.jwt_issuer, "aud": s.jwt_audience, "sub": subject, "iat": now, "nbf": now,

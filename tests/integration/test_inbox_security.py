@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from core.database import tenant_session
+from core.db.database import tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
-from pipeline import ingestion
+from ingestion import submission
 from tests.integration.ingest_harness import Pipeline
 
 OTHER_SECRET = "Furnace recipe FR-77 uses argon at 1340 degrees, export controlled"
@@ -47,7 +47,7 @@ def _other_tenants_original(make_tenant) -> Path:
     """A Class IV original of another tenant, in the content-addressed store."""
     other = make_tenant("victim")
     body = io.BytesIO(f"# FR-77\n\n{OTHER_SECRET}".encode())
-    sub = ingestion.submit_document(other.id, filename="recipe.md", stream=body, classification="IV",
+    sub = submission.submit_document(other.id, filename="recipe.md", stream=body, classification="IV",
                                     acl_groups=["rnd"], actor="test")
     with tenant_session(other.id) as s:
         path = Path(s.execute(text("SELECT storage_path FROM documents WHERE id = :i"),
@@ -163,7 +163,7 @@ def test_stage_products_and_originals_are_owner_only(pipeline, make_tenant):
     """Finding 11: stage files hold unsanitised text of Class IV documents; originals likewise."""
     settings = get_settings()
     me = make_tenant("perm")
-    sub = ingestion.submit_document(me.id, filename="c4.md", stream=io.BytesIO(b"# C4\n\nRecipe: mix at 80 C."),
+    sub = submission.submit_document(me.id, filename="c4.md", stream=io.BytesIO(b"# C4\n\nRecipe: mix at 80 C."),
                                     classification="IV", acl_groups=["rnd"], actor="test")
     old = os.umask(0o022)  # a permissive umask, as a service manager might leave it
     try:

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
-from core.database import tenant_session
+from core.db.database import tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
@@ -72,7 +72,7 @@ def _generations(tenant) -> dict[int, int]:
 
 def _broken_chunker(elements, doc_title=None, config=None):
     """A planted regression: every chunk keeps only the first three words of its element."""
-    from core.chunking import chunk_elements
+    from ingestion.chunking import chunk_elements
 
     chunks = chunk_elements(elements, doc_title, config)
     for c in chunks:
@@ -86,7 +86,7 @@ def test_regression_blocks_promotion_and_the_old_index_keeps_answering(client, t
     before_gens = _generations(tenant)
     assert set(before_gens) == {1}
 
-    monkeypatch.setattr("pipeline.index_builds.chunk_elements", _broken_chunker)
+    monkeypatch.setattr("retrieval.builds.chunk_elements", _broken_chunker)
     res = _rebuild(tenant, "chunker change")
     check = {c.check_name: c for c in res.get_asset_check_evaluations()}["candidate_passes_golden_eval"]
     assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR
@@ -159,15 +159,15 @@ def test_a_rebuild_that_holds_up_is_promoted_atomically(client, tenant, gated, m
 def test_promotion_catches_up_with_documents_indexed_meanwhile(client, tenant, monkeypatch, tmp_path):
     """A document indexed after the candidate was built is in the promoted index too."""
     from benchmarks.common import ingest_in_process
-    from pipeline import index_builds
+    from retrieval import builds
 
-    cand = index_builds.start(tenant.id, "rebuild", "catch-up test")
-    index_builds.finish(cand, index_builds.build_generation(cand))
+    cand = builds.start(tenant.id, "rebuild", "catch-up test")
+    builds.finish(cand, builds.build_generation(cand))
     late = tmp_path / "late-notice.md"
     late.write_text("# Notice N-77\n\nThe coolant of grinder G-12 is changed every 400 operating hours.\n")
     ingest_in_process(tenant.id, [late], tmp_path)
-    index_builds.record_evaluation(tenant.id, cand.version, {"passed": True, "gated": False})
-    assert index_builds.promote(tenant.id)["version"] == cand.version
+    builds.record_evaluation(tenant.id, cand.version, {"passed": True, "gated": False})
+    assert builds.promote(tenant.id)["version"] == cand.version
     with tenant_session(tenant.id) as s:
         hit = s.execute(text("SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id "
                              "WHERE d.title = 'late-notice' AND c.generation = :g"), {"g": cand.generation}).scalar()
@@ -229,7 +229,7 @@ def test_a_boost_set_that_hurts_the_golden_set_is_rejected_and_not_retried(clien
     version keeps its ranking, and the same boost set is not built again."""
     import definitions
     from assets.indexing import active_index, candidate_passes_golden_eval, index_candidate
-    from tests.integration.test_quality import _answer_citing, _h
+    from tests.builders import answer_citing, bearer
 
     with tenant_session(tenant.id) as s:
         serving = s.execute(text("SELECT version, chunk_generation FROM index_versions WHERE status = 'active'")).one()
@@ -240,9 +240,9 @@ def test_a_boost_set_that_hurts_the_golden_set_is_rejected_and_not_retried(clien
     assert len(chunks) >= 3
     for i, (cid, did) in enumerate(chunks * 3):
         user = f"grumpy-{i}"
-        mid = _answer_citing(tenant, user, did, cid)
+        mid = answer_citing(tenant, user, did, cid)
         assert client.post("/v1/feedback", json={"message_id": str(mid), "rating": "down"},
-                           headers=_h(tenant, user)).status_code == 201
+                           headers=bearer(tenant, user)).status_code == 201
     before = _ask(client, tenant)
 
     def refresh():

@@ -13,69 +13,18 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
-from core.database import system_session, tenant_session
+from core.db.database import system_session, tenant_session
 from core.models import Role
-from core.security import mint_token
 from core.settings import get_settings
-from tests.builders import docx_bytes, steward_review_config, text_image, text_pdf
-
-
-@pytest.fixture(scope="module")
-def dagster_env(platform_db, client):
-    import definitions
-
-    inst = dg.DagsterInstance.ephemeral()
-    state = {"cursor": None}
-
-    def run_pipeline() -> list[dg.ExecuteInProcessResult]:
-        from sensors.ingestion import document_intake
-
-        ctx = dg.build_sensor_context(instance=inst, cursor=state["cursor"],
-                                      resources={"db": definitions.defs.resources["db"]})
-        res = document_intake(ctx)
-        if isinstance(res, dg.SkipReason):
-            return []
-        state["cursor"] = res.cursor
-        for req in res.dynamic_partitions_requests:
-            inst.add_dynamic_partitions(req.partitions_def_name, req.partition_keys)
-        job = definitions.defs.resolve_job_def("ingest_documents")
-        return [job.execute_in_process(instance=inst, tags=rr.tags, partition_key=rr.partition_key,
-                                       resources={"db": definitions.defs.resources["db"]})
-                for rr in res.run_requests]
-
-    def review(doc_id, decision, steward="sam.steward", reason="checked against export list", raise_on_error=True):
-        # The steward's approval comes from the platform API, as in production; no steward, no token.
-        run_config = (steward_review_config(client, doc_id, decision, reason, steward=steward) if steward
-                      else {"ops": {"search_index": {"config": {"decision": decision, "reason": reason}}}})
-        job = definitions.defs.resolve_job_def("steward_review")
-        return job.execute_in_process(
-            instance=inst, partition_key=str(doc_id), raise_on_error=raise_on_error, run_config=run_config,
-            resources={"db": definitions.defs.resources["db"]})
-
-    return inst, run_pipeline, review
-
-
-def _headers(tenant, role=Role.operator, groups=("qa",)):
-    tok = mint_token(get_settings(), tenant_id=tenant.id, tenant=tenant.name, role=role, subject=f"{role.value}@t",
-                     groups=list(groups))
-    return {"Authorization": f"Bearer {tok}"}
-
-
-def _upload(client, tenant, name, data, role=Role.operator, **form):
-    return client.post("/v1/documents", files={"file": (name, data)}, data=form, headers=_headers(tenant, role))
-
-
-def _doc(tenant_id, doc_id):
-    with tenant_session(tenant_id) as s:
-        return s.execute(text("SELECT * FROM documents WHERE id = :i"), {"i": str(doc_id)}).mappings().one()
-
-
-def _chunks(tenant_id, doc_id):
-    with tenant_session(tenant_id) as s:
-        return s.execute(
-            text("SELECT id, text, page, section, classification, acl_groups, embedding_dim, vector_dims(embedding) "
-                 "AS dims, embedding_model, lexical_len, index_version FROM chunks WHERE document_id = :i "
-                 "ORDER BY ordinal"), {"i": str(doc_id)}).mappings().all()
+from tests.builders import (
+    chunk_rows,
+    document_row,
+    docx_bytes,
+    text_image,
+    text_pdf,
+    upload_file,
+    upload_headers,
+)
 
 
 def _scanned_pdf(lines):
@@ -98,7 +47,7 @@ def test_every_supported_type_is_indexed_in_one_batched_run(client, dagster_env,
     }
     ids = {}
     for name, data in files.items():
-        r = _upload(client, t, name, data)
+        r = upload_file(client, t, name, data)
         assert r.status_code == 202, (name, r.text)
         assert r.json()["status"] == "queued"
         ids[name] = r.json()["document_id"]
@@ -116,22 +65,22 @@ def test_every_supported_type_is_indexed_in_one_batched_run(client, dagster_env,
     assert set(inst.get_dynamic_partitions("documents")) >= set(ids.values())
 
     for name, doc_id in ids.items():
-        d = _doc(t.id, doc_id)
+        d = document_row(t.id, doc_id)
         assert d["status"] == "indexed", (name, d["status"], d["status_reason"])
-        chunks = _chunks(t.id, doc_id)
+        chunks = chunk_rows(t.id, doc_id)
         assert d["chunk_count"] == len(chunks) > 0
         for c in chunks:
             assert c["dims"] == c["embedding_dim"] == 384
             assert c["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2"
             assert c["lexical_len"] > 0 and c["index_version"] == 1
-    texts = {n: " ".join(c["text"] for c in _chunks(t.id, i)) for n, i in ids.items()}
+    texts = {n: " ".join(c["text"] for c in chunk_rows(t.id, i)) for n, i in ids.items()}
     assert "Torque for M8 bolts is 25 Nm" in texts["scan.pdf"]  # only OCR can read this
     assert "coolant concentration 6 percent" in texts["photo.png"]
     assert "Grease ram bearings every 500 hours" in texts["manual.docx"]
-    pdf_chunks = _chunks(t.id, ids["report.pdf"])
+    pdf_chunks = chunk_rows(t.id, ids["report.pdf"])
     assert pdf_chunks[0]["page"] == 1
-    assert _chunks(t.id, ids["sop.md"])[0]["section"].startswith("SOP-9 Die change")
-    assert _doc(t.id, ids["scan.pdf"])["metadata"]["ocr_pages"] == [1]
+    assert chunk_rows(t.id, ids["sop.md"])[0]["section"].startswith("SOP-9 Die change")
+    assert document_row(t.id, ids["scan.pdf"])["metadata"]["ocr_pages"] == [1]
 
     # The vectors are real: the nearest chunk to a question is the one that answers it.
     from core.embedding import get_embedder
@@ -148,7 +97,7 @@ def test_every_supported_type_is_indexed_in_one_batched_run(client, dagster_env,
     assert terms == 1  # BM25 postings, stemmed
 
     # Status API shows the result.
-    r = client.get(f"/v1/documents/{ids['scan.pdf']}", headers=_headers(t))
+    r = client.get(f"/v1/documents/{ids['scan.pdf']}", headers=upload_headers(t))
     assert r.status_code == 200 and r.json()["status"] == "indexed" and r.json()["chunk_count"] >= 1
 
 
@@ -156,34 +105,34 @@ def test_class_iii_waits_for_steward_and_rejection_never_indexes(client, dagster
     inst, run_pipeline, review = dagster_env
     t = make_tenant("gate")
     body = b"# Recipe R-7\n\nPrepared by: Jana Novakova, phone +420 601 123 456.\n\nAnneal at 540 C for 4 h.\n"
-    ok = _upload(client, t, "recipe.md", body, classification="III", acl_groups="metallurgy").json()
-    no = _upload(client, t, "other.md", b"# Other\n\nSecret alloy mix 7.", classification="III",
+    ok = upload_file(client, t, "recipe.md", body, classification="III", acl_groups="metallurgy").json()
+    no = upload_file(client, t, "other.md", b"# Other\n\nSecret alloy mix 7.", classification="III",
                  acl_groups="metallurgy").json()
     assert run_pipeline()[0].success
     for d in (ok, no):
-        row = _doc(t.id, d["document_id"])
+        row = document_row(t.id, d["document_id"])
         assert (row["status"], row["review_status"]) == ("awaiting_approval", "pending")
-        assert _chunks(t.id, d["document_id"]) == []
+        assert chunk_rows(t.id, d["document_id"]) == []
         assert d["document_id"] in inst.get_dynamic_partitions("documents")
 
     # Incomplete review is refused (the UI run fails, nothing changes).
     bad = review(ok["document_id"], "approve", steward="", raise_on_error=False)
     assert not bad.success
-    assert _doc(t.id, ok["document_id"])["status"] == "awaiting_approval"
+    assert document_row(t.id, ok["document_id"])["status"] == "awaiting_approval"
 
     assert review(ok["document_id"], "approve").success
-    row = _doc(t.id, ok["document_id"])
+    row = document_row(t.id, ok["document_id"])
     assert (row["status"], row["review_status"], row["reviewed_by"]) == ("indexed", "approved", "sam.steward")
-    chunks = _chunks(t.id, ok["document_id"])
+    chunks = chunk_rows(t.id, ok["document_id"])
     assert chunks and all(c["classification"] == 3 and c["acl_groups"] == ["metallurgy"] for c in chunks)
     joined = " ".join(c["text"] for c in chunks)
     assert "Jana Novakova" not in joined and "601 123 456" not in joined
     assert "[PERSON]" in joined and "[PHONE]" in joined and "Anneal at 540 C" in joined
 
     assert review(no["document_id"], "reject", reason="contains customer formula").success
-    row = _doc(t.id, no["document_id"])
+    row = document_row(t.id, no["document_id"])
     assert (row["status"], row["review_status"]) == ("rejected", "rejected")
-    assert _chunks(t.id, no["document_id"]) == []
+    assert chunk_rows(t.id, no["document_id"]) == []
     assert run_pipeline() == []  # nothing re-queued
 
     with tenant_session(t.id) as s:
@@ -216,7 +165,7 @@ def _store_files() -> int:
 def test_bad_uploads_are_clear_4xx_and_write_nothing(client, make_tenant, name, data, form, role, status, code):
     t = make_tenant("bad")
     before = _store_files()
-    r = _upload(client, t, name, data, role=role, **form)
+    r = upload_file(client, t, name, data, role=role, **form)
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
     assert _store_files() == before
@@ -229,7 +178,7 @@ def test_oversized_upload_is_413(client, make_tenant, monkeypatch):
     monkeypatch.setenv("EAP_MAX_UPLOAD_BYTES", "1000")
     get_settings.cache_clear()
     try:
-        r = _upload(client, t, "big.txt", b"x" * 5000)
+        r = upload_file(client, t, "big.txt", b"x" * 5000)
         assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large"
     finally:
         monkeypatch.delenv("EAP_MAX_UPLOAD_BYTES")
@@ -241,32 +190,32 @@ def test_oversized_upload_is_413(client, make_tenant, monkeypatch):
 def test_corrupt_pdf_fails_alone_and_reupload_is_idempotent_and_atomic(client, dagster_env, make_tenant):
     _, run_pipeline, _ = dagster_env
     t = make_tenant("idem")
-    good = _upload(client, t, "sop.md", b"# SOP-1\n\nWear gloves near the press.").json()
-    broken = _upload(client, t, "broken.pdf", b"%PDF-1.4\n1 0 obj << garbage").json()
+    good = upload_file(client, t, "sop.md", b"# SOP-1\n\nWear gloves near the press.").json()
+    broken = upload_file(client, t, "broken.pdf", b"%PDF-1.4\n1 0 obj << garbage").json()
     assert run_pipeline()[0].success
-    assert _doc(t.id, good["document_id"])["status"] == "indexed"
-    bad_row = _doc(t.id, broken["document_id"])
+    assert document_row(t.id, good["document_id"])["status"] == "indexed"
+    bad_row = document_row(t.id, broken["document_id"])
     assert bad_row["status"] == "failed" and "corrupt PDF" in bad_row["status_reason"]
-    r = client.get(f"/v1/documents/{broken['document_id']}", headers=_headers(t))
+    r = client.get(f"/v1/documents/{broken['document_id']}", headers=upload_headers(t))
     assert r.json()["status"] == "failed" and r.json()["status_reason"].startswith("parse: corrupt PDF")
 
     # Unchanged re-upload: 200, nothing queued, nothing run.
-    again = _upload(client, t, "sop.md", b"# SOP-1\n\nWear gloves near the press.")
+    again = upload_file(client, t, "sop.md", b"# SOP-1\n\nWear gloves near the press.")
     assert again.status_code == 200 and again.json()["unchanged"] is True
     assert run_pipeline() == []
-    old_ids = {c["id"] for c in _chunks(t.id, good["document_id"])}
+    old_ids = {c["id"] for c in chunk_rows(t.id, good["document_id"])}
 
     # A changed version that fails to parse leaves the previous chunks serving.
-    changed_bad = _upload(client, t, "sop.md", b"\x00\x01binary now")
+    changed_bad = upload_file(client, t, "sop.md", b"\x00\x01binary now")
     assert changed_bad.status_code == 415  # refused up front: nothing changes
-    assert {c["id"] for c in _chunks(t.id, good["document_id"])} == old_ids
+    assert {c["id"] for c in chunk_rows(t.id, good["document_id"])} == old_ids
 
     # A changed version replaces the chunks atomically, with a new index version.
-    changed = _upload(client, t, "sop.md", b"# SOP-1 rev B\n\nWear cut-resistant gloves near the press.")
+    changed = upload_file(client, t, "sop.md", b"# SOP-1 rev B\n\nWear cut-resistant gloves near the press.")
     assert changed.status_code == 202 and changed.json()["document_id"] == good["document_id"]
-    assert {c["id"] for c in _chunks(t.id, good["document_id"])} == old_ids  # old serves until indexed
+    assert {c["id"] for c in chunk_rows(t.id, good["document_id"])} == old_ids  # old serves until indexed
     assert run_pipeline()[0].success
-    new = _chunks(t.id, good["document_id"])
+    new = chunk_rows(t.id, good["document_id"])
     assert {c["id"] for c in new}.isdisjoint(old_ids)
     assert "cut-resistant" in " ".join(c["text"] for c in new) and new[0]["index_version"] == 2
 
@@ -274,15 +223,15 @@ def test_corrupt_pdf_fails_alone_and_reupload_is_idempotent_and_atomic(client, d
 def test_delete_removes_from_index_and_other_tenant_cannot_see(client, dagster_env, make_tenant):
     _, run_pipeline, _ = dagster_env
     a, b = make_tenant("a"), make_tenant("b")
-    d = _upload(client, a, "x.md", b"# X\n\nPress P1 cycle time is 12 s.").json()
+    d = upload_file(client, a, "x.md", b"# X\n\nPress P1 cycle time is 12 s.").json()
     assert run_pipeline()[0].success
-    assert client.get(f"/v1/documents/{d['document_id']}", headers=_headers(b)).status_code == 404
-    assert client.delete(f"/v1/documents/{d['document_id']}", headers=_headers(b)).status_code == 404
-    assert client.get("/v1/documents", headers=_headers(b)).json()["total"] == 0
-    assert _chunks(a.id, d["document_id"])
-    assert client.delete(f"/v1/documents/{d['document_id']}", headers=_headers(a)).status_code == 204
-    assert _chunks(a.id, d["document_id"]) == []
-    assert client.get(f"/v1/documents/{d['document_id']}", headers=_headers(a)).status_code == 404
+    assert client.get(f"/v1/documents/{d['document_id']}", headers=upload_headers(b)).status_code == 404
+    assert client.delete(f"/v1/documents/{d['document_id']}", headers=upload_headers(b)).status_code == 404
+    assert client.get("/v1/documents", headers=upload_headers(b)).json()["total"] == 0
+    assert chunk_rows(a.id, d["document_id"])
+    assert client.delete(f"/v1/documents/{d['document_id']}", headers=upload_headers(a)).status_code == 204
+    assert chunk_rows(a.id, d["document_id"]) == []
+    assert client.get(f"/v1/documents/{d['document_id']}", headers=upload_headers(a)).status_code == 404
     with system_session() as s:
         assert s.execute(text("SELECT count(*) FROM chunks WHERE document_id = :d"),
                          {"d": d["document_id"]}).scalar() == 0
@@ -290,11 +239,11 @@ def test_delete_removes_from_index_and_other_tenant_cannot_see(client, dagster_e
 
 def test_viewer_does_not_see_class_iii_metadata(client, dagster_env, make_tenant):
     t = make_tenant("vis")
-    d = _upload(client, t, "c3.md", b"# C3\n\nSecret.", classification="III", acl_groups="qa").json()
-    assert client.get(f"/v1/documents/{d['document_id']}", headers=_headers(t, Role.viewer)).status_code == 404
+    d = upload_file(client, t, "c3.md", b"# C3\n\nSecret.", classification="III", acl_groups="qa").json()
+    assert client.get(f"/v1/documents/{d['document_id']}", headers=upload_headers(t, Role.viewer)).status_code == 404
     assert client.get(f"/v1/documents/{d['document_id']}",
-                      headers=_headers(t, Role.operator, groups=("maint",))).status_code == 404
-    assert client.get(f"/v1/documents/{d['document_id']}", headers=_headers(t, Role.operator)).status_code == 200
+                      headers=upload_headers(t, Role.operator, groups=("maint",))).status_code == 404
+    assert client.get(f"/v1/documents/{d['document_id']}", headers=upload_headers(t, Role.operator)).status_code == 200
 
 
 def test_inbox_sensor_submits_through_the_same_path(dagster_env, make_tenant):
@@ -325,23 +274,23 @@ def test_inbox_sensor_submits_through_the_same_path(dagster_env, make_tenant):
 
 def test_unknown_document_id_is_404_not_500(client, make_tenant):
     t = make_tenant("x")
-    assert client.get(f"/v1/documents/{uuid.uuid4()}", headers=_headers(t)).status_code == 404
-    assert client.get("/v1/documents/not-a-uuid", headers=_headers(t)).status_code == 422
+    assert client.get(f"/v1/documents/{uuid.uuid4()}", headers=upload_headers(t)).status_code == 404
+    assert client.get("/v1/documents/not-a-uuid", headers=upload_headers(t)).status_code == 422
 
 
 def test_changed_version_failing_in_the_pipeline_leaves_previous_chunks_serving(client, dagster_env, make_tenant):
     _, run_pipeline, _ = dagster_env
     t = make_tenant("keep")
-    v1 = _upload(client, t, "spec.pdf", text_pdf([["Spec S-1", "Hardness 58 HRC after tempering."]])).json()
+    v1 = upload_file(client, t, "spec.pdf", text_pdf([["Spec S-1", "Hardness 58 HRC after tempering."]])).json()
     assert run_pipeline()[0].success
-    before = _chunks(t.id, v1["document_id"])
+    before = chunk_rows(t.id, v1["document_id"])
     assert before
-    v2 = _upload(client, t, "spec.pdf", b"%PDF-1.7\n% truncated upload, no objects").json()
+    v2 = upload_file(client, t, "spec.pdf", b"%PDF-1.7\n% truncated upload, no objects").json()
     assert v2["document_id"] == v1["document_id"] and v2["status"] == "queued"
     assert run_pipeline()[0].success  # the run succeeds; the document fails alone
-    row = _doc(t.id, v1["document_id"])
+    row = document_row(t.id, v1["document_id"])
     assert row["status"] == "failed" and "corrupt PDF" in row["status_reason"]
-    assert _chunks(t.id, v1["document_id"]) == before  # last good version keeps serving
+    assert chunk_rows(t.id, v1["document_id"]) == before  # last good version keeps serving
     assert row["indexed_hash"] != row["content_hash"]
 
 

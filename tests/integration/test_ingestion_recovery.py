@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
-from core.database import system_session, tenant_session
+from core.db.database import system_session, tenant_session
 from core.settings import get_settings
-from pipeline import ingestion
+from ingestion import submission
 from tests.builders import text_image
 from tests.integration.ingest_harness import Pipeline
 
@@ -51,7 +51,7 @@ def _drain(p: Pipeline) -> None:
 
 
 def _submit(tenant, name: str, data: bytes, **kw) -> str:
-    sub = ingestion.submit_document(tenant.id, filename=name, stream=io.BytesIO(data), actor="test", **kw)
+    sub = submission.submit_document(tenant.id, filename=name, stream=io.BytesIO(data), actor="test", **kw)
     return str(sub.document_id)
 
 
@@ -216,14 +216,14 @@ def test_eap_ingest_waits_while_progress_is_made_and_gives_up_without(pipeline, 
     d = _submit(t, "long.md", b"# Long\n\nA long document.")
     polls = []
 
-    def beating(rows):  # noqa: ANN001
+    def beating(rows):
         polls.append(rows)
         if len(polls) <= 30:  # a run working on it: 30 heartbeats, 3 s in all — longer than the idle timeout
             with tenant_session(t.id) as s:
                 s.execute(text("UPDATE documents SET ingest_heartbeat_at = clock_timestamp() WHERE id = :i"),
                           {"i": d})
 
-    rows = ingestion.wait_for(t.id, [uuid.UUID(d)], None, beating, idle_timeout_s=1.0, poll_s=0.1)
+    rows = submission.wait_for(t.id, [uuid.UUID(d)], None, beating, idle_timeout_s=1.0, poll_s=0.1)
     assert rows[uuid.UUID(d)] == "queued"  # gave up: nothing ran it
     assert len(polls) > 30  # but only after the heartbeats stopped
     _drain(pipeline)

@@ -13,35 +13,16 @@ import pytest
 from sqlalchemy import text
 
 from agents import learning, memory
-from core.database import tenant_session
+from core.db.database import tenant_session
 from core.embedding import get_embedder
 from core.llm.extractive import SOURCES_START, USER_CONTEXT_START
 from core.llm.testing import ScriptedModel
 from core.models import Memory, Role
-from core.security import mint_token
 from core.settings import get_settings
 from retrieval.search import Caller
-from tests.builders import run_agent
-from tests.integration.test_retrieval import _index
+from tests.builders import MANUAL, bearer, index_document, index_plant, post_chat, run_agent
 
-MANUAL = ("Press P3 uses hydraulic oil HLP 46. Change the hydraulic oil of press P3 every 4000 operating hours. "
-          "Check the hydraulic oil level of press P3 daily before the shift. Replace the hydraulic oil filter of "
-          "press P3 at every oil change. Fill hydraulic oil into press P3 only from clean, labelled containers.")
-WELD = "Weld porosity on bracket BR-220 was caused by low shielding gas flow of 9 l/min; raise it to 14 l/min."
-RECIPE = "Heat treatment recipe HT-5: anneal the housings at 540 C for four hours, then cool them in still air."
 OIL_Q = "What does the P3 manual say about the hydraulic oil of press P3?"
-
-
-def _h(t, user, role=Role.operator, groups=()):
-    return {"Authorization": "Bearer " + mint_token(get_settings(), tenant_id=t.id, tenant=t.name, role=role,
-                                                    subject=user, groups=list(groups))}
-
-
-def _chat(client, t, user, message, role=Role.operator, groups=(), conversation_id=None):
-    body = {"message": message} | ({"conversation_id": conversation_id} if conversation_id else {})
-    r = client.post("/v1/chat", json=body, headers=_h(t, user, role, groups))
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def _observe(body) -> dict:
@@ -56,14 +37,6 @@ def _bullets(answer: str) -> list[str]:
     return [ln for ln in answer.splitlines() if ln.startswith("- ")]
 
 
-def index_plant(t):
-    """A small plant corpus: an open manual and weld report, and a Class III recipe for the qa group."""
-    _index(t, "P3 manual", 2, [], MANUAL)
-    _index(t, "weld report", 2, [], WELD)
-    _index(t, "HT-5 recipe", 3, ["qa"], RECIPE)
-    return t
-
-
 @pytest.fixture
 def plant(make_tenant):
     return index_plant(make_tenant("mem"))
@@ -71,15 +44,15 @@ def plant(make_tenant):
 
 def test_preference_changes_prompt_and_answer_form_for_that_user_only(client, plant):
     t = plant
-    baseline = _chat(client, t, "otto", OIL_Q)
+    baseline = post_chat(client, t, "otto", OIL_Q)
     assert len(_bullets(baseline["answer"])) >= 3  # the default form: several quoted bullets
 
-    first = _chat(client, t, "pia", "I prefer short answers. What caused the weld porosity on bracket BR-220?")
+    first = post_chat(client, t, "pia", "I prefer short answers. What caused the weld porosity on bracket BR-220?")
     learned = _learned(first)
     prefs = [m for m in learned["memories"] if m["type"] == "PREFERENCE"]
     assert prefs and prefs[0]["key"] == "answer_length" and prefs[0]["action"] == "created"
 
-    second = _chat(client, t, "pia", OIL_Q)  # a new conversation
+    second = post_chat(client, t, "pia", OIL_Q)  # a new conversation
     assert second["conversation_id"] != first["conversation_id"]
     obs = _observe(second)
     assert obs["preferences_applied"] == {"answer_length": "short"}
@@ -88,7 +61,7 @@ def test_preference_changes_prompt_and_answer_form_for_that_user_only(client, pl
     assert _bullets(second["answer"]) == [] and "Short answer, as you prefer" in second["answer"]
     assert 1 <= second["answer"].count("[1]") <= 2 and second["outcome"] == "verified"
     assert "HLP 46" in second["answer"] or "4000" in second["answer"]
-    trace = client.get(f"/v1/traces/{second['trace_id']}", headers=_h(t, "pia")).json()
+    trace = client.get(f"/v1/traces/{second['trace_id']}", headers=bearer(t, "pia")).json()
     assert _observe(trace)["preferences_applied"] == {"answer_length": "short"}
 
     # The prompt itself: a delimited user-context block ahead of the sources, numbering untouched.
@@ -102,32 +75,33 @@ def test_preference_changes_prompt_and_answer_form_for_that_user_only(client, pl
     assert "[preference" not in otto.prepared.messages[0]["content"]  # otto's context has only his own episode
 
     # A question composed from several specialists keeps the preference and says so once.
-    composed = _chat(client, t, "pia", "What caused the weld porosity on bracket BR-220, and which hydraulic oil "
+    composed = post_chat(client, t, "pia", "What caused the weld porosity on bracket BR-220, and which hydraulic oil "
                                        "does press P3 use?")
     pattern = next(st for st in composed["trace"] if st["step"] == "THINK.compose")["composition"]
     assert pattern != "direct" and composed["answer"].count("Short answer, as you prefer") == 1, composed["answer"]
 
     # Another user of the same tenant keeps the default form.
-    other = _chat(client, t, "otto", OIL_Q)
+    other = post_chat(client, t, "otto", OIL_Q)
     assert "preferences_applied" not in _observe(other)
     assert _bullets(other["answer"]) == _bullets(baseline["answer"])
 
     # A newer statement replaces the preference (one value per key).
-    detailed = _chat(client, t, "pia", "Please give me detailed answers from now on. What caused the weld porosity?")
+    detailed = post_chat(client, t, "pia",
+                         "Please give me detailed answers from now on. What caused the weld porosity?")
     assert [m["action"] for m in _learned(detailed)["memories"] if m["type"] == "PREFERENCE"] == ["replaced"]
-    prefs = client.get("/v1/memories?type=PREFERENCE", headers=_h(t, "pia")).json()
+    prefs = client.get("/v1/memories?type=PREFERENCE", headers=bearer(t, "pia")).json()
     assert prefs["total"] == 1 and "detailed" in prefs["items"][0]["content"]
-    assert len(_bullets(_chat(client, t, "pia", OIL_Q)["answer"])) >= 3
+    assert len(_bullets(post_chat(client, t, "pia", OIL_Q)["answer"])) >= 3
 
 
 def test_thumbs_down_with_comment_becomes_a_recalled_memory(client, plant):
     t = plant
-    ans = _chat(client, t, "ron", OIL_Q)
+    ans = post_chat(client, t, "ron", OIL_Q)
     r = client.post("/v1/feedback", json={"message_id": ans["message_id"], "rating": "down",
                                           "comment": "It ignored that our press P3 was converted to HLP 68 oil."},
-                    headers=_h(t, "ron"))
+                    headers=bearer(t, "ron"))
     assert r.status_code == 201
-    facts = client.get("/v1/memories?type=FACT", headers=_h(t, "ron")).json()["items"]
+    facts = client.get("/v1/memories?type=FACT", headers=bearer(t, "ron")).json()["items"]
     assert len(facts) == 1 and facts[0]["origin"] == "feedback" and "converted to HLP 68" in facts[0]["content"]
     assert facts[0]["message_id"] == ans["message_id"] and OIL_Q[:30] in facts[0]["content"]
     with tenant_session(t.id) as s:
@@ -139,19 +113,19 @@ def test_thumbs_down_with_comment_becomes_a_recalled_memory(client, plant):
     assert audited["memory_id"] == facts[0]["id"]
 
     # Next time a similar question is asked, the complaint is recalled and shown with the answer.
-    again = _chat(client, t, "ron", "What hydraulic oil should press P3 use?")
+    again = post_chat(client, t, "ron", "What hydraulic oil should press P3 use?")
     recalled = [m for m in _observe(again)["memories"] if m["id"] == facts[0]["id"]]
     assert recalled and recalled[0]["type"] == "FACT" and recalled[0]["similarity"] > 0.6
     assert "Earlier you flagged an answer to a similar question" in again["answer"]
     # ...not for an unrelated question, and never for another user.
-    weld = _chat(client, t, "ron", "What caused the weld porosity on bracket BR-220?")
+    weld = post_chat(client, t, "ron", "What caused the weld porosity on bracket BR-220?")
     assert facts[0]["id"] not in [m["id"] for m in _observe(weld)["memories"]]
-    other = _chat(client, t, "sue", "What hydraulic oil should press P3 use?")
+    other = post_chat(client, t, "sue", "What hydraulic oil should press P3 use?")
     assert _observe(other)["memories"] == [] and "Earlier you flagged" not in other["answer"]
 
     # Changing the vote to thumbs-up replaces the complaint by what worked.
-    client.post("/v1/feedback", json={"message_id": ans["message_id"], "rating": "up"}, headers=_h(t, "ron"))
-    mine = client.get("/v1/memories", headers=_h(t, "ron")).json()["items"]
+    client.post("/v1/feedback", json={"message_id": ans["message_id"], "rating": "up"}, headers=bearer(t, "ron"))
+    mine = client.get("/v1/memories", headers=bearer(t, "ron")).json()["items"]
     assert not [m for m in mine if m["origin"] == "feedback" and m["type"] == "FACT"]
     assert [m for m in mine if m["origin"] == "feedback" and m["type"] == "SKILL"]
 
@@ -159,22 +133,22 @@ def test_thumbs_down_with_comment_becomes_a_recalled_memory(client, plant):
 def test_memory_aware_routing_prefers_the_specialist_with_good_history(client, plant):
     t = plant
     ambiguous = "Tell me about press P3"
-    fresh = _chat(client, t, "newbie", ambiguous)
+    fresh = post_chat(client, t, "newbie", ambiguous)
     route = next(s for s in fresh["trace"] if s["step"] == "THINK.route")
     assert "memory:" not in route["reason"]
     default = fresh["specialist"]
     assert default != "maintenance_advisor"  # the router alone is unsure and picks another specialist
     for q in (OIL_Q, "How often is the hydraulic oil filter of press P3 replaced?"):
-        ans = _chat(client, t, "max", q)
+        ans = post_chat(client, t, "max", q)
         assert ans["specialist"] == "maintenance_advisor"
         assert client.post("/v1/feedback", json={"message_id": ans["message_id"], "rating": 5},
-                           headers=_h(t, "max")).status_code == 201
-    routed = _chat(client, t, "max", ambiguous)
+                           headers=bearer(t, "max")).status_code == 201
+    routed = post_chat(client, t, "max", ambiguous)
     route = next(s for s in routed["trace"] if s["step"] == "THINK.route")
     assert routed["specialist"] == "maintenance_advisor"
     assert "memory: this user rated Maintenance Advisor answers" in route["reason"] and "2 up" in route["reason"]
     # An unambiguous question is not overridden by history.
-    weld = _chat(client, t, "max", "What caused the weld porosity on bracket BR-220?")
+    weld = post_chat(client, t, "max", "What caused the weld porosity on bracket BR-220?")
     assert weld["specialist"] == "quality_inspector"
     assert "memory:" not in next(s for s in weld["trace"] if s["step"] == "THINK.route")["reason"]
 
@@ -281,33 +255,33 @@ def test_decay_compaction_and_limits_keep_memory_bounded(client, make_tenant, mo
 
 def test_isolation_between_users_and_tenants_and_real_forgetting(client, plant, make_tenant):
     t, other_tenant = plant, make_tenant("memb")
-    _index(other_tenant, "P3 manual", 2, [], MANUAL)
-    first = _chat(client, t, "olga", "Answer in bullet points and keep it short. Our line 3 uses SOP-114 for "
+    index_document(other_tenant, "P3 manual", 2, [], MANUAL)
+    first = post_chat(client, t, "olga", "Answer in bullet points and keep it short. Our line 3 uses SOP-114 for "
                                      "lockout. What caused the weld porosity on bracket BR-220?")
     assert len([m for m in _learned(first)["memories"] if m["type"] in ("PREFERENCE", "FACT")]) == 3
-    mine = client.get("/v1/memories", headers=_h(t, "olga")).json()
+    mine = client.get("/v1/memories", headers=bearer(t, "olga")).json()
     assert mine["total"] == 4 and mine["withheld"] == 0  # two preferences, a fact, the episode
-    assert client.get("/v1/memories?limit=2&offset=2", headers=_h(t, "olga")).json()["items"][0]["id"] == \
+    assert client.get("/v1/memories?limit=2&offset=2", headers=bearer(t, "olga")).json()["items"][0]["id"] == \
         mine["items"][2]["id"]
     fact_id = next(m["id"] for m in mine["items"] if m["type"] == "FACT")
 
     # Same subject in another tenant, another subject in the same tenant: nothing recalled, nothing listed.
     for tenant, user in ((other_tenant, "olga"), (t, "mallory")):
-        assert client.get("/v1/memories", headers=_h(tenant, user)).json()["total"] == 0
-        body = _chat(client, tenant, user, "Which procedure covers lockout on line 3?")
+        assert client.get("/v1/memories", headers=bearer(tenant, user)).json()["total"] == 0
+        body = post_chat(client, tenant, user, "Which procedure covers lockout on line 3?")
         assert _observe(body)["memories"] == [] and "preferences_applied" not in _observe(body)
-        assert client.delete(f"/v1/memories/{fact_id}", headers=_h(tenant, user)).status_code == 404
-        listed = client.get("/v1/memories", headers=_h(tenant, user)).json()["items"]
+        assert client.delete(f"/v1/memories/{fact_id}", headers=bearer(tenant, user)).status_code == 404
+        listed = client.get("/v1/memories", headers=bearer(tenant, user)).json()["items"]
         assert [m["type"] for m in listed] == ["EPISODIC"]  # only the episode of their own question
     with tenant_session(other_tenant.id) as s:
         assert s.execute(text("SELECT count(*) FROM memories WHERE user_subject = 'olga'")).scalar() == 1
-    recalled = _observe(_chat(client, t, "olga", "Which procedure covers lockout on line 3?"))["memories"]
+    recalled = _observe(post_chat(client, t, "olga", "Which procedure covers lockout on line 3?"))["memories"]
     assert fact_id in [m["id"] for m in recalled]
 
     # Deleting one memory, then everything: really deleted, audited, never recalled again.
-    assert client.delete(f"/v1/memories/{fact_id}", headers=_h(t, "olga")).status_code == 204
-    assert client.delete(f"/v1/memories/{fact_id}", headers=_h(t, "olga")).status_code == 404
-    gone = client.delete("/v1/memories", headers=_h(t, "olga")).json()
+    assert client.delete(f"/v1/memories/{fact_id}", headers=bearer(t, "olga")).status_code == 204
+    assert client.delete(f"/v1/memories/{fact_id}", headers=bearer(t, "olga")).status_code == 404
+    gone = client.delete("/v1/memories", headers=bearer(t, "olga")).json()
     assert gone["memories"] >= 3 and gone["lessons"] >= 2
     with tenant_session(t.id) as s:
         assert s.execute(text("SELECT count(*) FROM memories WHERE user_subject = 'olga'")).scalar() == 0
@@ -316,16 +290,16 @@ def test_isolation_between_users_and_tenants_and_real_forgetting(client, plant, 
                                  "ORDER BY seq")).scalars().all()
         assert s.execute(text("SELECT count(*) FROM memories WHERE user_subject = 'mallory'")).scalar() >= 1
     assert actions == ["memory.delete", "memory.delete_all"]
-    after = _chat(client, t, "olga", OIL_Q)
+    after = post_chat(client, t, "olga", OIL_Q)
     assert _observe(after)["memories"] == [] and "preferences_applied" not in _observe(after)
     assert len(_bullets(after["answer"])) >= 3  # the default form is back
-    assert client.get("/v1/memories?type=BOGUS", headers=_h(t, "olga")).status_code == 422
+    assert client.get("/v1/memories?type=BOGUS", headers=bearer(t, "olga")).status_code == 422
 
 
 def test_memory_from_a_class_iii_answer_is_not_recalled_without_access(client, plant):
     t = plant
     q = "Remember that HT-5 is our standard anneal recipe. What is the heat treatment recipe HT-5 for the housings?"
-    first = _chat(client, t, "quinn", q, groups=("qa",))
+    first = post_chat(client, t, "quinn", q, groups=("qa",))
     assert first["citations"] and first["citations"][0]["title"] == "HT-5 recipe"
     learned = {m["type"]: m for m in _learned(first)["memories"]}
     assert learned["EPISODIC"]["classification"] == 3
@@ -336,16 +310,16 @@ def test_memory_from_a_class_iii_answer_is_not_recalled_without_access(client, p
 
     follow = "anneal housings recipe"
     for role, groups in ((Role.operator, ()), (Role.operator, ("rnd",)), (Role.viewer, ("qa",))):
-        body = _chat(client, t, "quinn", follow, role=role, groups=groups)  # access reduced since
+        body = post_chat(client, t, "quinn", follow, role=role, groups=groups)  # access reduced since
         assert [m for m in _observe(body)["memories"] if m["classification"] >= 3] == []
         assert "540" not in body["answer"] and "standard anneal recipe" not in body["answer"]
-        listed = client.get("/v1/memories", headers=_h(t, "quinn", role, groups)).json()
+        listed = client.get("/v1/memories", headers=bearer(t, "quinn", role, groups)).json()
         assert listed["withheld"] >= 2 and all(m["classification"] < 3 for m in listed["items"])
         with tenant_session(t.id) as s:
             out = run_agent(s, Caller(role.value, groups), "quinn", follow, [], tenant_id=t.id)
         assert "HT-5" not in out.prepared.messages[0]["content"]
     # With the group back, the memory is recalled again.
-    body = _chat(client, t, "quinn", follow, groups=("qa",))
+    body = post_chat(client, t, "quinn", follow, groups=("qa",))
     assert {m["classification"] for m in _observe(body)["memories"]} >= {3}
 
 
@@ -353,13 +327,13 @@ def test_bad_memory_requests_are_4xx(client, make_tenant):
     t = make_tenant("membad")
     for body in ({"type": "EPISODIC", "content": "x"}, {"type": "FACT", "content": ""}, {"type": "FACT"},
                  {"type": "FACT", "content": "x" * 1001}, {"type": "FACT", "content": "a\x00b"}):
-        r = client.post("/v1/memories", json=body, headers=_h(t, "u"))
+        r = client.post("/v1/memories", json=body, headers=bearer(t, "u"))
         assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", body
     r = client.post("/v1/memories", json={"type": "PREFERENCE", "content": "Please answer in bullet points"},
-                    headers=_h(t, "u"))
+                    headers=bearer(t, "u"))
     assert r.status_code == 201 and r.json()["key"] == "format"
     for url in ("/v1/memories?limit=0", "/v1/memories?offset=-1", f"/v1/memories/{uuid.uuid4()}x"):
-        assert client.get(url, headers=_h(t, "u")).status_code in (404, 405, 422)
-    assert client.delete(f"/v1/memories/{uuid.uuid4()}", headers=_h(t, "u")).json()["error"]["code"] == \
+        assert client.get(url, headers=bearer(t, "u")).status_code in (404, 405, 422)
+    assert client.delete(f"/v1/memories/{uuid.uuid4()}", headers=bearer(t, "u")).json()["error"]["code"] == \
         "memory_not_found"
     assert client.get("/v1/memories").status_code == 401

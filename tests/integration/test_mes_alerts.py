@@ -3,10 +3,6 @@ webhook (local HTTP receiver) and e-mail (aiosmtpd sink), plus the alert API."""
 
 from __future__ import annotations
 
-import http.server
-import json
-import socket
-import threading
 import uuid
 
 import dagster as dg
@@ -16,43 +12,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from connectors.mes_simulator import MESSimulator
-from core.database import tenant_session
+from core.db.database import tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Webhook:
-    def __init__(self) -> None:
-        self.posts: list[dict] = []
-        hook = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                hook.posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a):  # noqa: ANN002
-                pass
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.srv.server_port}/hook"
+from tests.builders import Webhook, free_port
 
 
 class Sink:
     def __init__(self) -> None:
         self.messages: list = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802, ANN001, ANN201
+    async def handle_DATA(self, server, session, envelope):
         self.messages.append(envelope)
         return "250 OK"
 
@@ -62,7 +33,7 @@ def env(platform_db):
     from serving.app import create_app
 
     sink = Sink()
-    port = _free_port()
+    port = free_port()
     smtp = Controller(sink, hostname="127.0.0.1", port=port)
     smtp.start()
     mp = pytest.MonkeyPatch()
@@ -224,7 +195,7 @@ def test_mes_timeouts_and_garbage_give_reasons_and_lose_nothing(env, make_tenant
 def test_defect_rate_rule_and_dead_letter(env, make_tenant):
     sim = MESSimulator(seed=10).start()
     env["sims"]["d"] = sim
-    dead = f"http://127.0.0.1:{_free_port()}/nobody-listens"
+    dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
     rules = [{"name": "defects", "kind": "defect_rate", "threshold": 0.05, "scope": "L2", "severity": "critical",
               "channels": {"webhooks": [dead]}}]
     t = _setup(env, make_tenant, "d", rules)
@@ -264,8 +235,8 @@ def test_alert_api_permissions_and_audit(env, make_tenant):
     assert c.post(f"/v1/alerts/{uuid.uuid4()}/acknowledge", headers=_h(t, Role.viewer)).status_code == 403
     # An alert of another tenant cannot be acknowledged from here.
     other = make_tenant("other")
+    from monitoring.alerts import raise_alert
     from monitoring.rules import Breach
-    from monitoring.service import raise_alert
 
     rules_other = c.put("/v1/alert-rules", json={"rules": good[:1]}, headers=_h(other)).json()
     alert, action = raise_alert(other.id, Breach(rules_other[0]["id"], "down", "downtime_minutes", "M-9", 45, 30,

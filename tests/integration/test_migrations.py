@@ -10,7 +10,7 @@ from sqlalchemy import text
 def test_recent_migrations_downgrade_and_upgrade_again(platform_db):
     from alembic import command
 
-    from core import database
+    from core.db import database
     from core.settings import get_settings
 
     settings = get_settings().model_copy(update={"db_name": "eap_migration_check"})

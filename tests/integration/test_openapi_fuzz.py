@@ -43,7 +43,7 @@ def test_api_conforms_and_never_500s(api_schema, auth_headers):
         @given(case=op.as_strategy())
         @settings(max_examples=25, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
-        def run(case):  # noqa: ANN001, ANN202
+        def run(case):
             response = case.call_and_validate(headers=auth_headers, checks=checks)
             key = f"{case.method.upper()} {case.path} {response.status_code}"
             calls[key] = calls.get(key, 0) + 1
@@ -59,7 +59,7 @@ NASTY_STRINGS = st.sampled_from(["\x00", "a\x00b", "\x00" * 50, "x" * 20 + "\x00
 NASTY_NUMBERS = st.sampled_from([10**30, -(10**40), 2**63, 1e308, -1e308, 10**400, 1e-320])
 
 
-def _nasty(value, draw, mode: str):  # noqa: ANN001, ANN202
+def _nasty(value, draw, mode: str):
     """The same JSON shape with its strings carrying NUL bytes and/or its numbers oversized."""
     if isinstance(value, dict):
         return {k: _nasty(v, draw, mode) for k, v in value.items()}
@@ -82,7 +82,7 @@ def test_nul_bytes_and_oversized_numbers_never_500(api_schema, auth_headers):
         @given(case=op.as_strategy(), data=st.data())
         @settings(max_examples=20, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
-        def run(case, data):  # noqa: ANN001, ANN202
+        def run(case, data):
             draw = data.draw
             mode = draw(st.sampled_from(["nul", "number", "both"]))
             if isinstance(case.body, (dict, list)):

@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import dagster as dg
 import numpy as np
 from sqlalchemy import text
 
-from core.database import tenant_session
-from core.models import Conversation, Message, Role
-from core.security import mint_token
+from core.db.database import tenant_session
+from core.models import Message
 from core.settings import get_settings
 from retrieval.search import Caller, search
-from tests.builders import finetune_export_config
-from tests.integration.test_retrieval import _index
-
-
-def _h(t, user):
-    return {"Authorization": "Bearer " + mint_token(get_settings(), tenant_id=t.id, tenant=t.name, role=Role.operator,
-                                                    subject=user)}
-
-
-def _answer_citing(t, user, doc_id, chunk_id) -> uuid.UUID:
-    """An assistant message in `user`'s conversation that cited the given chunk (as /v1/chat stores it)."""
-    with tenant_session(t.id) as s:
-        conv = Conversation(id=uuid.uuid4(), tenant_id=t.id, user_subject=user, title="q")
-        s.add(conv)
-        s.flush()
-        mid = uuid.uuid4()
-        s.add(Message(id=mid, tenant_id=t.id, conversation_id=conv.id, role="assistant", content="answer [1]",
-                      citations=[{"n": 1, "document_id": str(doc_id), "chunk_id": str(chunk_id), "score": 0.03,
-                                  "title": "x", "page": 1, "section": None}]))
-    return mid
+from tests.builders import answer_citing, bearer, finetune_export_config, index_document
 
 
 def _materialize(tenant, kind="boosts"):
@@ -55,19 +34,19 @@ def test_feedback_boosts_reorder_retrieval(client, make_tenant):
     vec = np.zeros(384, dtype=np.float32)
     vec[3] = 1.0
     body = "Hydraulic oil HLP 46 is used in the HP-400 press."
-    a = _index(t, "manual-a", 2, [], body, vector=vec)
-    b = _index(t, "manual-b", 2, [], body, vector=vec)
+    a = index_document(t, "manual-a", 2, [], body, vector=vec)
+    b = index_document(t, "manual-b", 2, [], body, vector=vec)
     with tenant_session(t.id) as s:
         chunk = dict(s.execute(text("SELECT document_id, id FROM chunks")).all())
         before = [h.title for h in search(s, Caller("operator"), "hydraulic oil HLP 46", k=2).hits]
     # Users like manual-b's answers and dislike manual-a's.
     for i in range(3):
-        mid_b = _answer_citing(t, f"u{i}", b, chunk[b])
-        mid_a = _answer_citing(t, f"u{i}", a, chunk[a])
+        mid_b = answer_citing(t, f"u{i}", b, chunk[b])
+        mid_a = answer_citing(t, f"u{i}", a, chunk[a])
         assert client.post("/v1/feedback", json={"message_id": str(mid_b), "rating": "up"},
-                           headers=_h(t, f"u{i}")).status_code == 201
+                           headers=bearer(t, f"u{i}")).status_code == 201
         assert client.post("/v1/feedback", json={"message_id": str(mid_a), "rating": 1, "comment": "wrong SOP"},
-                           headers=_h(t, f"u{i}")).status_code == 201
+                           headers=bearer(t, f"u{i}")).status_code == 201
     built, promoted = _materialize(t)
     # A boosts refresh is a new index version sharing the serving chunks; ungated (no golden set
     # for this tenant), it is promoted, and answers now record version 2.
@@ -92,18 +71,18 @@ def test_feedback_api_rules(client, make_tenant):
     t = make_tenant("fbapi")
     vec = np.zeros(384, dtype=np.float32)
     vec[4] = 1.0
-    d = _index(t, "doc", 2, [], "Torque M8 bolts to 25 Nm.", vector=vec)
+    d = index_document(t, "doc", 2, [], "Torque M8 bolts to 25 Nm.", vector=vec)
     with tenant_session(t.id) as s:
         cid = s.execute(text("SELECT id FROM chunks")).scalar()
-    mid = _answer_citing(t, "olga", d, cid)
+    mid = answer_citing(t, "olga", d, cid)
     assert client.post("/v1/feedback", json={"message_id": str(mid), "rating": "up"},
-                       headers=_h(t, "mallory")).status_code == 404  # not your answer
+                       headers=bearer(t, "mallory")).status_code == 404  # not your answer
     for bad in ({"message_id": str(mid), "rating": 6}, {"message_id": str(mid), "rating": "meh"},
                 {"message_id": "x", "rating": "up"}, {"rating": "up"}):
-        assert client.post("/v1/feedback", json=bad, headers=_h(t, "olga")).status_code == 422
+        assert client.post("/v1/feedback", json=bad, headers=bearer(t, "olga")).status_code == 422
     assert client.post("/v1/feedback", json={"message_id": str(mid), "rating": "up"},
-                       headers=_h(t, "olga")).json()["value"] == 1.0
-    second = client.post("/v1/feedback", json={"message_id": str(mid), "rating": 2}, headers=_h(t, "olga")).json()
+                       headers=bearer(t, "olga")).json()["value"] == 1.0
+    second = client.post("/v1/feedback", json={"message_id": str(mid), "rating": 2}, headers=bearer(t, "olga")).json()
     assert second["value"] == -0.5
     with tenant_session(t.id) as s:
         assert s.execute(text("SELECT count(*), max(value) FROM feedback")).one() == (1, -0.5)  # replaced
@@ -111,7 +90,7 @@ def test_feedback_api_rules(client, make_tenant):
 
 def test_feedback_sensor_triggers_on_enough_new_feedback(client, make_tenant, monkeypatch):
     import definitions
-    from quality.feedback import feedback_count
+    from evals.feedback import feedback_count
     from sensors.indexing import feedback_arrivals
 
     monkeypatch.setenv("EAP_FEEDBACK_TRIGGER", "2")
@@ -123,12 +102,12 @@ def test_feedback_sensor_triggers_on_enough_new_feedback(client, make_tenant, mo
         t = make_tenant("fbs")
         vec = np.zeros(384, dtype=np.float32)
         vec[5] = 1.0
-        d = _index(t, "doc", 2, [], "Coolant concentration 6 percent.", vector=vec)
+        d = index_document(t, "doc", 2, [], "Coolant concentration 6 percent.", vector=vec)
         with tenant_session(t.id) as s:
             cid = s.execute(text("SELECT id FROM chunks")).scalar()
         for user in ("a", "b"):
-            mid = _answer_citing(t, user, d, cid)
-            client.post("/v1/feedback", json={"message_id": str(mid), "rating": 5}, headers=_h(t, user))
+            mid = answer_citing(t, user, d, cid)
+            client.post("/v1/feedback", json={"message_id": str(mid), "rating": 5}, headers=bearer(t, user))
         ctx = dg.build_sensor_context(cursor=str(n0), resources={"db": definitions.defs.resources["db"]})
         req = feedback_arrivals(ctx)
         assert isinstance(req, dg.RunRequest) and req.run_key.startswith(f"boosts:{n0 + 2}:")
@@ -148,19 +127,19 @@ def test_finetune_dataset_is_scrubbed_filtered_and_deduplicated(client, make_ten
     t = make_tenant("ft")
     vec = np.zeros(384, dtype=np.float32)
     vec[6] = 1.0
-    open_doc = _index(t, "sop", 2, [], "Grease the ram bearings every 500 hours.", vector=vec)
-    secret_doc = _index(t, "recipe", 3, ["qa"], "Anneal at 540 C for 4 hours.", vector=vec)
+    open_doc = index_document(t, "sop", 2, [], "Grease the ram bearings every 500 hours.", vector=vec)
+    secret_doc = index_document(t, "recipe", 3, ["qa"], "Anneal at 540 C for 4 hours.", vector=vec)
     with tenant_session(t.id) as s:
         chunk = dict(s.execute(text("SELECT document_id, id FROM chunks")).all())
 
     def qa(user, doc, question, rating):
-        mid = _answer_citing(t, user, doc, chunk[doc])
+        mid = answer_citing(t, user, doc, chunk[doc])
         with tenant_session(t.id) as s:
             conv = s.execute(text("SELECT conversation_id FROM messages WHERE id = :m"), {"m": mid}).scalar()
             s.add(Message(tenant_id=t.id, conversation_id=conv, role="user", content=question,
                           created_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC)))
         assert client.post("/v1/feedback", json={"message_id": str(mid), "rating": rating},
-                           headers=_h(t, user)).status_code == 201
+                           headers=bearer(t, user)).status_code == 201
 
     qa("u1", open_doc, "Ask jana.novak@acme.cz: how often are bearings greased?", "up")
     qa("u2", open_doc, "Ask jana.novak@acme.cz: how often are bearings greased?", 5)  # duplicate after scrubbing

@@ -12,24 +12,13 @@ import pytest
 from sqlalchemy import text
 
 from compliance.access import can_read
-from core.database import tenant_session
-from core.lexical import K1, B, tokenize
+from core.db.database import tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
-from pipeline.ingestion import ChunkDraft, DocumentJob, write_index
+from retrieval.lexical import K1, B, tokenize
 from retrieval.search import Caller, Filters, lexical, search
-
-CORPUS_A = {
-    "oil": (1, [], "Press P3 maintenance: change the hydraulic oil HLP 46 every 4000 operating hours."),
-    "weld": (2, [], "Weld porosity on bracket BR-220 was caused by low shielding gas flow of 9 l/min."),
-    "heat": (3, ["qa"], "Heat treatment recipe HT-5: anneal the housings at 540 C for four hours."),
-    "alloy": (3, ["rnd"], "Alloy formula R-9 for the valve body contains four percent nickel."),
-    "export": (4, ["qa"], "Restricted: servo controller firmware signing procedure for export item X-1."),
-}
-CORPUS_B = {"b-oil": (1, [], "Press P3 maintenance at plant B: change the hydraulic oil HLP 68 every 3000 hours.")}
-QUERIES = ["hydraulic oil change interval for press P3", "weld porosity shielding gas", "anneal housings recipe",
-           "alloy nickel formula valve body", "firmware signing procedure export", "press maintenance"]
+from tests.builders import CALLERS, CORPUS_A, QUERIES, index_document, index_two_tenant_corpus
 
 
 def _token(tenant, role, groups=()):
@@ -38,47 +27,9 @@ def _token(tenant, role, groups=()):
                                                     groups=list(groups))}
 
 
-def _index(tenant, name, cls, acl, body, vector=None):
-    """Write a document straight into the index through the pipeline's own index writer."""
-    from core.embedding import get_embedder
-    from core.models import Document
-
-    doc_id = uuid.uuid4()
-    with tenant_session(tenant.id) as s:
-        s.add(Document(id=doc_id, tenant_id=tenant.id, source_key=f"t:{name}:{doc_id}", title=name,
-                       filename=f"{name}.txt", content_hash=f"h-{doc_id}", storage_path="/dev/null", format="txt",
-                       declared_classification=cls, classification=cls, acl_groups=acl, status="parsing",
-                       review_status="approved" if cls >= 3 else None))
-    job = DocumentJob(doc_id, tenant.id, f"{name}.txt", name, f"h-{doc_id}", "/dev/null", cls, cls, acl,
-                      "parsing", None, None)
-    vec = vector if vector is not None else get_embedder().embed([body])[0]
-    chunk = ChunkDraft(0, body, 1, name, 20, "x", {})
-    assert write_index(job, [chunk], np.asarray([vec]), "sentence-transformers/all-MiniLM-L6-v2") == "indexed"
-    return doc_id
-
-
-def index_two_tenant_corpus(prefix: str):
-    """Tenant A with CORPUS_A, tenant B with CORPUS_B, indexed through the pipeline's index writer."""
-    from core.tenancy import create_tenant
-
-    a, _ = create_tenant(f"{prefix}a-{uuid.uuid4().hex[:8]}")
-    b, _ = create_tenant(f"{prefix}b-{uuid.uuid4().hex[:8]}")
-    ids = {}
-    for t, corpus in ((a, CORPUS_A), (b, CORPUS_B)):
-        for name, (cls, acl, body) in corpus.items():
-            ids[_index(t, name, cls, acl, body)] = (t.id, name, cls, acl)
-    return a, b, ids
-
-
 @pytest.fixture(scope="module")
 def corpus(platform_db):
     return index_two_tenant_corpus("r")
-
-
-CALLERS = [
-    (Role.viewer, ()), (Role.viewer, ("qa", "rnd")), (Role.operator, ()), (Role.operator, ("qa",)),
-    (Role.operator, ("rnd",)), (Role.admin, ()), (Role.admin, ("qa",)), (Role.admin, ("qa", "rnd")),
-]
 
 
 @pytest.mark.parametrize("role,groups", CALLERS)
@@ -196,7 +147,7 @@ def test_lexical_scores_are_exact_bm25(platform_db):
     zero[0] = 1.0
     names = {}
     for i, body in enumerate(docs):
-        names[_index(t, f"d{i}", 1, [], body, vector=zero)] = body
+        names[index_document(t, f"d{i}", 1, [], body, vector=zero)] = body
     query = "press oil check"
     with tenant_session(t.id) as s:
         got = lexical(s, Caller("admin"), query, 10, Filters())
@@ -244,12 +195,12 @@ def test_cross_encoder_path_runs_when_configured(corpus, monkeypatch):
 
 def test_bm25_statistics_stay_exact_through_reindex_and_delete(platform_db):
     from core.tenancy import create_tenant
-    from pipeline.ingestion import delete_document
+    from ingestion.submission import delete_document
 
     t, _ = create_tenant(f"df-{uuid.uuid4().hex[:8]}")
     vec = np.zeros(384, dtype=np.float32)
     vec[1] = 1.0
-    ids = [_index(t, f"d{i}", 1, [], body, vector=vec) for i, body in
+    ids = [index_document(t, f"d{i}", 1, [], body, vector=vec) for i, body in
            enumerate(["press oil change", "press guard check", "robot cell oil"])]
     delete_document(t.id, ids[0], actor="test", actor_role="admin")
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import text
 
 from core import audit
-from core.database import app_engine, system_session, tenant_session
+from core.db.database import app_engine, system_session, tenant_session
 from core.models import (
     AgentLesson,
     AgentRun,

@@ -12,14 +12,12 @@ import uuid
 import dagster as dg
 from sqlalchemy import text
 
-from core.database import system_session, tenant_session
+from core.db.database import system_session, tenant_session
 from core.models import Conversation, Message, Role
 from core.security import mint_token
 from core.settings import get_settings
-from pipeline.index_checks import restricted_chunks_with_pii
-from tests.builders import finetune_export_config
-from tests.integration.test_ingestion import _chunks, _doc, _upload, dagster_env  # noqa: F401 - a fixture
-from tests.integration.test_retrieval import _index
+from retrieval.checks import restricted_chunks_with_pii
+from tests.builders import chunk_rows, document_row, finetune_export_config, index_document, upload_file
 
 FW_ITAR = "\uff29\uff34\uff21\uff32"  # ＩＴＡＲ
 FW_EMAIL = "ｊａｎａ．ｎｏｖａｋ＠ａｃｍｅ．ｃｚ"
@@ -48,21 +46,21 @@ def _rated_answer_citing(client, t, user, chunk_id, doc_id, question):
     assert r.status_code == 201, r.text
 
 
-def test_full_width_itar_raises_the_class_and_stays_out_of_the_finetune_export(client, dagster_env, make_tenant):  # noqa: F811
+def test_full_width_itar_raises_the_class_and_stays_out_of_the_finetune_export(client, dagster_env, make_tenant):
     import definitions
     from assets.evals import finetune_dataset
 
     _inst, run_pipeline, review = dagster_env
     t = make_tenant("uni-itar")
     body = f"Servo drive SD-9 datasheet\n\nThe SD-9 assembly is {FW_ITAR} controlled. Torque the mounts to 12 Nm.\n"
-    up = _upload(client, t, "sd9.txt", body.encode(), classification="I", acl_groups="export").json()
+    up = upload_file(client, t, "sd9.txt", body.encode(), classification="I", acl_groups="export").json()
     assert run_pipeline()[0].success
-    row = _doc(t.id, up["document_id"])
+    row = document_row(t.id, up["document_id"])
     assert row["classification"] == 4 and row["declared_classification"] == 1
-    assert row["status"] == "awaiting_approval" and _chunks(t.id, up["document_id"]) == []
+    assert row["status"] == "awaiting_approval" and chunk_rows(t.id, up["document_id"]) == []
     # The steward releases it: it is indexed as Class IV, which the fine-tuning export never takes.
     assert review(up["document_id"], "approve").success
-    chunks = _chunks(t.id, up["document_id"])
+    chunks = chunk_rows(t.id, up["document_id"])
     assert chunks and all(c["classification"] == 4 for c in chunks)
     _rated_answer_citing(client, t, "u1", chunks[0]["id"], up["document_id"], "Is the SD-9 export controlled?")
 
@@ -75,16 +73,16 @@ def test_full_width_itar_raises_the_class_and_stays_out_of_the_finetune_export(c
     assert (card["records"], card["candidates"], card["excluded_restricted"]) == (0, 1, 1)
 
 
-def test_full_width_pii_in_a_class_iii_document_is_replaced(client, dagster_env, make_tenant):  # noqa: F811
+def test_full_width_pii_in_a_class_iii_document_is_replaced(client, dagster_env, make_tenant):
     _inst, run_pipeline, review = dagster_env
     t = make_tenant("uni-pii")
     body = (f"# Recipe R-8\n\nQuestions to {FW_EMAIL}, phone {FW_PHONE}.\n\n"
             "Anneal the housings at 540 °C for 4 h.\n")
-    up = _upload(client, t, "r8.md", body.encode(), classification="III", acl_groups="metallurgy").json()
+    up = upload_file(client, t, "r8.md", body.encode(), classification="III", acl_groups="metallurgy").json()
     results = run_pipeline()
     assert results[0].success
     assert review(up["document_id"], "approve").success
-    joined = " ".join(c["text"] for c in _chunks(t.id, up["document_id"]))
+    joined = " ".join(c["text"] for c in chunk_rows(t.id, up["document_id"]))
     assert "[EMAIL]" in joined and "[PHONE]" in joined and "Anneal the housings at 540 °C" in joined
     assert "＠" not in joined and "６０１" not in joined and "ｎｏｖａｋ" not in joined
     scanned, leaks = restricted_chunks_with_pii()
@@ -94,7 +92,7 @@ def test_full_width_pii_in_a_class_iii_document_is_replaced(client, dagster_env,
 def test_no_pii_check_catches_a_full_width_address_left_in_a_restricted_chunk(make_tenant):
     """The check on a planted chunk (written straight into the index, past the sanitise stage)."""
     t = make_tenant("uni-check")
-    doc_id = _index(t, "planted", 3, ["qa"], f"Call {FW_PHONE} or write to {FW_EMAIL} about lot 7.")
+    doc_id = index_document(t, "planted", 3, ["qa"], f"Call {FW_PHONE} or write to {FW_EMAIL} about lot 7.")
     try:
         with tenant_session(t.id) as s:
             cid = str(s.execute(text("SELECT id FROM chunks WHERE document_id = :d"), {"d": str(doc_id)}).scalar_one())

@@ -8,27 +8,27 @@ import datetime as dt
 
 from sqlalchemy import text
 
-from core.database import system_session, tenant_session
+from core.db.database import system_session, tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
-from tests.integration.test_ingestion import _doc, dagster_env  # noqa: F401 - the module's Dagster fixture
+from tests.builders import document_row
 
 HIDDEN = b"# Recipe R-7\n\nAnneal the housings at 540 C for 4 h, then quench in oil at 60 C.\n"
 
 
-def _h(tenant, role, groups=(), user=None):  # noqa: ANN001
+def _h(tenant, role, groups=(), user=None):
     return {"Authorization": "Bearer " + mint_token(get_settings(), tenant_id=tenant.id, tenant=tenant.name,
                                                     role=role, subject=user or f"{role.value}-{'-'.join(groups)}",
                                                     groups=list(groups))}
 
 
-def _upload(client, tenant, name, data, role, groups=(), **form):  # noqa: ANN001
+def _upload(client, tenant, name, data, role, groups=(), **form):
     return client.post("/v1/documents", files={"file": (name, data)}, data=form, headers=_h(tenant, role, groups))
 
 
-def _row(tenant_id, doc_id) -> dict:  # noqa: ANN001
-    r = _doc(tenant_id, doc_id)
+def _row(tenant_id, doc_id) -> dict:
+    r = document_row(tenant_id, doc_id)
     return {k: r[k] for k in ("content_hash", "classification", "declared_classification", "acl_groups", "status",
                               "title", "filename", "source_key", "updated_at")}
 
@@ -86,7 +86,7 @@ def test_an_upload_never_replaces_reveals_or_confirms_a_document_the_uploader_ca
     assert dict(names)["recipe.md"] == 3  # hidden, the operator's Class I, the operator's Class III copy
 
 
-def test_a_replacement_keeps_the_class_and_the_acl(client, make_tenant, dagster_env):  # noqa: F811
+def test_a_replacement_keeps_the_class_and_the_acl(client, make_tenant, dagster_env):
     _, run_pipeline, _ = dagster_env
     t = make_tenant("keep")
     d = _upload(client, t, "recipe.md", HIDDEN, Role.admin, ("qa",), classification="III", acl_groups="qa").json()
@@ -108,7 +108,7 @@ def test_a_replacement_keeps_the_class_and_the_acl(client, make_tenant, dagster_
     # Through the pipeline it stays Class III: gated for a steward, never indexed as Class I, so it can never
     # reach viewers or the fine-tuning export (which leaves out anything citing Class III/IV).
     assert all(res.success for res in run_pipeline())
-    row = _doc(t.id, d["document_id"])
+    row = document_row(t.id, d["document_id"])
     assert (row["status"], row["classification"]) == ("awaiting_approval", 3)
     assert client.get(f"/v1/documents/{d['document_id']}", headers=_h(t, Role.viewer)).status_code == 404
     with tenant_session(t.id) as s:
@@ -116,24 +116,24 @@ def test_a_replacement_keeps_the_class_and_the_acl(client, make_tenant, dagster_
                          {"d": d["document_id"]}).scalar() == 0
 
 
-def test_reupload_of_a_failed_or_stuck_document_retries_it(client, make_tenant, dagster_env):  # noqa: F811
+def test_reupload_of_a_failed_or_stuck_document_retries_it(client, make_tenant, dagster_env):
     _, run_pipeline, _ = dagster_env
     t = make_tenant("retry")
     broken = b"%PDF-1.4\n1 0 obj << garbage"
     d = _upload(client, t, "broken.pdf", broken, Role.operator, ("qa",)).json()
     assert all(res.success for res in run_pipeline())
-    assert _doc(t.id, d["document_id"])["status"] == "failed"
+    assert document_row(t.id, d["document_id"])["status"] == "failed"
 
     # Failed + the same bytes: queued again (not `unchanged`), with a new run that really happens.
     r = _upload(client, t, "broken.pdf", broken, Role.operator, ("qa",))
     assert r.status_code == 202, r.text
     assert (r.json()["document_id"], r.json()["status"], r.json()["unchanged"], r.json()["retried"]) == \
            (d["document_id"], "queued", False, True)
-    row = _doc(t.id, d["document_id"])
+    row = document_row(t.id, d["document_id"])
     assert (row["status"], row["status_reason"], row["ingest_attempts"]) == ("queued", None, 0)
     runs = run_pipeline()
     assert runs and all(res.success for res in runs)  # the sensor launched it: not `queued` forever
-    row = _doc(t.id, d["document_id"])
+    row = document_row(t.id, d["document_id"])
     assert row["status"] == "failed" and "corrupt PDF" in row["status_reason"]
 
     # Stuck: its run died mid-parse (status `parsing`, no sign of life for longer than EAP_INGEST_STALE_S).
@@ -147,9 +147,9 @@ def test_reupload_of_a_failed_or_stuck_document_retries_it(client, make_tenant, 
                   {"t": stale, "d": g["document_id"]})
     r = _upload(client, t, "sop-9.md", good, Role.operator, ("qa",))
     assert r.status_code == 202 and r.json()["retried"] is True and r.json()["document_id"] == g["document_id"]
-    assert _doc(t.id, g["document_id"])["ingest_attempts"] == 0
+    assert document_row(t.id, g["document_id"])["ingest_attempts"] == 0
     assert all(res.success for res in run_pipeline())
-    assert _doc(t.id, g["document_id"])["status"] == "indexed"
+    assert document_row(t.id, g["document_id"])["status"] == "indexed"
 
     # In progress and alive (just queued): an unchanged re-upload is still `unchanged`.
     q = _upload(client, t, "fresh.md", b"# Fresh\n\nJust queued.", Role.operator, ("qa",)).json()

@@ -1,5 +1,5 @@
-from core.chunking import MAX_TOKENS, chunk_elements, count_tokens
-from core.parsing import parse
+from ingestion.chunking import MAX_TOKENS, chunk_elements, count_tokens
+from ingestion.parsing import parse
 
 
 def test_small_sections_stay_together_and_keep_metadata():

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from agents import composition, skills, thinking
+from agents import compose as composition
+from agents import skills, thinking
 from agents.answer import Prepared
 from retrieval.search import Hit
 

@@ -1,6 +1,6 @@
 import pytest
 
-from core.parsing import ContentMismatch, ParseError, UnsupportedFormat, detect_format, parse
+from ingestion.parsing import ContentMismatch, ParseError, UnsupportedFormat, detect_format, parse
 from tests.builders import docx_bytes, text_image, text_pdf
 
 

@@ -1,0 +1,312 @@
+"""The reasoning trace of one answer, as typed steps.
+
+Every stage of the orchestrator and of a composition appends one step; code that needs what an
+earlier step found reads its fields (`trace.compose.composition`, `trace.learn.learned = …`), never
+scans dicts. `Trace.to_json()` gives the stored shape — the list of dicts kept on `agent_runs.trace`
+and returned by `GET /v1/traces/{id}`: `{"step": <name>, "ms": …, <fields in declaration order>}`,
+a field left `UNSET` is absent (each step name has a few variants, e.g. a denied skill has no result),
+and a step a branch of a composition ran carries its specialist last.
+
+History redaction (agents/answer_access.py) works on the stored JSON with an allow-list of field
+names, so a new field here is withheld from unreadable traces until it is added there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+
+class _Unset:
+    """A step field that is not part of this variant of the step: left out of its JSON."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Any = _Unset()
+
+
+def ms_since(t0: float) -> float:
+    """Milliseconds since a `time.perf_counter()` reading, as the trace records them."""
+    return round((time.perf_counter() - t0) * 1000, 1)
+
+
+@dataclass(kw_only=True)
+class Step:
+    name: ClassVar[str]
+    ms: float
+    # The specialist whose branch ran this step (several specialists in one answer); emitted last.
+    owner: str | None = field(default=None, metadata={"emit": False})
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"step": self.name}
+        for f in dataclasses.fields(self):
+            if f.metadata.get("emit", True) is False:
+                continue
+            value = getattr(self, f.name)
+            if value is not UNSET:
+                out[f.metadata.get("key", f.name)] = value
+        if self.owner is not None:
+            out.setdefault("specialist", self.owner)
+        return out
+
+
+@dataclass(kw_only=True)
+class ObserveStep(Step):
+    name: ClassVar[str] = "OBSERVE"
+    history_turns: int
+    role: str
+    ceiling: int
+    groups: list[str]
+    budget: str
+    memories: list[dict[str, Any]] = UNSET  # recalled memories (ids, types, scores): only with a tenant
+    goals: list[dict[str, Any]] = UNSET
+    preferences_applied: dict[str, str] = UNSET
+
+
+@dataclass(kw_only=True)
+class RouteStep(Step):
+    name: ClassVar[str] = "THINK.route"
+    specialist: str
+    confidence: float
+    fallback: bool
+    reason: str
+    scores: dict[str, float]
+
+
+@dataclass(kw_only=True)
+class RetrieveStep(Step):
+    name: ClassVar[str] = "THINK.retrieve"
+    tool: str = "hybrid_search"
+    query: str = UNSET  # a composition branch's own query
+    hits: int
+    index_version: Any = UNSET  # the request's main retrieval only
+    chunk_ids: list[str]
+    timings_ms: dict[str, Any] = UNSET
+
+
+@dataclass(kw_only=True)
+class SkillStep(Step):
+    name: ClassVar[str] = "THINK.skill"
+    tool: str
+    args: dict[str, Any] = UNSET
+    result: Any = UNSET
+    denied: str = UNSET  # the error code when the skill was refused
+    reason: str = UNSET
+    requested_by: str = UNSET  # "model" for a tool call
+
+
+@dataclass(kw_only=True)
+class ComposeStep(Step):
+    name: ClassVar[str] = "THINK.compose"
+    klass: str = field(metadata={"key": "class"})
+    composition: str
+    specialists: list[str]
+    subquestions: list[str]
+    thinking_tool: str | None
+    complexity: str
+    reasons: list[str]
+    by: str
+
+
+@dataclass(kw_only=True)
+class TierStep(Step):
+    name: ClassVar[str] = "THINK.tier"
+    complexity: str
+    tier: str
+    specialist_default: str
+
+
+@dataclass(kw_only=True)
+class GenerateStep(Step):
+    name: ClassVar[str] = "THINK.generate"
+    tier: str
+    model: str
+    note: str = UNSET  # answered without a model call
+    purpose: str = UNSET  # a thinking tool's or a revision's call
+    prompt_tokens: int = UNSET
+    completion_tokens: int = UNSET
+    tool_calls: list[str] = UNSET
+
+
+@dataclass(kw_only=True)
+class VerifyStep(Step):
+    name: ClassVar[str] = "VERIFY"
+    ok: bool
+    abstained: bool
+    problems: list[str]
+
+
+@dataclass(kw_only=True)
+class EscalateStep(Step):
+    name: ClassVar[str] = "ESCALATE"
+    to: str
+    because: list[str]
+
+
+@dataclass(kw_only=True)
+class ReasoningStep(Step):
+    name: ClassVar[str] = "THINK.reasoning"
+    reasoning: dict[str, Any]
+
+
+@dataclass(kw_only=True)
+class LearnStep(Step):
+    name: ClassVar[str] = "LEARN"
+    specialist: str
+    tier: str
+    outcome: str
+    escalations: int
+    learned: dict[str, Any] = UNSET  # set by agents/learning.after_answer
+
+
+@dataclass(kw_only=True)
+class PipelineStage(Step):
+    name: ClassVar[str] = "PIPELINE.stage"
+    stage: int
+    specialist: str
+    question: str
+    builds_on: list[str]
+
+
+@dataclass(kw_only=True)
+class FanOutStep(Step):
+    name: ClassVar[str] = "FANOUT"
+    branches: list[str]
+    execution: str
+
+
+@dataclass(kw_only=True)
+class MergeStep(Step):
+    name: ClassVar[str] = "MERGE"
+    composition: str
+    sections: list[str]
+    sources: int
+    tool_sources: int
+    renumbered: dict[str, dict[str, int]]
+
+
+@dataclass(kw_only=True)
+class CouncilStep(Step):
+    name: ClassVar[str] = "THINK.council"
+    perspectives: list[str]
+    common_ground: int
+    considerations: int
+
+
+@dataclass(kw_only=True)
+class FirstPrinciplesStep(Step):
+    name: ClassVar[str] = "THINK.first_principles"
+    probes: int
+    candidates: int
+    hypotheses: list[dict[str, Any]]
+
+
+@dataclass(kw_only=True)
+class RedTeamStep(Step):
+    name: ClassVar[str] = "THINK.redteam"
+    round: int
+    findings: list[dict[str, Any]]
+    blocking: list[str]
+
+
+@dataclass(kw_only=True)
+class TDDCheck(Step):
+    name: ClassVar[str] = "TDD.check"
+    round: int
+    passed: bool
+    criteria: list[dict[str, Any]]
+
+
+@dataclass(kw_only=True)
+class TDDRevise(Step):
+    name: ClassVar[str] = "TDD.revise"
+    round: int
+    note: str = UNSET  # the loop stopped: nothing could be revised
+    tier: str = UNSET
+    because: list[str] = UNSET
+
+
+@dataclass(kw_only=True)
+class ComposeDone(Step):
+    name: ClassVar[str] = "COMPOSE.done"
+    composition: str
+    klass: str = field(metadata={"key": "class"})
+    thinking_tool: str | None
+    specialists: list[str]
+    revisions: int
+    criteria_passed: bool
+    outcome: str
+
+
+S = TypeVar("S", bound=Step)
+
+
+class Trace:
+    """The steps of one answer, in the order they ran."""
+
+    def __init__(self, steps: Iterable[Step] = ()) -> None:
+        self.steps: list[Step] = list(steps)
+
+    def append(self, step: Step) -> None:
+        self.steps.append(step)
+
+    def extend(self, steps: Iterable[Step]) -> None:
+        self.steps.extend(steps)
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def of(self, kind: type[S]) -> list[S]:
+        return [s for s in self.steps if isinstance(s, kind)]
+
+    def first(self, kind: type[S]) -> S | None:
+        return next((s for s in self.steps if isinstance(s, kind)), None)
+
+    def last(self, kind: type[S]) -> S | None:
+        return next((s for s in reversed(self.steps) if isinstance(s, kind)), None)
+
+    @property
+    def route(self) -> RouteStep | None:
+        return self.first(RouteStep)
+
+    @property
+    def compose(self) -> ComposeStep | None:
+        return self.first(ComposeStep)
+
+    @property
+    def reasoning(self) -> ReasoningStep | None:
+        return self.first(ReasoningStep)
+
+    @property
+    def learn(self) -> LearnStep | None:
+        return self.last(LearnStep)
+
+    @property
+    def skills(self) -> list[SkillStep]:
+        return self.of(SkillStep)
+
+    def tools(self) -> list[str]:
+        """Every tool a step used (retrieval, skills), in order."""
+        return [s.tool for s in self.steps if isinstance(s, RetrieveStep | SkillStep) and s.tool]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """The stored shape (agent_runs.trace, GET /v1/traces/{id})."""
+        return [s.as_dict() for s in self.steps]
