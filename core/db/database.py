@@ -188,16 +188,20 @@ def _explain_connect_error(exc: Exception, url: str) -> DatabaseUnavailable:
 # --------------------------------------------------------------------------- bootstrap
 
 
+def _connect_autocommit(url: str) -> sa.Connection:
+    """An autocommit connection for bootstrap work; a refused connection becomes a one-line error."""
+    try:
+        return _engine(url, autocommit=True).connect()
+    except sa.exc.OperationalError as exc:
+        raise _explain_connect_error(exc, url) from None
+
+
 def _q(ident: str) -> str:
     return '"' + ident.replace('"', '""') + '"'
 
 
 def _ensure_roles_and_databases(settings: Settings, urls: DatabaseUrls) -> None:
-    eng = _engine(urls.maintenance, autocommit=True)
-    try:
-        conn = eng.connect()
-    except sa.exc.OperationalError as exc:
-        raise _explain_connect_error(exc, urls.maintenance) from None
+    conn = _connect_autocommit(urls.maintenance)
     with conn:
         version = conn.execute(text("SHOW server_version_num")).scalar_one()
         if int(version) < MIN_SERVER_VERSION:
@@ -278,11 +282,7 @@ def _literal(value: str) -> str:
 
 
 def _ensure_vector(settings: Settings, urls: DatabaseUrls) -> str:
-    eng = _engine(urls.admin, autocommit=True)
-    try:
-        conn = eng.connect()
-    except sa.exc.OperationalError as exc:
-        raise _explain_connect_error(exc, urls.admin) from None
+    conn = _connect_autocommit(urls.admin)
     with conn:
         installed = conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
         if installed is None:
@@ -358,7 +358,7 @@ def bootstrap(settings: Settings | None = None) -> DatabaseUrls:
         # Every Dagster run worker bootstraps (PlatformDatabase.setup_for_execution): two at once
         # collided on GRANT/ALTER ROLE ("tuple concurrently updated"). One server-wide advisory lock,
         # held on the maintenance database every bootstrap connects to, serialises them.
-        with _engine(urls.maintenance, autocommit=True).connect() as lock:
+        with _connect_autocommit(urls.maintenance) as lock:
             lock.execute(text("SELECT pg_advisory_lock(hashtextextended('eap:bootstrap', 0))"))
             try:
                 _ensure_roles_and_databases(settings, urls)
