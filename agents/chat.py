@@ -29,8 +29,9 @@ from agents import answer_access, history, learning, orchestrator
 from agents.answer import AI_DISCLOSURE, Citation
 from agents.deps import AgentDeps
 from agents.trace import UNSET
+from compliance import audit
 from compliance.classification import CLASS_NAMES
-from core import audit, llm
+from core import llm
 from core.errors import InvalidInput
 from core.models import Conversation, Message
 

@@ -18,7 +18,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core import audit
+from compliance import audit
 from core.embedding import Embedder
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import UserGoal

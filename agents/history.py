@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agents import answer_access
-from core import audit
+from compliance import audit
 from core.errors import NotFound
 from core.models import AgentRun, Conversation, Message
 from retrieval.search import Caller

@@ -48,13 +48,13 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
+from compliance import audit
 from compliance.access import ceiling, read_filter
-from core import audit
 from core.embedding import Embedder
 from core.errors import InvalidInput, NotFound
 from core.models import AgentLesson, Memory
 from core.settings import Settings
-from retrieval.lexical import tokenize
+from core.text import tokenize
 from retrieval.search import Caller
 
 TYPES = ("FACT", "PREFERENCE", "SKILL", "CONTEXT", "EPISODIC")

@@ -29,8 +29,8 @@ from agents import goals as goals_mod
 from agents import memory, orchestrator
 from agents.deps import AgentDeps
 from agents.specialists import SPECIALISTS
+from compliance import audit
 from compliance.access import read_filter
-from core import audit
 from core.errors import Conflict, InvalidInput
 from core.llm.extractive import PREFIX
 from core.models import GoalPlan

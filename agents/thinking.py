@@ -33,7 +33,7 @@ import numpy as np
 from compliance.normalise import fold
 from compliance.pii import contains_pii, sanitise
 from core.llm.extractive import NO_ANSWER, PREFIX
-from retrieval.lexical import tokenize
+from core.text import tokenize
 
 COUNCIL, REDTEAM, FIRST_PRINCIPLES = "Council", "RedTeam", "FirstPrinciples"
 MARK = re.compile(r"\[(\d{1,3})\]")

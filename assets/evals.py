@@ -24,8 +24,7 @@ class FinetuneConfig(dg.Config):
                                           "approval token from a tenant admin.")
 def finetune_dataset(context: dg.AssetExecutionContext, config: FinetuneConfig,
                      db: PlatformDatabase) -> dg.MaterializeResult:
-    from compliance import approvals
-    from core import audit
+    from compliance import approvals, audit
     from evals import finetune
 
     try:
@@ -52,8 +51,8 @@ def golden_eval(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.M
     # groups (evals/evaluation.py), so no Class III/IV text reaches an answer, and answers are not
     # kept: a launch from the (unauthenticated) Dagster UI reveals scores, never document text.
     from core.settings import get_settings
-    from core.tenancy import get_tenant
     from evals import evaluation
+    from identity.tenancy import get_tenant
 
     meta: dict = {}
     for name in [n.strip() for n in get_settings().eval_tenants.split(",") if n.strip()]:

@@ -31,7 +31,7 @@ def main() -> int:
     from agents.deps import build_deps
     from benchmarks.common import ingest_in_process
     from core.db.database import bootstrap, stop_embedded, tenant_session
-    from core.tenancy import create_tenant
+    from identity.tenancy import create_tenant
 
     bootstrap()
     tenant, _ = create_tenant("agent-bench")

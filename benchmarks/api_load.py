@@ -55,8 +55,8 @@ def main() -> int:
     from core.models import Role
     from core.security import mint_token
     from core.settings import get_settings
-    from core.tenancy import create_tenant
     from eap.up import child_env
+    from identity.tenancy import create_tenant
 
     settings = get_settings()
     urls = bootstrap()

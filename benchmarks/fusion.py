@@ -33,7 +33,7 @@ def main() -> int:
 
     from core.db.database import bootstrap, stop_embedded, tenant_session
     from core.embedding import get_embedder
-    from core.tenancy import get_tenant
+    from identity.tenancy import get_tenant
     from retrieval.search import Caller, Filters, dense, lexical, rrf
 
     bootstrap()

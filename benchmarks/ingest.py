@@ -44,8 +44,8 @@ def main() -> int:
     import definitions
     from core.db.database import bootstrap, stop_embedded
     from core.embedding import get_embedder
-    from core.tenancy import create_tenant
     from eap.ingest import collect, submit_paths
+    from identity.tenancy import create_tenant
     from sensors.ingestion import document_intake
 
     bootstrap()

@@ -52,9 +52,9 @@ def main() -> int:
     from core.db.database import bootstrap, stop_embedded, tenant_session
     from core.embedding import get_embedder
     from core.models import Conversation, Feedback, Message
-    from core.tenancy import create_tenant
     from evals import evaluation, feedback
     from evals.evaluation import load_golden, retrieval_scores
+    from identity.tenancy import create_tenant
     from retrieval import builds, versions
     from retrieval.search import Caller, Filters, dense, lexical, rrf, search
 

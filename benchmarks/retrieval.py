@@ -46,7 +46,7 @@ def main() -> int:
     from core.db.database import bootstrap, stop_embedded, system_session, tenant_session
     from core.embedding import get_embedder
     from core.models import Document
-    from core.tenancy import create_tenant
+    from identity.tenancy import create_tenant
     from retrieval.lexical import tokenize
     from retrieval.search import Caller, Filters, dense, lexical, rrf, search
 

@@ -27,12 +27,13 @@ import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from core import audit
+from compliance import audit
 from core.db.database import rowcount, system_session
 from core.errors import Forbidden, InvalidInput
 from core.settings import Settings, get_settings
@@ -104,7 +105,7 @@ def issue(session: Session, *, kind: str, tenant_id: uuid.UUID, subject: str, su
     return token, approval
 
 
-def _claims(token: str, kind: str, settings: Settings) -> dict:
+def _claims(token: str, kind: str, settings: Settings) -> dict[str, Any]:
     if not (token or "").strip():
         raise ApprovalRefused("an approval token is required: ask the platform API for one", code="approval_missing")
     try:
@@ -121,7 +122,7 @@ def _claims(token: str, kind: str, settings: Settings) -> dict:
     return claims
 
 
-def _consume(s: Session, claims: dict, kind: str, run_id: str, *, document_id: uuid.UUID | None = None,
+def _consume(s: Session, claims: dict[str, Any], kind: str, run_id: str, *, document_id: uuid.UUID | None = None,
              content_hash: str | None = None, decision: str | None = None) -> Approval:
     """Mark the approval used (system identity, caller's transaction); refuses unknown, used or expired ones
     and any whose recorded document version or decision differ."""

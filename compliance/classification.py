@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from compliance.normalise import normalise
 from compliance.pii import find_pii
@@ -38,7 +39,7 @@ def parse_class(value: str | int | None) -> int:
 # Markers count where documents put them: a header/footer line of their own, or an explicit
 # "Classification: …" label. Words like CRITICAL inside a safety warning are not markers.
 _LABEL = r"(?:classification|classified|security\s+class|data\s+class|label)\s*[:=-]\s*"
-_MARKERS: list[tuple[int, re.Pattern, str]] = [
+_MARKERS: list[tuple[int, re.Pattern[str], str]] = [
     (4, re.compile(rf"(?im)(?:^\s*(?:STRICTLY\s+CONFIDENTIAL|RESTRICTED|TOP\s+SECRET)\s*$|{_LABEL}"
                    rf"(?:class\s+)?(?:IV|restricted|strictly\s+confidential)\b)"), "restricted marker"),
     (3, re.compile(rf"(?im)(?:^\s*(?:NEED[\s-]TO[\s-]KNOW|TRADE\s+SECRET)\s*$|{_LABEL}"
@@ -58,7 +59,7 @@ _EXPORT_CONTROL = re.compile(
 class ClassificationDecision:
     declared: int
     final: int
-    reasons: list[dict] = field(default_factory=list)
+    reasons: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def raised(self) -> bool:
@@ -70,7 +71,7 @@ class ClassificationDecision:
 
 
 def classify(text: str, declared: int) -> ClassificationDecision:
-    reasons: list[dict] = [{"detector": "declared", "class": CLASS_NAMES[declared]}]
+    reasons: list[dict[str, Any]] = [{"detector": "declared", "class": CLASS_NAMES[declared]}]
     final = declared
     norm = normalise(text)
     head = norm.text[:20000]

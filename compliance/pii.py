@@ -72,7 +72,7 @@ class Finding:
 @dataclass
 class SanitisedText:
     text: str
-    counts: Counter = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)
 
     @property
     def total(self) -> int:
@@ -102,7 +102,7 @@ def _luhn_ok(s: str) -> bool:
     return total % 10 == 0
 
 
-def _cz_birth_ok(m: re.Match) -> bool:
+def _cz_birth_ok(m: re.Match[str]) -> bool:
     yy, mm, dd, tail = m.groups()
     month = int(mm) % 50 % 20
     if not (1 <= month <= 12 and 1 <= int(dd) <= 31):
@@ -184,7 +184,7 @@ def sanitise(text: str) -> SanitisedText:
     findings = find_pii(text)
     parts: list[str] = []
     last = 0
-    counts: Counter = Counter()
+    counts: Counter[str] = Counter()
     for f in findings:
         if f.start < last:  # two findings inside one folded character (a ligature): replaced once
             continue

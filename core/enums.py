@@ -42,6 +42,25 @@ class Role(enum.StrEnum):
 _RANK = {Role.viewer.value: 0, Role.operator.value: 1, Role.admin.value: 2}
 
 
+class Permission(enum.StrEnum):
+    """Permissions next to the role ladder (not rungs of it). A token's roles claim (or, once granted by a
+    tenant admin, the user's record) lists them; admins hold `steward` implicitly, the others only when
+    granted: `compliance_officer` reads and verifies the audit trail, `approver` approves write operations."""
+
+    steward = "steward"
+    compliance_officer = "compliance_officer"
+    approver = "approver"
+
+    @classmethod
+    def from_claim(cls, role: str, claim: object) -> frozenset[Permission]:
+        """The permissions a roles claim (a list, or one string) grants to a principal of `role`."""
+        names = [claim] if isinstance(claim, str) else claim if isinstance(claim, list) else []
+        granted = {cls(n) for n in names if isinstance(n, str) and n in cls.__members__}
+        if role == Role.admin.value:
+            granted.add(cls.steward)
+        return frozenset(granted)
+
+
 class DocumentStatus(enum.StrEnum):
     queued = "queued"
     parsing = "parsing"

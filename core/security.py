@@ -22,7 +22,7 @@ from typing import Any
 
 import jwt
 
-from core.enums import Role
+from core.enums import Permission, Role
 from core.errors import ConfigurationError, InvalidInput, Unauthorized
 from core.settings import Settings
 
@@ -48,26 +48,20 @@ class Principal:
     role: Role
     groups: tuple[str, ...] = field(default_factory=tuple)
     token_subject: str | None = None
-    # The data-steward permission (approve/reject Class III/IV documents): admins, and anyone whose
-    # roles claim lists "steward" (`is_steward`).
-    steward: bool = False
+    # Permissions next to the role (core.enums.Permission): steward (approve/reject Class III/IV documents;
+    # admins hold it implicitly), compliance_officer, approver.
+    permissions: frozenset[Permission] = frozenset()
+
+    @property
+    def steward(self) -> bool:
+        return Permission.steward in self.permissions
+
+    def has(self, permission: Permission | str) -> bool:
+        return Permission(permission) in self.permissions
 
     @property
     def display_subject(self) -> str:
         return self.token_subject if self.token_subject is not None else self.subject
-
-
-STEWARD_ROLE = "steward"
-
-
-def is_steward(role: str, roles_claim: object) -> bool:
-    """Data-steward permission: the admin role, or "steward" in the token's roles claim (a list, or
-    one string). It is a permission next to the role ladder, not a rung of it."""
-    if role == Role.admin.value:
-        return True
-    if isinstance(roles_claim, str):
-        return roles_claim == STEWARD_ROLE
-    return isinstance(roles_claim, list) and STEWARD_ROLE in roles_claim
 
 
 def mint_token(settings: Settings, *, tenant_id: uuid.UUID, tenant: str, role: Role, subject: str,
@@ -223,13 +217,13 @@ def principal_from_claims(settings: Settings, claims: dict[str, Any], tenant_loo
     sub = str(claims.get("sub") or "")
     if not sub.strip():
         raise Unauthorized("invalid token: empty subject", code="invalid_token")
-    steward = is_steward(role.value, claims.get(settings.oidc_role_claim))
+    permissions = Permission.from_claim(role.value, claims.get(settings.oidc_role_claim))
     if kind == "platform":
         if sub.startswith(OIDC_PREFIX):  # that namespace belongs to the IdP's users
             raise Unauthorized("invalid token: reserved subject", code="invalid_token")
-        return Principal(sub, tenant_id, tenant, role, tuple(groups), steward=steward)
+        return Principal(sub, tenant_id, tenant, role, tuple(groups), permissions=permissions)
     return Principal(f"{OIDC_PREFIX}{claims['iss']}#{sub}", tenant_id, tenant, role, tuple(groups), token_subject=sub,
-                     steward=steward)
+                     permissions=permissions)
 
 
 def verify_token(settings: Settings, token: str, tenant_lookup: TenantLookup | None = None) -> Principal:

@@ -15,7 +15,7 @@ def run_ask(question: str, tenant: str, role: str, groups: str, k: int, *, user:
     from agents.deps import AgentDeps, build_deps
     from core.db.database import bootstrap, tenant_session
     from core.errors import InvalidInput
-    from core.tenancy import get_tenant
+    from identity.tenancy import get_tenant
 
     bootstrap()
     ref = get_tenant(tenant)

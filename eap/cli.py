@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "tenant":
             from core.db.database import bootstrap
-            from core.tenancy import create_tenant
+            from identity.tenancy import create_tenant
 
             bootstrap()
             ref, created = create_tenant(args.name, args.display_name)
@@ -134,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_ask(args.question, args.tenant, args.role, args.groups, args.k, user=args.user,
                            conversation=args.conversation, as_json=args.json)
         if args.command == "user":
-            from core.accounts import set_local_password
             from core.db.database import bootstrap
             from core.models import Role
-            from core.tenancy import get_tenant
+            from identity.accounts import set_local_password
+            from identity.tenancy import get_tenant
 
             bootstrap()
             password = sys.stdin.readline().rstrip("\n")
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             from core.models import Role
             from core.security import mint_token
             from core.settings import get_settings
-            from core.tenancy import get_tenant
+            from identity.tenancy import get_tenant
 
             bootstrap()
             ref = get_tenant(args.tenant)

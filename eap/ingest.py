@@ -76,7 +76,7 @@ def submit_paths(tenant_id: uuid.UUID, files: Sequence[Path | Source], *, classi
 def run_ingest(paths: list[str], tenant: str, classification: str, acl: str | None, wait: bool,
                timeout: float | None, idle_timeout: float = 900.0) -> int:
     from core.db.database import bootstrap
-    from core.tenancy import get_tenant
+    from identity.tenancy import get_tenant
     from ingestion.submission import wait_for
 
     bootstrap()

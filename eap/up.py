@@ -289,7 +289,7 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
     from core.models import Role
     from core.security import mint_token
     from core.settings import get_settings
-    from core.tenancy import create_tenant, ensure_user
+    from identity.tenancy import create_tenant, ensure_user
 
     settings = get_settings()
     if api_port is not None or dagster_port is not None:

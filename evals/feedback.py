@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from agents import learning
-from core import audit
+from compliance import audit
 from core.db.database import system_session, tenant_session
 from core.embedding import get_embedder
 from core.errors import InvalidInput, NotFound

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import case, func, select, update
 
-from core import audit
+from compliance import audit
 from core.db.database import rowcount, system_session, tenant_session
 from core.models import Document
 

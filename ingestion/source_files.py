@@ -151,7 +151,7 @@ def walk(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
 
 def record_refusal(tenant_id: uuid.UUID, rel: str, reason: str, actor: str) -> None:
     """An audit record for a refused source file (the tenant's security officer sees the attempt)."""
-    from core import audit
+    from compliance import audit
     from core.db.database import tenant_session
 
     with tenant_session(tenant_id) as s:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
+from compliance import audit
 from compliance.classification import CLASS_NAMES, classify
 from compliance.pii import contains_pii, sanitise
-from core import audit
 from core.db.database import tenant_session
 from core.embedding import Embedder
 from core.models import Document

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select, update
 
-from core import audit
+from compliance import audit
 from core.db.database import rowcount, system_session, tenant_session
 from core.models import Document
 from core.settings import get_settings

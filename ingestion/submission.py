@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from compliance import audit
 from compliance.access import read_filter
 from compliance.classification import CLASS_NAMES, parse_class
-from core import audit
 from core.db.database import tenant_session
 from core.enums import SETTLED_STATUSES
 from core.errors import Conflict, InvalidInput, NotFound

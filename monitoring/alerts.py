@@ -8,7 +8,7 @@ import uuid
 
 from sqlalchemy import select, text, update
 
-from core import audit
+from compliance import audit
 from core.db.database import tenant_session
 from core.errors import NotFound
 from core.models import Alert

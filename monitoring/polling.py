@@ -123,6 +123,6 @@ def poll_quality(tenant_id: uuid.UUID, cfg: dict, cursor: dict) -> PollResult:
 
 def configure_mes(tenant_id: uuid.UUID, cfg: dict, *, actor: str, actor_role: str) -> dict:
     """Point a tenant's monitoring at its MES endpoint (audited)."""
-    from core.tenancy import set_tenant_setting
+    from identity.tenancy import set_tenant_setting
 
     return set_tenant_setting(tenant_id, "mes", cfg, actor=actor, actor_role=actor_role)

@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from core import audit
+from compliance import audit
 from core.db.database import system_session, tenant_session
 from core.models import Document, IndexVersion
 from core.settings import get_settings

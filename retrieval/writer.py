@@ -15,8 +15,8 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from compliance import audit
 from compliance.classification import CLASS_NAMES
-from core import audit
 from core.db.database import tenant_session
 from core.models import Chunk, Document, LexicalStats
 from ingestion.chunking import ChunkDraft

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core import audit
+from compliance import audit
 from core.db.database import dispose_engines
 from core.errors import PlatformError
 from core.logging import configure_logging

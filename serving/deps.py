@@ -86,7 +86,7 @@ def _tenant_exists(tenant_id: uuid.UUID) -> bool:
 def _tenant_id(name: str) -> uuid.UUID:
     """OIDC tokens may name the tenant instead of carrying its id."""
     from core.errors import NotFound, PlatformError
-    from core.tenancy import get_tenant
+    from identity.tenancy import get_tenant
 
     try:
         return get_tenant(name).id

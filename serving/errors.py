@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core import audit
+from compliance import audit
 from core.errors import PlatformError
 from core.security import Principal
 

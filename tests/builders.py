@@ -310,7 +310,7 @@ def index_two_tenant_corpus(prefix: str):
     """Tenant A with CORPUS_A, tenant B with CORPUS_B, indexed through the pipeline's index writer."""
     import uuid
 
-    from core.tenancy import create_tenant
+    from identity.tenancy import create_tenant
 
     a, _ = create_tenant(f"{prefix}a-{uuid.uuid4().hex[:8]}")
     b, _ = create_tenant(f"{prefix}b-{uuid.uuid4().hex[:8]}")

@@ -163,7 +163,7 @@ def platform_db(eap_home):
 
 @pytest.fixture
 def make_tenant(platform_db):
-    from core.tenancy import create_tenant
+    from identity.tenancy import create_tenant
 
     def _make(prefix: str = "t"):
         ref, _ = create_tenant(f"{prefix}-{uuid.uuid4().hex[:10]}")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from core.prompt import SOURCES_END, SOURCES_START, USER_CONTEXT_END, USER_CONTEXT_START, Prompt, prompt_of
-from retrieval.lexical import tokenize
+from core.text import tokenize
 
 __all__ = ["MODEL", "NO_ANSWER", "PREFIX", "PROVIDER", "SOURCES_END", "SOURCES_START", "USER_CONTEXT_END",
            "USER_CONTEXT_START", "build_handler", "compose"]

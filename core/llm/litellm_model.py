@@ -16,7 +16,7 @@ from typing import Any
 
 from core.llm.extractive import MODEL as EXTRACTIVE_MODEL
 from core.llm.extractive import PROVIDER, build_handler
-from core.llm.model import Completion, LLMUnavailable
+from core.llm.model import FAILURE_LISTENERS, Completion, LLMUnavailable
 from core.prompt import wire
 from core.settings import get_settings
 
@@ -57,10 +57,8 @@ def _litellm() -> Any:
 def failed(model: str, exc: Exception) -> LLMUnavailable:
     """Every failed model call is an audit record (the error class, not the message: a provider's
     message can echo the prompt, i.e. document text)."""
-    from core import audit
-
-    audit.record_failure("model.call.failed", resource_type="model", resource_id=model,
-                         details={"error": type(exc).__name__})
+    for listener in FAILURE_LISTENERS:
+        listener(model, exc)
     first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
     return LLMUnavailable(f"model {model} failed: {first}")
 

@@ -7,7 +7,7 @@ or the in-process extractive responder registered as a LiteLLM custom provider);
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -17,6 +17,12 @@ from core.errors import PlatformError
 class LLMUnavailable(PlatformError):
     code = "llm_unavailable"
     status_code = 502
+
+
+# Called with (model, exception) for every failed model call. The kernel cannot import the audit trail
+# (compliance sits above it), so compliance.audit subscribes itself when it is imported — and every edge
+# (API, Dagster definitions, CLI) imports it before any model call can happen.
+FAILURE_LISTENERS: list[Callable[[str, Exception], None]] = []
 
 
 @dataclass

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AnyHttpUrl, BaseModel, Field, model_validator
 
-from core import audit
+from compliance import audit
 from core.models import AlertRule, Role
 from core.repos import alerts as alerts_repo
 from core.repos import tenants

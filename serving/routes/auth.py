@@ -6,12 +6,12 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from core.accounts import login, login_unknown_tenant
 from core.errors import InvalidInput, NotFound
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
-from core.tenancy import get_tenant
+from identity.accounts import login, login_unknown_tenant
+from identity.tenancy import get_tenant
 from serving.ratelimit import limit_login
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])

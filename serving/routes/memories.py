@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
 
 from agents import learning, memory
-from core import audit
+from compliance import audit
 from core.models import Memory
 from retrieval.search import Caller
 from serving.deps import EmbedderDep, PrincipalDep, SettingsDep, TenantSessionDep

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from compliance import audit
 from compliance.classification import CLASS_NAMES
-from core import audit
 from retrieval.search import Caller, Filters, search
 from serving.deps import PrincipalDep, TenantSessionDep
 from serving.ratelimit import RateLimit

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from core.models import Role
 from core.repos import usage
-from core.tenancy import set_tenant_setting
+from identity.tenancy import set_tenant_setting
 from serving.deps import PrincipalDep, TenantSessionDep, require_role
 
 router = APIRouter(prefix="/v1", tags=["usage"])

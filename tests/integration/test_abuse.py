@@ -18,10 +18,10 @@ import pyotp
 import pytest
 from fastapi.testclient import TestClient
 
-from core.accounts import set_local_password
 from core.models import Role
 from core.security import Principal, mint_token
 from core.settings import get_settings
+from identity.accounts import set_local_password
 
 EAP = str(Path(sys.executable).parent / "eap")
 
@@ -42,7 +42,7 @@ def client(app):
 
 @pytest.fixture(scope="module")
 def tenant(platform_db):
-    from core.tenancy import create_tenant
+    from identity.tenancy import create_tenant
 
     t, _ = create_tenant(f"abuse-{uuid.uuid4().hex[:8]}")
     return t
@@ -301,7 +301,7 @@ def test_login_is_rate_limited_per_username_and_per_ip(app, make_tenant, monkeyp
 
 
 def test_a_token_for_a_tenant_that_does_not_exist_is_401_everywhere(client):
-    from core.tenancy import TenantRef
+    from identity.tenancy import TenantRef
 
     ghost = _h(TenantRef(uuid.uuid4(), "ghost"))
     calls = [("GET", "/v1/me", None), ("GET", "/v1/conversations", None), ("GET", "/v1/documents", None),

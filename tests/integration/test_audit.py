@@ -2,7 +2,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import text
 
-from core import audit
+from compliance import audit
 from core.db.database import get_urls, tenant_session
 
 

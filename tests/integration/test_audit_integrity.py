@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from core import audit
+from compliance import audit
 from core.db.database import get_urls, system_session, tenant_session
 from core.models import Role
 from core.security import mint_token

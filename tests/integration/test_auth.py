@@ -15,9 +15,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from core.accounts import set_local_password
 from core.models import Role
 from core.settings import get_settings
+from identity.accounts import set_local_password
 
 ISS, AUD = "https://login.plant.local/realms/eap", "eap-api-prod"
 

@@ -45,7 +45,7 @@ Document owner: Production. Revision A.
 def plant(platform_db, tmp_path_factory):
     """A tenant with the six sample documents and SOP-130, ingested by the real Dagster job."""
     from benchmarks.common import ingest_in_process
-    from core.tenancy import create_tenant
+    from identity.tenancy import create_tenant
 
     t, _ = create_tenant(f"compose-{uuid.uuid4().hex[:8]}")
     extra = tmp_path_factory.mktemp("extra")

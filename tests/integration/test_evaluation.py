@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def eval_tenant(platform_db):
     from benchmarks.common import ingest_in_process
-    from core.tenancy import create_tenant
+    from identity.tenancy import create_tenant
 
     t, _ = create_tenant("golden-eval")
     ingest_in_process(t.id, sorted((ROOT / "samples").glob("*.*")), ROOT)

@@ -124,7 +124,7 @@ def test_tokens_have_a_maximum_lifetime(client, rsa_key, oidc, make_tenant):
 
 
 def test_unknown_tenant_by_name_in_an_oidc_token_is_401(client, rsa_key, oidc):
-    from core.tenancy import TenantRef
+    from identity.tenancy import TenantRef
 
     r = client.get("/v1/me", headers=_oidc(rsa_key, TenantRef(uuid.uuid4(), "no-such-tenant")))
     assert r.status_code == 401 and r.json()["error"]["code"] == "unknown_tenant"

@@ -24,7 +24,7 @@ QUESTION = "How often should the ram guide bearings of the HP-400 press be greas
 @pytest.fixture(scope="module")
 def tenant(platform_db):
     from benchmarks.common import ingest_in_process
-    from core.tenancy import create_tenant
+    from identity.tenancy import create_tenant
 
     t, _ = create_tenant(f"promo-{uuid.uuid4().hex[:8]}")
     ingest_in_process(t.id, sorted((ROOT / "samples").glob("*.*")), ROOT)

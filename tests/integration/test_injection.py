@@ -42,7 +42,7 @@ DOCS = {
 
 @pytest.fixture(scope="module")
 def plant(platform_db):
-    from core.tenancy import create_tenant
+    from identity.tenancy import create_tenant
 
     t, _ = create_tenant(f"inj-{uuid.uuid4().hex[:8]}")
     ids = {index_document(t, name, 1, [], body): name for name, body in DOCS.items()}

@@ -24,7 +24,7 @@ def api_schema(platform_db):
 
 @pytest.fixture(scope="module")
 def auth_headers(platform_db):
-    from core.tenancy import create_tenant
+    from identity.tenancy import create_tenant
 
     t, _ = create_tenant("fuzz")
     tok = mint_token(get_settings(), tenant_id=t.id, tenant=t.name, role=Role.operator, subject="fuzzer",

@@ -104,7 +104,7 @@ def test_filters(client, corpus):
 def test_k_rows_come_back_under_a_selective_filter(platform_db):
     """2,000 chunks, of which only 30 are readable by a viewer: HNSW alone (ef_search 100) would
     return fewer than k after filtering; iterative scans must still deliver k."""
-    from core.tenancy import create_tenant
+    from identity.tenancy import create_tenant
 
     t, _ = create_tenant(f"sel-{uuid.uuid4().hex[:8]}")
     rng = np.random.default_rng(7)
@@ -138,7 +138,7 @@ def test_k_rows_come_back_under_a_selective_filter(platform_db):
 
 
 def test_lexical_scores_are_exact_bm25(platform_db):
-    from core.tenancy import create_tenant
+    from identity.tenancy import create_tenant
 
     t, _ = create_tenant(f"bm25-{uuid.uuid4().hex[:8]}")
     docs = ["press oil change every 500 hours", "press die change procedure", "oil filter and oil level check",
@@ -194,7 +194,7 @@ def test_cross_encoder_path_runs_when_configured(corpus, monkeypatch):
 
 
 def test_bm25_statistics_stay_exact_through_reindex_and_delete(platform_db):
-    from core.tenancy import create_tenant
+    from identity.tenancy import create_tenant
     from ingestion.submission import delete_document
 
     t, _ = create_tenant(f"df-{uuid.uuid4().hex[:8]}")

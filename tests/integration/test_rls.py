@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import text
 
-from core import audit
+from compliance import audit
 from core.db.database import app_engine, system_session, tenant_session
 from core.models import (
     AgentLesson,
@@ -38,7 +38,7 @@ from core.models import (
     UserGoal,
 )
 from core.settings import get_settings
-from core.tenancy import ensure_user
+from identity.tenancy import ensure_user
 
 
 def _tenant_tables(conn) -> dict[str, str]:

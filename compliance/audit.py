@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
+from core.llm.model import FAILURE_LISTENERS
 from core.models import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -177,3 +178,11 @@ def verify_chain(session: Session, tenant_id: uuid.UUID | None) -> tuple[bool, i
             return False, n, str(ev.id)
         prev = ev.hash
     return True, n, None
+
+
+def _record_model_failure(model: str, exc: Exception) -> None:
+    record_failure("model.call.failed", resource_type="model", resource_id=model,
+                   details={"error": type(exc).__name__})
+
+
+FAILURE_LISTENERS.append(_record_model_failure)

@@ -15,13 +15,13 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 
-from core import audit
+from compliance import audit
 from core.db.database import tenant_session
 from core.enums import Role
 from core.errors import Forbidden, InvalidInput, Unauthorized
 from core.models import User
 from core.settings import get_settings
-from core.tenancy import TenantRef
+from identity.tenancy import TenantRef
 
 _hasher = PasswordHasher()
 MIN_PASSWORD = 12

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
-from core import audit
+from compliance import audit
 from core.db.database import system_session, tenant_session
 from core.enums import Role
 from core.errors import InvalidInput, NotFound

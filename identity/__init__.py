@@ -1,0 +1,1 @@
+"""Identity: tenants, users and their credentials (provisioning, local logins)."""
