@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -47,21 +47,21 @@ class Citation:
     score: float
     classification: int
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"document_id": str(self.document_id), "title": self.title, "chunk_id": str(self.chunk_id),
                 "page": self.page, "section": self.section, "score": round(self.score, 6), "n": self.n}
 
 
 @dataclass
 class Prepared:
-    messages: list[dict]
+    messages: list[dict[str, Any]]
     hits: list[Hit]
     retrieval_notes: list[str] = field(default_factory=list)
-    timings_ms: dict = field(default_factory=dict)
+    timings_ms: dict[str, Any] = field(default_factory=dict[str, Any])
     index_version: int | None = None  # the search index version the sources came from
 
 
-def retrieval_query(message: str, history: list[dict]) -> str:
+def retrieval_query(message: str, history: list[dict[str, Any]]) -> str:
     """Follow-ups ("and on line 2?") are searched together with the previous question."""
     prev = [m["content"] for m in history if m["role"] == "user"]
     if prev and len(message.split()) < 8:
@@ -85,7 +85,7 @@ def source_block(n: int, h: Hit) -> str:
     return PromptSource(n, source_header(h), h.text).render()
 
 
-def prepare(session: Session, caller: Caller, message: str, history: list[dict], k: int = 6,
+def prepare(session: Session, caller: Caller, message: str, history: list[dict[str, Any]], k: int = 6,
             filters: Filters | None = None, role_prompt: str | None = None,
             prefer_titles: tuple[str, ...] = ()) -> Prepared:
     res = search(session, caller, retrieval_query(message, history), k=k, filters=filters)
@@ -119,7 +119,7 @@ class Answer:
     notes: list[str]
 
 
-def answer(deps: AgentDeps, message: str, history: list[dict], *, k: int = 6) -> Answer:
+def answer(deps: AgentDeps, message: str, history: list[dict[str, Any]], *, k: int = 6) -> Answer:
     p = prepare(deps.session, deps.access, message, history, k)
     c = deps.model.complete(p.messages)
     return Answer(c.text, citations_for(c.text, p.hits), c.model, c.latency_ms, p.hits, p.retrieval_notes)

@@ -38,6 +38,7 @@ _SAFE_TRACE_FIELDS = {
     "fallback", "outcome", "escalations", "prompt_tokens", "completion_tokens", "complexity", "composition",
     "round", "stage", "execution", "timings_ms", "specialist_default", "to", "tool", "role", "ceiling", "budget",
     "history_turns", "denied", "requested_by",
+    "decision", "cleared", "removed",  # the export-control guard's step
 }
 
 
@@ -56,7 +57,7 @@ def _chunk_ids_in(obj: Any, out: set[str]) -> None:
             _chunk_ids_in(v, out)
 
 
-def _memory_ids_in(trace: Sequence[dict]) -> set[str]:
+def _memory_ids_in(trace: Sequence[dict[str, Any]]) -> set[str]:
     return {str(m["id"]) for st in trace if st.get("step") == "OBSERVE"
             for m in st.get("memories") or [] if isinstance(m, dict) and m.get("id")}
 
@@ -72,13 +73,13 @@ def _valid_uuids(ids: Iterable[str]) -> list[str]:
 
 
 def build_label(session: Session, *, chunk_docs: dict[str, str | None], cited: Iterable[str] = (),
-                memory_ids: Iterable[str] = ()) -> dict:
+                memory_ids: Iterable[str] = ()) -> dict[str, Any]:
     """The label of content made from these chunks ({chunk id: document id, or None if unknown}), of which
     `cited` (chunk ids) were cited, and these recalled memories. A chunk whose document cannot be found
     counts as `unresolved` (unreadable for everyone)."""
     cited = set(cited)
     unknown = _valid_uuids(c for c, d in chunk_docs.items() if not d)
-    found = dict(session.execute(text("SELECT id::text, document_id::text FROM chunks WHERE id = ANY("
+    found: dict[str, str] = dict(session.execute(text("SELECT id::text, document_id::text FROM chunks WHERE id = ANY("
                                       "CAST(:ids AS uuid[]))"), {"ids": unknown}).all()) if unknown else {}
     doc_of = {c: d or found.get(c) for c, d in chunk_docs.items()}
     rows = {d: (int(c), sorted(a or [])) for d, c, a in session.execute(
@@ -98,7 +99,7 @@ def build_label(session: Session, *, chunk_docs: dict[str, str | None], cited: I
             "unresolved": len(lost)}
 
 
-def label_for_outcome(session: Session, out: Any) -> dict:
+def label_for_outcome(session: Session, out: Any) -> dict[str, Any]:
     """Write time: the label of one answer and its trace."""
     chunk_docs: dict[str, str | None] = {}
     for h in out.prepared.hits:
@@ -113,11 +114,12 @@ def label_for_outcome(session: Session, out: Any) -> dict:
                        memory_ids=_memory_ids_in(out.trace))
 
 
-def derive_label(session: Session, citations: Sequence[dict], trace: Sequence[dict] | None) -> dict:
+def derive_label(session: Session, citations: Sequence[dict[str, Any]],
+                 trace: Sequence[dict[str, Any]] | None) -> dict[str, Any]:
     """Read time, for rows stored before labels existed: from citations and the trace's chunk ids."""
     chunk_docs: dict[str, str | None] = {}
-    for c in citations or []:
-        chunk_docs[str(c.get("chunk_id") or c.get("document_id"))] = str(c["document_id"]) if c.get(
+    for cit in citations or []:
+        chunk_docs[str(cit.get("chunk_id") or cit.get("document_id"))] = str(cit["document_id"]) if cit.get(
             "document_id") else None
     seen: set[str] = set()
     _chunk_ids_in(list(trace or []), seen)
@@ -132,7 +134,7 @@ def _may(caller: Caller, classification: int, acl: Sequence[str]) -> bool:
     return can_read(caller.role, caller.groups, int(classification), list(acl or ()), "approved")
 
 
-def readable(session: Session, caller: Caller, labels: Sequence[dict]) -> list[bool]:
+def readable(session: Session, caller: Caller, labels: Sequence[dict[str, Any]]) -> list[bool]:
     """For each label: may the caller read content carrying it *now*? One query for all of them."""
     ids = _valid_uuids({s["document_id"] for lb in labels for s in lb.get("sources", [])})
     now = {d: (c, a or []) for d, c, a in session.execute(
@@ -152,7 +154,7 @@ def readable(session: Session, caller: Caller, labels: Sequence[dict]) -> list[b
     return out
 
 
-def redact_trace(trace: Sequence[dict]) -> tuple[list[dict], int]:
+def redact_trace(trace: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """A trace the caller may not read: its shape (steps, timings, tiers, outcomes) without any text —
     queries, results, tool arguments and outputs, reasoning, reasons. Returns it with the count of
     withheld fields."""

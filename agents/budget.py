@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -51,7 +51,7 @@ class _Counted(Protocol):
     completion_tokens: int | None
 
 
-def tokens(completion: _Counted, messages: Sequence[dict]) -> tuple[int, int]:
+def tokens(completion: _Counted, messages: Sequence[dict[str, Any]]) -> tuple[int, int]:
     """Prompt and completion tokens of one model call: the server's count, else a word count (the extractive
     responder and scripted replies report none, and their use is still recorded)."""
     p_tok = completion.prompt_tokens or sum(len(str(m.get("content") or "").split()) for m in messages)
@@ -62,13 +62,14 @@ def tokens(completion: _Counted, messages: Sequence[dict]) -> tuple[int, int]:
 def _used(session: Session, since: dt.datetime) -> int:
     return int(session.execute(
         select(func.coalesce(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens), 0))
-        .where(UsageRecord.created_at >= since)).scalar())
+        .where(UsageRecord.created_at >= since)).scalar() or 0)
 
 
 def check(session: Session, tenant_id: uuid.UUID) -> str | None:
     """None when within budget; "extractive" when over budget and the tenant chose to be served by the
     zero-cost extractive responder instead (`on_exceed: "extractive"`); otherwise BudgetExceeded."""
-    budgets = ((session.get(Tenant, tenant_id).settings or {}).get("budgets") or {})
+    tenant = session.get(Tenant, tenant_id)
+    budgets = (((tenant.settings if tenant else None) or {}).get("budgets") or {})
     now = dt.datetime.now(dt.UTC)
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     month = day.replace(day=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -44,14 +45,14 @@ def _text(value: str) -> str:
     return value
 
 
-def as_dict(g: UserGoal) -> dict:
+def as_dict(g: UserGoal) -> dict[str, Any]:
     return {"id": g.id, "text": g.text, "status": g.status, "progress": g.progress, "origin": g.origin,
             "created_at": g.created_at, "updated_at": g.updated_at, "closed_at": g.closed_at}
 
 
 def _active_count(session: Session, subject: str) -> int:
     return int(session.execute(select(func.count()).select_from(UserGoal).where(
-        UserGoal.user_subject == subject, UserGoal.status == "active")).scalar())
+        UserGoal.user_subject == subject, UserGoal.status == "active")).scalar() or 0)
 
 
 def _note(goal: UserGoal, note: str, now: dt.datetime, **extra: object) -> None:
@@ -100,14 +101,14 @@ def get(session: Session, subject: str, goal_id: uuid.UUID) -> UserGoal:
     return goal
 
 
-def list_goals(session: Session, subject: str, status: str | None, limit: int, offset: int) -> tuple[list, int]:
+def list_goals(session: Session, subject: str, status: str | None, limit: int, offset: int) -> tuple[list[Any], int]:
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", code="invalid_goal_status")
     conds = [UserGoal.user_subject == subject] + ([UserGoal.status == status] if status else [])
     total = session.execute(select(func.count()).select_from(UserGoal).where(*conds)).scalar()
     rows = session.execute(select(UserGoal).where(*conds).order_by(UserGoal.updated_at.desc(), UserGoal.id)
                            .limit(limit).offset(offset)).scalars().all()
-    return list(rows), int(total)
+    return list(rows), int(total or 0)
 
 
 def update(session: Session, tenant_id: uuid.UUID, subject: str, role: str, goal_id: uuid.UUID, *,
@@ -119,7 +120,7 @@ def update(session: Session, tenant_id: uuid.UUID, subject: str, role: str, goal
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", code="invalid_goal_status")
     goal = get(session, subject, goal_id)
     now = _now()
-    changes: dict = {}
+    changes: dict[str, Any] = {}
     if text is not None and _text(text) != goal.text:
         goal.text = _text(text)
         vec = embedder.embed([goal.text])[0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -48,10 +48,10 @@ class MessageView(BaseModel):
     id: uuid.UUID
     role: str
     content: str
-    citations: list[dict]
+    citations: list[dict[str, Any]]
     model: str | None
     created_at: dt.datetime
-    reasoning: dict | None = None
+    reasoning: dict[str, Any] | None = None
     # True when the answer was built from documents the caller may not read now (role lowered, group
     # removed, document reclassified): content is a notice, citations and reasoning are left out.
     withheld: bool = False
@@ -76,7 +76,7 @@ class TraceView(BaseModel):
     model: str
     outcome: str
     escalations: int
-    trace: list[dict]
+    trace: list[dict[str, Any]]
     created_at: dt.datetime
     # Fields withheld because the run saw documents the caller may not read now (an admin without the
     # need-to-know group, a lowered role): the steps keep their shape, timings and outcomes, not their text.
@@ -101,7 +101,7 @@ def visible(session: Session, asker: Asker, msgs: Sequence[Message]) -> list[boo
     """Per message: may the caller read it *now*? A user's own questions are always theirs. Answers
     stored before labels existed get theirs from their citations and run."""
     answers = [m for m in msgs if m.role == "assistant"]
-    runs: dict = {}
+    runs: dict[Any, Any] = {}
     if any(m.access is None for m in answers):
         runs = dict(session.execute(select(AgentRun.message_id, AgentRun.trace).where(
             AgentRun.message_id.in_([m.id for m in answers if m.access is None]))).all())
@@ -111,7 +111,7 @@ def visible(session: Session, asker: Asker, msgs: Sequence[Message]) -> list[boo
     return [ok.get(m.id, True) for m in msgs]
 
 
-def model_history(session: Session, asker: Asker, conversation_id: uuid.UUID) -> list[dict]:
+def model_history(session: Session, asker: Asker, conversation_id: uuid.UUID) -> list[dict[str, Any]]:
     """The turns a follow-up is answered with: only what the caller may read now — a withheld answer
     must not reach the model either."""
     msgs = messages(session, conversation_id)

@@ -41,11 +41,12 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import CursorResult, Result, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from compliance import audit
@@ -76,7 +77,7 @@ class Label:
 
     classification: int = 1
     acl_groups: tuple[str, ...] = ()
-    sources: list[dict] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     def readable_by(self, caller: Caller) -> bool:
         if self.classification > ceiling(caller.role):
@@ -95,7 +96,7 @@ def combine(labels: Iterable[Label]) -> Label:
     return Label(top, tuple(sorted(groups)), _unique(sources))
 
 
-def _unique(sources: list[dict]) -> list[dict]:
+def _unique(sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen, out = set(), []
     for s in sources:
         key = json.dumps(s, sort_keys=True)
@@ -105,7 +106,7 @@ def _unique(sources: list[dict]) -> list[dict]:
     return out
 
 
-def label_for_sources(session: Session, cited: Sequence[dict]) -> Label:
+def label_for_sources(session: Session, cited: Sequence[dict[str, Any]]) -> Label:
     """Label from cited sources ({chunk_id, document_id}): the chunk's current class and ACL, else its
     document's; a source that no longer exists counts as Class IV with no readers (fail closed)."""
     if not cited:
@@ -158,7 +159,7 @@ class Written:
 
 def remember(session: Session, tenant_id: uuid.UUID, subject: str, memory_type: str, content: str, *,
              key: str | None = None, importance: float | None = None, label: Label | None = None,
-             origin: str = "conversation", message_id: uuid.UUID | None = None, metadata: dict | None = None,
+             origin: str = "conversation", message_id: uuid.UUID | None = None, metadata: dict[str, Any] | None = None,
              vector: np.ndarray | None = None, embed_text: str | None = None,
              now: dt.datetime | None = None, settings: Settings, embedder: Embedder) -> Written:
     """Write one memory. A keyed memory replaces the user's earlier value for the key; an unkeyed one that
@@ -221,7 +222,7 @@ def enforce_limit(session: Session, subject: str, keep: uuid.UUID | None = None,
                   now: dt.datetime | None = None, *, settings: Settings) -> int:
     """Evict the user's lowest-value memories (importance × recency, oldest first on ties) above the limit."""
     limit = settings.memory_max_per_user
-    n = session.execute(select(func.count()).select_from(Memory).where(Memory.user_subject == subject)).scalar()
+    n = session.execute(select(func.count()).select_from(Memory).where(Memory.user_subject == subject)).scalar() or 0
     if n <= limit:
         return 0
     now = now or _now()
@@ -245,9 +246,9 @@ class Recalled:
     similarity: float
     importance: float
     classification: int
-    metadata: dict
+    metadata: dict[str, Any]
 
-    def as_trace(self) -> dict:
+    def as_trace(self) -> dict[str, Any]:
         return {"id": str(self.id), "type": self.type, "score": round(self.score, 4),
                 "similarity": round(self.similarity, 4), "classification": self.classification}
 
@@ -312,8 +313,8 @@ def list_memories(session: Session, subject: str, caller: Caller, memory_type: s
     if memory_type and memory_type not in TYPES:
         raise InvalidInput(f"type must be one of {', '.join(TYPES)}", code="invalid_memory_type")
     conds, access = _visible(subject, caller, memory_type)
-    total = session.execute(select(func.count()).select_from(Memory).where(*conds, access)).scalar()
-    everything = session.execute(select(func.count()).select_from(Memory).where(*conds)).scalar()
+    total = session.execute(select(func.count()).select_from(Memory).where(*conds, access)).scalar() or 0
+    everything = session.execute(select(func.count()).select_from(Memory).where(*conds)).scalar() or 0
     rows = session.execute(select(Memory).where(*conds, access)
                            .order_by(Memory.updated_at.desc(), Memory.id).limit(limit).offset(offset)).scalars().all()
     return list(rows), int(total), int(everything - total)
@@ -329,17 +330,17 @@ def delete_memory(session: Session, tenant_id: uuid.UUID, subject: str, role: st
 
 
 def forget_all(session: Session, tenant_id: uuid.UUID, subject: str, role: str,
-               memory_type: str | None = None) -> dict:
+               memory_type: str | None = None) -> dict[str, Any]:
     """Delete the user's memories (of one type, or all of them together with the agent's lessons about
     this user). Rows are deleted, not flagged."""
     if memory_type and memory_type not in TYPES:
         raise InvalidInput(f"type must be one of {', '.join(TYPES)}", code="invalid_memory_type")
     _lock(session, tenant_id, subject)
     conds = [Memory.user_subject == subject] + ([Memory.memory_type == memory_type] if memory_type else [])
-    memories = session.execute(delete(Memory).where(*conds)).rowcount
+    memories = _rowcount(session.execute(delete(Memory).where(*conds)))
     lessons = 0
     if memory_type is None:
-        lessons = session.execute(delete(AgentLesson).where(AgentLesson.user_subject == subject)).rowcount
+        lessons = _rowcount(session.execute(delete(AgentLesson).where(AgentLesson.user_subject == subject)))
     out = {"memories": int(memories), "lessons": int(lessons), "type": memory_type}
     audit.record(session, tenant_id=tenant_id, actor=subject, actor_role=role, action="memory.delete_all",
                  resource_type="memory", resource_id=subject, details=out)
@@ -349,19 +350,24 @@ def forget_all(session: Session, tenant_id: uuid.UUID, subject: str, role: str,
 # --------------------------------------------------------------------------- maintenance
 
 
-def decay(session: Session, now: dt.datetime | None = None, *, settings: Settings) -> dict:
+def _rowcount(result: Result[Any]) -> int:
+    """Rows touched by a DML statement (a CursorResult at run time; typed as Result by Session.execute)."""
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def decay(session: Session, now: dt.datetime | None = None, *, settings: Settings) -> dict[str, Any]:
     """Decay every memory of the tenant in the session by the time it went unused; forget those below
     the floor."""
     s = settings
     now = now or _now()
     scale = " ".join(f"WHEN '{t}' THEN {m}" for t, m in DECAY_SCALE.items())
-    decayed = session.execute(text(
+    decayed = _rowcount(session.execute(text(
         "UPDATE memories SET importance = importance * power(0.5, greatest(0, extract(epoch FROM "
         "(:now - greatest(decayed_at, coalesce(last_accessed_at, created_at)))) / 86400.0) "
         f"/ (:t * CASE memory_type {scale} ELSE 1 END)), decayed_at = :now"),
-        {"now": now, "t": s.memory_half_life_days}).rowcount
-    forgotten = session.execute(text("DELETE FROM memories WHERE importance < :floor"),
-                                {"floor": s.memory_forget_below}).rowcount
+        {"now": now, "t": s.memory_half_life_days}))
+    forgotten = _rowcount(session.execute(text("DELETE FROM memories WHERE importance < :floor"),
+                                          {"floor": s.memory_forget_below}))
     return {"decayed": int(decayed), "forgotten": int(forgotten)}
 
 
@@ -420,7 +426,7 @@ def summarise_episodes(session: Session, tenant_id: uuid.UUID, subject: str, now
     now = now or _now()
     cutoff = now - dt.timedelta(days=settings.memory_episodic_days)
     rows, vecs = _load(session, subject, "EPISODIC")
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple[Any, ...], list[int]] = {}
     for i, m in enumerate(rows):
         if m.created_at < cutoff and not m.metadata_.get("summary"):
             groups.setdefault((m.classification, tuple(sorted(m.acl_groups))), []).append(i)
@@ -452,7 +458,7 @@ def summarise_episodes(session: Session, tenant_id: uuid.UUID, subject: str, now
 
 
 def maintain(session: Session, tenant_id: uuid.UUID, now: dt.datetime | None = None, *, settings: Settings,
-             embedder: Embedder) -> dict:
+             embedder: Embedder) -> dict[str, Any]:
     """Nightly upkeep of one tenant: decay and forget, merge near-duplicates, summarise old episodes,
     enforce the per-user limit."""
     now = now or _now()
@@ -465,18 +471,19 @@ def maintain(session: Session, tenant_id: uuid.UUID, now: dt.datetime | None = N
         out["summarised"] += summarise_episodes(session, tenant_id, subject, now, settings=settings, embedder=embedder)
         out["evicted"] += enforce_limit(session, subject, now=now, settings=settings)
     out["users"] = len(users)
-    out["remaining"] = int(session.execute(select(func.count()).select_from(Memory)).scalar())
+    out["remaining"] = int(session.execute(select(func.count()).select_from(Memory)).scalar() or 0)
     return out
 
 
-def maintain_all(now: dt.datetime | None = None, *, settings: Settings, embedder: Embedder) -> dict:
+def maintain_all(now: dt.datetime | None = None, *, settings: Settings, embedder: Embedder) -> dict[str, Any]:
     """Every tenant, each in its own transaction (as the application role, scoped by RLS); audited.
     `settings` and `embedder` come from the caller (the Dagster asset builds them)."""
     from core.db.database import system_session, tenant_session
 
     with system_session() as s:
         tenants = s.execute(text("SELECT DISTINCT tenant_id FROM memories")).scalars().all()
-    per_tenant, totals = {}, Counter()
+    per_tenant: dict[str, Any] = {}
+    totals: Counter[str] = Counter()
     for tid in tenants:
         with tenant_session(tid) as s:
             res = maintain(s, tid, now, settings=settings, embedder=embedder)

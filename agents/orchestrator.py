@@ -19,13 +19,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from agents import answer_access, budget, compose, learning, skills
+from agents import answer_access, budget, compose, learning, operational, skills, sql_questions, write_requests
 from agents.answer import Citation, Prepared, citations_for, prepare
 from agents.deps import AgentDeps
-from agents.router import route, route_with_model
+from agents.router import Route, route, route_with_model
 from agents.specialists import SPECIALISTS, Specialist
 from agents.trace import (
     EscalateStep,
@@ -90,12 +91,14 @@ class Outcome:
     escalations: int
     steps: Trace  # typed; `trace` is its stored JSON
     prepared: Prepared
-    calls: list[dict] = field(default_factory=list)  # one per model call: tier, model, tokens
+    calls: list[dict[str, Any]] = field(default_factory=list)  # one per model call: tier, model, tokens
     run_id: uuid.UUID | None = None
     memory: learning.UserContext | None = None  # what OBSERVE recalled (None without a tenant, e.g. evaluations)
+    # Citations of SAP/MES records (kind "record": system, entity, key, as-of) next to the document citations.
+    records: list[operational.RecordCitation] = field(default_factory=list)
 
     @property
-    def trace(self) -> list[dict]:
+    def trace(self) -> list[dict[str, Any]]:
         """The trace as stored on the run and returned by GET /v1/traces/{id}."""
         return self.steps.to_json()
 
@@ -105,17 +108,19 @@ class Outcome:
         return step.composition if step is not None else "direct"
 
     @property
-    def reasoning(self) -> dict | None:
+    def reasoning(self) -> dict[str, Any] | None:
         """A thinking tool's output (Council, RedTeam, FirstPrinciples), shown as a collapsible section;
         kept in the trace, so it is stored with the run."""
         step = self.steps.reasoning
         return step.reasoning if step is not None else None
 
 
-def run(deps: AgentDeps, message: str, history: list[dict], *, k: int = 6) -> Outcome:
+def run(deps: AgentDeps, message: str, history: list[dict[str, Any]], *, k: int = 6,
+        specialist: str | None = None) -> Outcome:
     """One message, answered with the session, caller, settings, embedder and model of `deps`. With a
     tenant in `deps.caller`, the tenant's token budget is checked first (BudgetExceeded → 429) and the
-    user's memories are recalled."""
+    user's memories are recalled. `specialist` (a key of SPECIALISTS) skips routing: the client chose it
+    (the OpenAI-compatible API's model names)."""
     session, caller, tenant_id = deps.session, deps.access, deps.tenant_id
     settings, lm = deps.settings, deps.model
     trace = Trace()
@@ -134,17 +139,27 @@ def run(deps: AgentDeps, message: str, history: list[dict], *, k: int = 6) -> Ou
     t = time.perf_counter()
     r = route(message, deps.embedder)
     light = model_for("LIGHT")
-    if settings.llm_routing and not llm.is_extractive(light):
+    if specialist is not None:
+        r = Route(specialist, 1.0, r.scores, False, f"chosen by the client (embedding router: {r.specialist})")
+    elif settings.llm_routing and not llm.is_extractive(light):
         by_model = route_with_model(message, light, lm)
         if by_model is not None:
             by_model.scores, by_model.reason = r.scores, f"{by_model.reason} (embedding router: {r.specialist})"
             r = by_model
-    if ctx is not None:
+    if ctx is not None and specialist is None:
         r = ctx.prefer_specialist(session, r)  # ambiguous requests: the user's rated history decides
     spec = SPECIALISTS[r.specialist]
     trace.append(RouteStep(ms=ms_since(t), specialist=spec.key, confidence=round(r.confidence, 4),
                            fallback=r.fallback, reason=r.reason,
                            scores={k2: round(v, 4) for k2, v in r.scores.items()}))
+
+    # A request to change MES/SAP becomes a proposal for a human approver; the answer shows it and never
+    # claims an execution (agents/write_requests.py). No retrieval, no model call.
+    proposed = write_requests.handle(deps, message, trace)
+    if proposed is not None:
+        return Outcome(proposed.text, [], f"skill:{write_requests.SKILL}", TIERS[0], spec.key, r.confidence,
+                       "proposed" if proposed.proposal is not None else "refused", 0, trace, Prepared([], []),
+                       memory=ctx)
 
     t = time.perf_counter()
     prepared = prepare(session, caller, message, history, k, role_prompt=spec.prompt, prefer_titles=spec.prefer_titles)
@@ -155,6 +170,8 @@ def run(deps: AgentDeps, message: str, history: list[dict], *, k: int = 6) -> Ou
                               timings_ms=prepared.timings_ms))
 
     tool_texts, direct, skill_name = _skill(session, caller, spec, message, prepared, model_for, trace)
+    if skill_name is None:  # a structured question: the reporting views through the SQL Guard
+        tool_texts, direct, skill_name = sql_questions.step(deps, message, prepared, model_for(spec.tier), trace)
 
     # THINK.compose: the complexity classifier picks the composition (agents/compose); its
     # level also sets the starting tier. SIMPLE requests take the direct path below, unchanged.
@@ -164,7 +181,7 @@ def run(deps: AgentDeps, message: str, history: list[dict], *, k: int = 6) -> Ou
     trace.append(plan.as_step(ms_since(t)))
     start_tier = pick_tier(spec.tier, plan.level)
     trace.append(TierStep(ms=0.0, complexity=plan.level, tier=start_tier, specialist_default=spec.tier))
-    calls: list[dict] = []
+    calls: list[dict[str, Any]] = []
     forced: str | None = None
     d: compose.Draft | compose.Composed
     if plan.direct:
@@ -185,6 +202,7 @@ def run(deps: AgentDeps, message: str, history: list[dict], *, k: int = 6) -> Ou
         text = (f"{text}\n\nNotice: this answer failed automatic verification ({'; '.join(verdict.problems)}). "
                 "Check the cited documents before relying on it.")
     cites = citations_for(text, prepared.hits)
+    records = operational.record_citations(text, prepared.messages, trace)
     if ctx is not None:
         text = ctx.annotate(text)  # related goals and earlier complaints, after verification (like the notice)
     if any(c.classification >= 3 for c in cites):
@@ -193,7 +211,7 @@ def run(deps: AgentDeps, message: str, history: list[dict], *, k: int = 6) -> Ou
     trace.append(LearnStep(ms=ms_since(t), specialist=spec.key, tier=TIERS[tier_index], outcome=outcome,
                            escalations=escalations))
     return Outcome(text, cites, model, TIERS[tier_index], spec.key, r.confidence, outcome, escalations, trace,
-                   prepared, calls, memory=ctx)
+                   prepared, calls, memory=ctx, records=records)
 
 
 def _skill(session: Session, caller: Caller, spec: Specialist, message: str, prepared: Prepared,
@@ -224,7 +242,7 @@ def _skill(session: Session, caller: Caller, spec: Specialist, message: str, pre
 
 
 def _draft(session: Session, caller: Caller, message: str, prepared: Prepared, tool_texts: list[str],
-           direct: str | None, skill_name: str | None, start_tier: str, lm: Model, calls: list[dict],
+           direct: str | None, skill_name: str | None, start_tier: str, lm: Model, calls: list[dict[str, Any]],
            trace: Trace, model_for: Callable[[str], str], *, escalate: bool = True) -> compose.Draft:
     """Generate → VERIFY → escalate for one specialist: the whole answer of a SIMPLE request, one
     branch of a composed one. A failing answer is retried on the next tier (unless the composition
@@ -260,7 +278,7 @@ MAX_TOOL_ROUNDS = 3
 
 
 def _generate(session: Session, caller: Caller, message: str, prepared: Prepared, model: str, tier: str,
-              lm: Model, tool_texts: list[str], calls: list[dict], trace: Trace) -> str:
+              lm: Model, tool_texts: list[str], calls: list[dict[str, Any]], trace: Trace) -> str:
     """Model call(s) for one tier. A (non-extractive) model may ask for skills as tool calls; each is
     role-checked by skills.invoke and its result (or refusal) goes back to the model."""
     msgs = list(prepared.messages)
@@ -314,6 +332,8 @@ def _direct_answer(res: skills.SkillResult, prepared: Prepared, tool_n: int) -> 
         return res.text
     if res.skill == "calculations":
         return f"{res.text} [{tool_n}] (calculated by the calculations skill)"
+    if res.skill in skills.OPERATIONAL:
+        return f"{res.text} [{tool_n}]"  # the SAP/MES records behind it become record citations
     return None
 
 

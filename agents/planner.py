@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -149,7 +150,7 @@ def _renumber(answer: str, local: dict[int, int]) -> str:
                   answer)
 
 
-def _earlier_steps(session: Session, goal_id: uuid.UUID, subject: str, caller: Caller) -> list[dict]:
+def _earlier_steps(session: Session, goal_id: uuid.UUID, subject: str, caller: Caller) -> list[dict[str, Any]]:
     """Step results of the goal's earlier plans that the caller may still read (their access label)."""
     access = read_filter(caller.role, caller.groups, GoalPlan.classification, GoalPlan.acl_groups)
     plans = session.execute(select(GoalPlan).where(GoalPlan.goal_id == goal_id, GoalPlan.user_subject == subject,
@@ -158,7 +159,7 @@ def _earlier_steps(session: Session, goal_id: uuid.UUID, subject: str, caller: C
     return [{"plan_id": str(p.id), **st} for p in plans for st in p.steps if st.get("outcome") == "verified"]
 
 
-def run_plan(deps: AgentDeps, goal_id: uuid.UUID, request: str | None = None) -> dict:
+def run_plan(deps: AgentDeps, goal_id: uuid.UUID, request: str | None = None) -> dict[str, Any]:
     session, tenant_id, subject, caller = deps.session, deps.tenant_id, deps.caller.subject, deps.access
     if tenant_id is None:
         raise ValueError("a goal plan runs for a tenant's user")
@@ -172,12 +173,12 @@ def run_plan(deps: AgentDeps, goal_id: uuid.UUID, request: str | None = None) ->
     earlier = _earlier_steps(session, goal.id, subject, caller)
     vecs = deps.embedder.embed([s.text for s in steps] + [e["text"] for e in earlier])
     step_vecs, earlier_vecs = vecs[: len(steps)], vecs[len(steps):]
-    results: dict[int, dict] = {}
+    results: dict[int, dict[str, Any]] = {}
     cited: dict[str, int] = {}  # chunk id -> merged citation number
-    citations: list[dict] = []
+    citations: list[dict[str, Any]] = []
     for sid in order:
         st = by_id[sid]
-        history: list[dict] = []
+        history: list[dict[str, Any]] = []
         reused = None
         if earlier:
             sims = earlier_vecs @ step_vecs[sid - 1]

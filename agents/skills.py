@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from agents import operational
 from agents.tools import CalculationRefused, calculate, convert, statistics, tool_schema
 from compliance.access import can_read
 from core.enums import Role
@@ -32,7 +34,7 @@ class SkillResult:
     skill: str
     title: str
     text: str  # what is added to the sources
-    data: dict = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict[str, Any])
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,9 @@ class Skill:
     description: str
     min_role: str
     run: Callable[..., SkillResult]
-    tools: tuple[Callable, ...] = ()
+    tools: tuple[Callable[..., Any], ...] = ()
 
-    def schema(self) -> list[dict]:
+    def schema(self) -> list[dict[str, Any]]:
         return [tool_schema(t) for t in self.tools]
 
 
@@ -159,7 +161,7 @@ def _first_sentences(text_: str, n: int = 2) -> str:
 def _document_analysis(session: Session, caller: Caller, question: str, hits: list[Hit] | None = None,
                        **_: object) -> SkillResult:
     hits = hits or search(session, caller, question, k=8).hits
-    docs: dict = {}
+    docs: dict[Any, list[Hit]] = {}
     for h in hits:
         docs.setdefault(h.document_id, []).append(h)
     chosen = list(docs.items())[:2]
@@ -195,7 +197,23 @@ REGISTRY: dict[str, Skill] = {s.name: s for s in (
 )}
 
 
-def as_tools(role: str) -> list[dict]:
+def _operational(name: str) -> Callable[..., SkillResult]:
+    def run(session: Session, caller: Caller, question: str, **_: object) -> SkillResult:
+        r = operational.run_skill(name, session, caller, question)
+        # The records become record citations when the answer cites this result (agents/operational.py).
+        return SkillResult(r.tool, r.title, r.text, {**r.data, "records": [x.as_dict() for x in r.records],
+                                                     "text_digest": operational.text_digest(r.text)})
+    return run
+
+
+# SAP and MES reads (agents/operational.py): one skill per typed tool, with its minimum role.
+OPERATIONAL = tuple(operational.SKILLS)
+REGISTRY.update({name: Skill(name, (tool.__doc__ or name).split("\n\n")[0].replace("\n", " "), role,
+                             _operational(name), (tool,))
+                 for name, (tool, role, _runner) in operational.SKILLS.items()})
+
+
+def as_tools(role: str) -> list[dict[str, Any]]:
     """The skills this role may use, offered to a model as OpenAI tools (least privilege: the others are
     not even offered; `invoke` still checks, for models that call what they were not given)."""
     return [{"type": "function", "function": {
@@ -231,4 +249,5 @@ def select_skill(specialist: str, question: str) -> str | None:
     if re.search(r"\d\s*[+*/^%]\s*\d|\d\s+-\s*\d|\d-\s+\d|\bconvert\b|\b(mean|average|median|stdev)\b.*\d", q) or \
             any(phrase.search(question) for phrase, _ in _WORDED):
         return "calculations"
-    return None
+    # SAP/MES reads for the Data Analyst, Maintenance Advisor and Quality Inspector (agents/operational.py).
+    return operational.select(specialist, question)

@@ -70,7 +70,7 @@ SPECIALISTS: dict[str, Specialist] = {s.key: s for s in (
          "which hydraulic oil does the press use", "the press is running slowly, what should I check",
          "when is the return filter replaced", "what is the oil change interval"),
         ("maintenance", "lubricat", "grease", "oil", "alarm", "troubleshoot", "interval", "filter", "bearing",
-         "spare part", "breakdown", "fix", "repair"),
+         "spare part", "breakdown", "fix", "repair", "is machine", "down right now"),
         "You advise on machine maintenance from manuals and maintenance records, citing them.",
         prefer_titles=("mm-", "manual", "maintenance"),
     ),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -184,10 +185,10 @@ def source_texts(markers: Sequence[int], hit_texts: Sequence[str], tool_texts: S
 @dataclass
 class Attack:
     text: str
-    findings: list[dict] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
     blocking: list[str] = field(default_factory=list)  # unresolved: the quality gate must not pass
 
-    def reasoning(self) -> dict:
+    def reasoning(self) -> dict[str, Any]:
         removed = sum(1 for f in self.findings if f["action"] == "removed")
         marked = sum(1 for f in self.findings if f["action"] == "marked")
         summary = (f"RedTeam checked every statement for unsupported claims, safety and compliance: "
@@ -209,7 +210,7 @@ def red_team(text: str, hit_texts: Sequence[str], hit_titles: Sequence[str], too
     """Attack a draft: unsupported statements are removed, safety-relevant ones without a procedure
     behind them are marked (removed when also unsupported), personal data is masked and
     export-controlled statements are removed."""
-    findings: list[dict] = []
+    findings: list[dict[str, Any]] = []
     n_hits = len(hit_texts)
 
     def decide(st: Statement) -> str | None:
@@ -283,7 +284,7 @@ CONSIDER = 0.25  # cosine to the question a perspective's further statement need
 
 
 def council(question: str, perspectives: list[Perspective], embed: Callable[[list[str]], np.ndarray],
-            prefix: str | None = None) -> tuple[str, dict]:
+            prefix: str | None = None) -> tuple[str, dict[str, Any]]:
     """Extractive synthesis: common ground is what two or more perspectives state alike (the same
     cited chunk, or statements whose embeddings agree); each perspective then contributes its
     strongest statement not yet covered; perspectives that found nothing are named. Returns
@@ -316,9 +317,9 @@ def council(question: str, perspectives: list[Perspective], embed: Callable[[lis
     lines = [prefix] if prefix else []
     lines.append(f"_Council synthesis of the {_join(names)} perspectives: the documents inform this decision, "
                  "they do not make it._")
-    for group in common[:4]:
-        who = _join([p.name for p, _st in group])
-        lines.append(f"- {who}: " + " ".join(st.text for _p, st in group[:2]))
+    for agreed in common[:4]:
+        who = _join([p.name for p, _st in agreed])
+        lines.append(f"- {who}: " + " ".join(st.text for _p, st in agreed[:2]))
     if considerations:
         lines.append("Considerations per perspective:")
         lines += [f"- {p.name}: {st.text}" for p, st in considerations]
@@ -343,7 +344,7 @@ def council(question: str, perspectives: list[Perspective], embed: Callable[[lis
     return "\n".join(lines), reasoning
 
 
-def _pview(p: Perspective, sts: list[Statement]) -> dict:
+def _pview(p: Perspective, sts: list[Statement]) -> dict[str, Any]:
     return {"specialist": p.specialist, "name": p.name, "question": p.question,
             "position": [st.text for st in sts], "sources": p.sources}
 
@@ -394,7 +395,7 @@ def is_title(st: Statement) -> bool:
 
 
 def first_principles(question: str, candidates: list[tuple[str, Statement]], embed: Callable[[list[str]], np.ndarray],
-                     on_topic: Callable[[Statement], bool]) -> dict:
+                     on_topic: Callable[[Statement], bool]) -> dict[str, Any]:
     """Assess cause hypotheses. `candidates` are (category key, cited statement) pairs from the
     probes. A hypothesis is supported by a statement that is on topic (from a document the answer
     already relies on, or close to the question), names that category and states a cause; a
@@ -429,7 +430,7 @@ def first_principles(question: str, candidates: list[tuple[str, Statement]], emb
                          "evidence": st.text, "similarity": round(sim, 3)})
         else:
             rows.append({"category": label, "hypothesis": hyp, "status": "no evidence in your documents"})
-    supported = [r["category"] for r in rows if r["status"] == "supported"]
+    supported = [str(r["category"]) for r in rows if r["status"] == "supported"]
     return {
         "tool": FIRST_PRINCIPLES,
         "summary": (f"Decomposed into {len(rows)} cause hypotheses (6M: machine, material, method, measurement, "
@@ -442,7 +443,7 @@ def first_principles(question: str, candidates: list[tuple[str, Statement]], emb
     }
 
 
-def render_hypotheses(reasoning: dict) -> list[str]:
+def render_hypotheses(reasoning: dict[str, Any]) -> list[str]:
     """The answer's root-cause section: the supported hypotheses with their cited evidence."""
     return [f"- {r['category']}: {r['evidence']}" for r in reasoning.get("hypotheses", [])
             if r["status"] == "supported"]

@@ -18,7 +18,7 @@ from core.errors import InvalidInput
 
 _BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-_UN = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_UN: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 MAX_EXPRESSION_CHARS = 500
 MAX_NODES = 200  # AST nodes: bounds list sizes and the number of operations
 # Every operand and every intermediate result stays below 10^MAX_DIGITS, checked BEFORE a power is
@@ -67,8 +67,9 @@ def _round(value: Any, ndigits: Any = None) -> Any:
     return round(value) if ndigits is None else round(value, ndigits)
 
 
-_FUNCS: dict[str, Callable] = {"sqrt": math.sqrt, "abs": abs, "round": _round, "min": min, "max": max, "sum": sum,
-                               "mean": stats.fmean, "median": stats.median, "stdev": stats.stdev}
+_FUNCS: dict[str, Callable[..., Any]] = {
+    "sqrt": math.sqrt, "abs": abs, "round": _round, "min": min, "max": max, "sum": sum,
+    "mean": stats.fmean, "median": stats.median, "stdev": stats.stdev}
 
 
 def _eval(node: ast.AST) -> Any:
@@ -159,12 +160,14 @@ def statistics(values: list[float]) -> dict[str, float]:
             "stdev": stats.stdev(values) if len(values) > 1 else 0.0, "min": min(values), "max": max(values)}
 
 
-def tool_schema(fn: Callable) -> dict:
+def tool_schema(fn: Callable[..., Any]) -> dict[str, Any]:
     """OpenAI tool schema from the function's type hints and docstring."""
     hints = get_type_hints(fn)
     params = {}
     required = []
     for name, p in inspect.signature(fn).parameters.items():
+        if name == "ctx":
+            continue  # the runtime's context (session, caller) of an operational tool, not a model argument
         params[name] = TypeAdapter(hints[name]).json_schema()
         if p.default is inspect.Parameter.empty:
             required.append(name)

@@ -253,6 +253,18 @@ class ComposeDone(Step):
     outcome: str
 
 
+@dataclass(kw_only=True)
+class ExportControlStep(Step):
+    """The export-control guard's decision on the final answer (agents/export_guard.py)."""
+
+    name: ClassVar[str] = "COMPLIANCE.export_control"
+    decision: str  # pass | released | redacted | withheld
+    cleared: bool
+    terms: list[str]  # the vocabulary found (e.g. "ITAR"), never document text
+    controlled_documents: list[str]
+    removed: int
+
+
 S = TypeVar("S", bound=Step)
 
 

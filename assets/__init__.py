@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import evals, indexing, ingestion, memory
-from assets.resources import PlatformDatabase
+from assets import compliance, evals, indexing, ingestion, memory, sap, steward
+from assets.resources import platform_resources
 
 
 def defs() -> dg.Definitions:
-    return dg.Definitions.merge(*(m.defs() for m in (ingestion, indexing, evals, memory)),
-                                dg.Definitions(resources={"db": PlatformDatabase()}))
+    return dg.Definitions.merge(*(m.defs() for m in (ingestion, indexing, evals, memory, steward, sap, compliance)),
+                                dg.Definitions(resources=platform_resources()))

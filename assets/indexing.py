@@ -32,13 +32,13 @@ class IndexBuildConfig(dg.Config):
 
     def build(self) -> BuildConfig:
         """The configuration a rebuild builds: the settings, with this run's overrides."""
-        from core.embedding import LOCAL_ALIASES, LOCAL_DIM, LOCAL_MODEL_NAME
+        from core.embedding import LOCAL_ALIASES, LOCAL_DIM, canonical_local_name
 
         base = BuildConfig.desired()
         model = self.embedding_model or base.embedding_model
         dim = self.embedding_dim or (base.embedding_dim if model == base.embedding_model else None)
         if model in LOCAL_ALIASES:
-            model, dim = LOCAL_MODEL_NAME, LOCAL_DIM
+            model, dim = canonical_local_name(model), LOCAL_DIM
         if not dim:
             raise dg.Failure(f"embedding model {model!r} needs embedding_dim")
         overlap = base.chunk_overlap_tokens if self.chunk_overlap_tokens is None else self.chunk_overlap_tokens
@@ -101,24 +101,23 @@ def index_candidate(context: dg.AssetExecutionContext, config: IndexBuildConfig,
 def candidate_passes_golden_eval(context: dg.AssetCheckExecutionContext, db: PlatformDatabase) -> dg.AssetCheckResult:
     from sqlalchemy import text
 
-    from core.settings import get_settings
     from evals import evaluation
     from retrieval import builds
 
-    gated_tenants = {n.strip() for n in get_settings().eval_tenants.split(",") if n.strip()}
     with db.system() as s:
         rows = s.execute(text("SELECT v.tenant_id, t.name, v.version FROM index_versions v JOIN tenants t "
                               "ON t.id = v.tenant_id WHERE v.status = 'candidate' AND v.evaluation = '{}'::jsonb "
                               "ORDER BY t.name")).all()
     verdicts: dict[str, dict] = {}
     for tenant_id, name, version in rows:
-        if name in gated_tenants:
+        if evaluation.has_golden(tenant_id):
             ev = evaluation.gate(tenant_id, version)
         else:
-            ev = {"gated": False, "passed": True, "candidate_version": version,
-                  "note": "no golden dataset for this tenant (EAP_EVAL_TENANTS): promoted without an evaluation"}
+            ev = {"gated": False, "passed": True, "candidate_version": version, "state": "no_golden_set",
+                  "note": "NO GOLDEN SET: this tenant has uploaded no golden dataset (POST /v1/evals/golden), so "
+                          "this promotion is not evaluated"}
         builds.record_evaluation(tenant_id, version, ev)
-        verdicts[name] = {k: ev.get(k) for k in ("passed", "gated", "candidate_version", "active_version",
+        verdicts[name] = {k: ev.get(k) for k in ("passed", "gated", "state", "candidate_version", "active_version",
                                                  "active", "candidate", "regressions", "note", "report")
                           if ev.get(k) is not None}
         context.log.info(f"tenant {name}: candidate {version} {'passes' if ev['passed'] else 'REGRESSES'}")

@@ -4,7 +4,7 @@ schedule are in jobs/memory.py."""
 import dagster as dg
 
 from agents import memory
-from assets.resources import PlatformDatabase
+from assets.resources import EmbedderResource, PlatformDatabase
 
 INTELLIGENCE = "intelligence"
 
@@ -12,12 +12,12 @@ INTELLIGENCE = "intelligence"
 @dg.asset(group_name=INTELLIGENCE, description="Per-user memories kept useful and bounded: importance decays while "
                                                "unused, memories below the floor are forgotten, near-duplicates "
                                                "merged, old episodes summarised, the per-user limit enforced.")
-def memory_maintenance(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
-    from core.embedding import get_embedder
+def memory_maintenance(context: dg.AssetExecutionContext, db: PlatformDatabase,
+                       embedder: EmbedderResource) -> dg.MaterializeResult:
     from core.settings import get_settings
 
     s = get_settings()
-    res = memory.maintain_all(settings=s, embedder=get_embedder())
+    res = memory.maintain_all(settings=s, embedder=embedder.get())
     per_tenant = res.pop("per_tenant")
     context.log.info(f"memory maintenance: {res}")
     return dg.MaterializeResult(metadata={

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from compliance.export_control import EXPORT_CONTROL
 from compliance.normalise import normalise
 from compliance.pii import find_pii
 
@@ -47,12 +48,9 @@ _MARKERS: list[tuple[int, re.Pattern[str], str]] = [
     (2, re.compile(rf"(?im)(?:^\s*(?:CONFIDENTIAL|INTERNAL\s+USE\s+ONLY)\s*$|{_LABEL}"
                    rf"(?:class\s+)?(?:II|confidential|internal)\b)"), "confidential marker"),
 ]
-# Export-control vocabulary (EU dual-use, US EAR/ITAR): a hit makes the document Restricted.
-_EXPORT_CONTROL = re.compile(
-    r"\b(?:ITAR|EAR99|ECCN\s*[:#]?\s*\d[A-E]\d{3}|dual[\s-]use|export[\s-]control(?:led)?|"
-    r"Wassenaar|Regulation\s*\(EU\)\s*2021/821|USML\s+Category)\b",
-    re.I,
-)
+# Export-control vocabulary (EU dual-use, US EAR/ITAR; one copy, in compliance/export_control.py): a hit makes
+# the document Restricted.
+_EXPORT_CONTROL = EXPORT_CONTROL
 
 
 @dataclass

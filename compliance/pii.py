@@ -11,6 +11,7 @@ findings carry offsets into the *original* text, and `sanitise` replaces there.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ PLACEHOLDER = {
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w-])")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
-_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+# Not the digits after a decimal point (0.05954861408025609 passes the Luhn check by chance).
+_CARD = re.compile(r"(?<![.\d])\b(?:\d[ -]?){12,18}\d\b(?!\.\d)")
 _PHONE = re.compile(
     r"(?<![\w+])(?:\+\d{1,3}[\s./-]?)?(?:\(\d{1,4}\)[\s./-]?)?\d{2,4}(?:[\s./-]\d{2,4}){2,4}(?![\w-])"
     r"|(?<![\w+])\+\d{1,3}[\s./-]?\d{6,12}(?!\w)"
@@ -43,7 +45,10 @@ _DE_TAXID_CTX = re.compile(
     r"rodné číslo|rodne cislo|id no\.?|passport(?: no\.?)?)\s*[:#]?\s*([A-Z0-9][A-Z0-9 -]{5,18}[A-Z0-9])",
     re.I,
 )
-_IPV4 = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b")
+# Not part of a longer dotted number (section 4.8.1.2.3, version 1.2.3.4.5).
+_IPV4 = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?!\d|\.\w)")
+# Domains reserved for documentation and testing (RFC 2606, RFC 6761): nobody's mailbox.
+_RESERVED_MAIL_DOMAIN = re.compile(r"(?:^|\.)(?:example\.(?:com|net|org)|example|test|invalid|localhost)$", re.I)
 
 _HONORIFIC = r"(?:Mr|Mrs|Ms|Miss|Dr|Prof|Ing|Mgr|Herr|Frau|Sir|Madam)\.?"
 _NAME = r"[A-ZÀ-Ž][a-zà-ž]+(?:-[A-ZÀ-Ž][a-zà-ž]+)?"
@@ -88,6 +93,19 @@ def _iban_ok(s: str) -> bool:
     return int(digits) % 97 == 1
 
 
+# Card numbers as they are written: one run of 13-19 digits, groups of four (the last may be shorter), or
+# American Express's 4-6-5; with one kind of separator.
+_CARD_GROUPS = re.compile(r"\d{13,19}|\d{4}(?P<sep>[ -])\d{4}(?:(?P=sep)\d{4}){1,2}(?:(?P=sep)\d{1,4})?|"
+                          r"\d{4}(?P<asep>[ -])\d{6}(?P=asep)\d{5}")
+
+
+def _card_shaped(s: str) -> bool:
+    """Written like a card number and issued by a card network (major industry identifier 2-6: Mastercard
+    2/5, Amex/Diners/JCB 3, Visa 4, Discover/Maestro 6); not a run of one digit (0000 0000 0000 0000)."""
+    digits = "".join(c for c in s if c.isdigit())
+    return bool(_CARD_GROUPS.fullmatch(s)) and digits[0] in "23456" and len(set(digits)) > 1
+
+
 def _luhn_ok(s: str) -> bool:
     digits = [int(c) for c in s if c.isdigit()]
     if not 13 <= len(digits) <= 19:
@@ -126,6 +144,26 @@ def find_pii(text: str) -> list[Finding]:
     return out
 
 
+_IP_CONTEXT = re.compile(r"\b(?:ip|ips|address|addr|host|server|client|gateway|dns|from|peer|remote|source)\b",
+                         re.I)
+
+
+def _personal_ip(addr: str, text: str, start: int, end: int) -> bool:
+    """Only a globally routable address can point to a subscriber, i.e. a person. Documentation ranges
+    (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24), loopback, private networks, link-local, netmasks and
+    multicast addresses are configuration, not personal data. A dotted quad of small numbers (every part
+    below 50) is a section or version number ("4.8.1.2. Virtual environments", "novas==3.1.1.3") unless
+    the words just before it say it is an address ("client IP 20.31.4.7")."""
+    ip = ipaddress.IPv4Address(addr)
+    if not ip.is_global or ip.is_multicast:
+        return False
+    octets = [int(o) for o in addr.split(".")]
+    if max(octets) >= 50:
+        return True
+    heading = text[end:end + 2] == ". "  # "4.8.1.2. Virtual environments"
+    return not heading and bool(_IP_CONTEXT.search(text[max(0, start - 24):start]))
+
+
 def _find(text: str) -> list[Finding]:
     found: list[Finding] = []
 
@@ -133,12 +171,13 @@ def _find(text: str) -> list[Finding]:
         found.append(Finding(kind, start, end))
 
     for m in _EMAIL.finditer(text):
-        add("EMAIL", m.start(), m.end())
+        if not _RESERVED_MAIL_DOMAIN.search(m.group().rsplit("@", 1)[1]):
+            add("EMAIL", m.start(), m.end())
     for m in _IBAN.finditer(text):
         if _iban_ok(m.group()):
             add("IBAN", m.start(), m.end())
     for m in _CARD.finditer(text):
-        if _luhn_ok(m.group()):
+        if _card_shaped(m.group()) and _luhn_ok(m.group()):
             add("CARD", m.start(), m.end())
     for m in _US_SSN.finditer(text):
         add("NATIONAL_ID", m.start(), m.end())
@@ -158,7 +197,8 @@ def _find(text: str) -> list[Finding]:
         if 7 <= digits <= 15 and explicit:
             add("PHONE", m.start(), m.end())
     for m in _IPV4.finditer(text):
-        add("IP_ADDRESS", m.start(), m.end())
+        if _personal_ip(m.group(), text, m.start(), m.end()):
+            add("IP_ADDRESS", m.start(), m.end())
     for m in _PERSON_HONORIFIC.finditer(text):
         add("PERSON", m.start(), m.end())
     for m in _PERSON_LABEL.finditer(text):

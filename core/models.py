@@ -74,6 +74,48 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, server_default=sa.true())
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
+    # Tenant administration (0016): admin-granted permissions (core.enums.Permission), where the account
+    # comes from (local | oidc | saml), and a version every token must carry (bumped to end all sessions).
+    permissions: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
+    source: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="local")
+    token_version: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="0")
+    deactivated_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    deactivated_by: Mapped[str | None] = mapped_column(sa.Text)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class ApiKey(Base):
+    """An integration's credential (0016): only the SHA-256 of its secret is stored."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (sa.CheckConstraint(sql_in("role", Role), name="ck_api_keys_role"),)
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    name: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    prefix: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    key_hash: Mapped[str] = mapped_column(sa.Text, nullable=False, unique=True)
+    role: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    groups: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'"))
+    allowed_prefixes: Mapped[list[str]] = mapped_column(ARRAY(sa.Text), nullable=False,
+                                                        server_default=sa.text("'{}'"))
+    expires_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    revoked_by: Mapped[str | None] = mapped_column(sa.Text)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class SamlAssertion(Base):
+    """SAML assertion ids already consumed (0016), kept until they expire: a replay is refused."""
+
+    __tablename__ = "saml_assertions"
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+    assertion_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    issuer: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    expires_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), nullable=False)
+    created_at: Mapped[dt.datetime] = _now()
 
 
 class Document(Base):
@@ -373,6 +415,25 @@ class EvalRun(Base):
     report_path: Mapped[str | None] = mapped_column(sa.Text)
     kind: Mapped[str] = mapped_column(sa.Text, nullable=False, server_default="nightly")  # nightly | gate
     index_version: Mapped[int | None] = mapped_column(sa.Integer)
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class GoldenDataset(Base):
+    """One version of a tenant's golden dataset (questions with expected sources and facts) that its nightly
+    evaluation and its index promotion gate run on; the newest version is the one in use."""
+
+    __tablename__ = "golden_datasets"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "version", name="uq_golden_datasets_tenant_version"),
+                      sa.CheckConstraint("questions > 0", name="ck_golden_datasets_questions"))
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    version: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    label: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    content: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    questions: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    sha256: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    uploaded_by: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    source: Mapped[str] = mapped_column(sa.Text, nullable=False)
     created_at: Mapped[dt.datetime] = _now()
 
 

@@ -51,6 +51,9 @@ class Principal:
     # Permissions next to the role (core.enums.Permission): steward (approve/reject Class III/IV documents;
     # admins hold it implicitly), compliance_officer, approver.
     permissions: frozenset[Permission] = frozenset()
+    # An API key's principal (identity.api_keys): the key's id and the endpoint prefixes it may call.
+    api_key_id: uuid.UUID | None = None
+    allowed_paths: tuple[str, ...] | None = None
 
     @property
     def steward(self) -> bool:
@@ -189,6 +192,11 @@ def _verify(settings: Settings, token: str) -> tuple[str, dict[str, Any]]:
 
 def verify_claims(settings: Settings, token: str) -> dict[str, Any]:
     return _verify(settings, token)[1]
+
+
+def verify_with_kind(settings: Settings, token: str) -> tuple[str, dict[str, Any]]:
+    """(issuer kind, verified claims): "platform" for this platform's tokens, "oidc" for the IdP's."""
+    return _verify(settings, token)
 
 
 def principal_from_claims(settings: Settings, claims: dict[str, Any], tenant_lookup: TenantLookup | None = None,

@@ -45,11 +45,39 @@ def redact_url(url: str) -> str:
     return url
 
 
+# Values shipped in examples (deploy/compose.yaml's .env.example, the Helm values) or typed by habit:
+# refused as secrets when EAP_ENV=prod.
+_PLACEHOLDERS = ("change-me", "changeme", "change_me", "replace-me", "secret", "password", "postgres", "eap",
+                 "example", "default", "dev")
+
+
+def _is_placeholder(value: str) -> bool:
+    v = value.strip().lower()
+    return not v or v in _PLACEHOLDERS or "changeme" in v.replace("-", "").replace("_", "") or "example" in v
+
+
+def _placeholder_secrets(s: Settings) -> list[str]:
+    found = []
+    if s.jwt_secret is not None and _is_placeholder(s.jwt_secret.get_secret_value()):
+        found.append("EAP_JWT_SECRET")
+    if s.app_db_password is not None and _is_placeholder(s.app_db_password.get_secret_value()):
+        found.append("EAP_APP_DB_PASSWORD")
+    for name, url in (("DATABASE_URL", s.database_url), ("EAP_APP_DATABASE_URL", s.app_database_url),
+                      ("EAP_SYSTEM_DATABASE_URL", s.system_database_url)):
+        password = urlsplit(url).password if url else None
+        if password and _is_placeholder(password):  # no password at all: peer/cert authentication
+            found.append(f"the password in {name}")
+    return found
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EAP_", extra="ignore", populate_by_name=True)
 
     env: Literal["dev", "test", "prod"] = "dev"
-    home: Path = Field(default=Path(".eap"), validation_alias=AliasChoices("EAP_HOME", "home"))
+    # Only EAP_HOME: an alias "home" would be read from the environment as HOME (names are
+    # case-insensitive), putting a fresh clone's state in the user's home directory instead of ./.eap.
+    # Settings(home=...) still works through populate_by_name.
+    home: Path = Field(default=Path(".eap"), validation_alias="EAP_HOME")
 
     # Database. Unset DATABASE_URL means: start the embedded PostgreSQL under EAP_HOME.
     # When set, it is a privileged URL (owner of the database, CREATEROLE) used for migrations
@@ -93,6 +121,8 @@ class Settings(BaseSettings):
     embedding_api_base: str | None = None
     embedding_dim: int | None = None
     embedding_api_key: SecretStr | None = None
+    # The local model's runtime: sentence-transformers, or ONNX Runtime fp32 / int8 (core/onnx_embedding.py).
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     # LLM (through LiteLLM). Unset model: the grounded extractive responder.
     llm_model: str | None = None
     llm_api_base: str | None = None
@@ -124,6 +154,19 @@ class Settings(BaseSettings):
     ingest_heartbeat_s: float = Field(default=15.0, gt=0)  # a run touches its documents this often
     ingest_stale_s: float = Field(default=300.0, gt=0)  # no heartbeat for this long: the run is dead
     pii_sanitise_all: bool = True  # Class III/IV are always sanitised; this extends it to I/II
+    # Export control (compliance/export_control.py): answers drop export-controlled statements unless the caller
+    # is in one of these groups (people the customer's export-compliance programme has cleared).
+    export_cleared_groups: list[str] = Field(default_factory=lambda: ["export-cleared"])
+    # Data steward (assets/steward.py): Class III/IV documents pending longer than this escalate (webhook,
+    # e-mail; per tenant in tenants.settings["steward"]); the review queue shows this much sanitised text.
+    steward_escalation_hours: float = Field(default=48.0, gt=0)
+    steward_preview_chars: int = Field(default=240, ge=0, le=2000)
+    # Records management (compliance/audit.py, retention.py, gdpr.py): the audit chain's HMAC keys live
+    # outside the database in this 0600 file (default EAP_HOME/secrets/audit_keys.json; back it up);
+    # signed checkpoints of the chain heads go to an append-only folder, GDPR exports to another.
+    audit_key_file: Path | None = None
+    audit_checkpoint_dir: Path | None = None  # default EAP_HOME/audit-checkpoints
+    gdpr_export_dir: Path | None = None  # default EAP_HOME/gdpr-exports
     # Memory, learning and goals (agents/memory.py, agents/learning/, agents/goals.py)
     memory_max_per_user: int = Field(default=200, ge=5, le=100_000)  # hard limit, enforced on every write
     memory_recall_k: int = Field(default=5, ge=0, le=50)
@@ -133,15 +176,33 @@ class Settings(BaseSettings):
     memory_merge_similarity: float = Field(default=0.92, gt=0.5, le=1.0)
     memory_episodic_days: float = Field(default=7.0, ge=0)  # older EPISODIC memories are summarised
     llm_memory_extraction: bool = False  # extract memories with the LIGHT model (rules stay the fallback)
+    # Live streaming (agents/chat.py live_policy): hold a streamed answer until VERIFY has passed it for
+    # callers whose role may read Class III/IV, instead of showing the model's draft token by token.
+    stream_hold_classified: bool = False
+    # `eap up --local-model` (eap/local_model.py): loopback ports of the llama.cpp model server and the LiteLLM proxy.
+    local_model_port: int = Field(default=8081, ge=1, le=65535)
+    local_proxy_port: int = Field(default=4000, ge=1, le=65535)
     goals_max_active: int = Field(default=20, ge=1, le=1000)
 
     # Monitoring and alerts
     mes_status_interval_s: int = Field(default=60, ge=5)
     mes_quality_interval_s: int = Field(default=300, ge=5)
+    # SAP extracts (assets/sap.py): schedule and how old the newest extract may be before its freshness
+    # check fails. The connection itself is per tenant (tenant settings "sap", monitoring/sap_extracts.py).
+    sap_extract_cron: str = "*/30 * * * *"
+    sap_freshness_minutes: int = Field(default=90, ge=1)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_from: str = "eap-alerts@localhost"
     alert_webhook_timeout_s: float = Field(default=5.0, gt=0)
+    # Write operations (operations/): a proposal nobody decided escalates to the next approver of the tenant's
+    # chain after this long (again after each further period), and expires after the expiry; tenants may
+    # override both in their "operations" settings (PUT /v1/operations-settings).
+    operations_escalate_after_minutes: float = Field(default=30.0, gt=0)
+    operations_expiry_hours: float = Field(default=24.0, gt=0)
+    # An execution claimed this long ago without a result (its run died) is resumed with the same key.
+    operations_stale_execution_s: float = Field(default=600.0, gt=0)
+    operations_max_attempts: int = Field(default=5, ge=1, le=20)
 
     rate_limit_user_per_minute: int = Field(default=120, ge=1)
     rate_limit_tenant_per_minute: int = Field(default=1200, ge=1)
@@ -154,11 +215,22 @@ class Settings(BaseSettings):
     oidc_audience: str | None = None
     oidc_role_claim: str = "roles"
     oidc_groups_claim: str = "groups"
+    # The web app's single sign-on: authorization-code flow with PKCE as a public client (no secret), shown to
+    # the browser by GET /v1/auth/config; its access token must pass the JWKS/issuer/audience checks above.
+    oidc_client_id: str | None = None
+    oidc_authorization_endpoint: str | None = None
+    oidc_token_endpoint: str | None = None
+    oidc_scope: str = "openid profile email"
+    # The built web app (scripts/install.sh builds frontend/ into frontend/dist); unset: the checkout's frontend/dist.
+    web_dist: Path | None = None
     # HS256 platform tokens (dev tokens and break-glass logins); on by default.
     accept_platform_tokens: bool = True
     login_max_failures: int = Field(default=6, ge=1)
     login_lockout_minutes: int = Field(default=15, ge=1)
 
+    # The API's address as browsers and identity providers reach it (SAML entity id and ACS URL); unset:
+    # http://<api_host>:<api_port>.
+    public_base_url: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     dagster_port: int = Field(default=3000, ge=1, le=65535)
@@ -200,6 +272,10 @@ class Settings(BaseSettings):
             secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
             if len(secret) < _DEV_SECRET_MIN_LEN and self.jwt_secret_file is None:
                 raise ValueError("EAP_JWT_SECRET (or EAP_JWT_SECRET_FILE) must be set to at least 32 characters "
+                                 "when EAP_ENV=prod")
+            refused = _placeholder_secrets(self)
+            if refused:
+                raise ValueError(f"default/example value in {', '.join(refused)}: set real secrets "
                                  "when EAP_ENV=prod")
             if self.database_url is None and not self.attached_db:
                 raise ValueError("DATABASE_URL must be set when EAP_ENV=prod (the embedded database is for dev)")

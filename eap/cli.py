@@ -1,7 +1,9 @@
 """`eap` — run and administer the platform.
 
-    eap up [--api-port 8000] [--dagster-port 3000]
-    eap db upgrade
+    eap up [--api-port 8000] [--dagster-port 3000] [--local-model]
+    eap db upgrade | check
+    eap serve api|dagster-webserver|dagster-daemon|code-server [--host H] [--port P] [--workers N] [--code-server H:P]
+    eap seed [--tenant NAME] [--admin admin] [--samples] [--samples-dir DIR]
     eap tenant create NAME
     eap token --tenant NAME --role admin|operator|viewer [--user U] [--groups g1,g2]
     eap ingest PATH... --tenant NAME [--classification II] [--acl g1,g2] [--no-wait] [--idle-timeout S]
@@ -16,7 +18,7 @@ import os
 import sys
 
 from core.enums import Role
-from core.errors import PlatformError
+from core.errors import ConfigurationError, PlatformError
 
 ROLES = [r.value for r in Role]  # --role choices: admin, operator, viewer
 
@@ -52,10 +54,35 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--dagster-port", type=_port, default=None, help="Dagster UI port (default 3000)")
     up.add_argument("--mes-simulator", action="store_true",
                     help="start the MES simulator on loopback and point the default tenant at it (demo)")
+    up.add_argument("--local-model", action="store_true",
+                    help="serve SmolLM2 with llama.cpp behind the LiteLLM proxy on loopback and point every model "
+                         "tier at it (dev extras; default: the extractive responder)")
+    up.add_argument("--sap-simulator", action="store_true",
+                    help="start the SAP OData v2 simulator on loopback and connect the default tenant (demo)")
 
     db = sub.add_parser("db", help="database maintenance")
     dbsub = db.add_subparsers(dest="db_command", required=True)
     dbsub.add_parser("upgrade", help="create roles/databases and apply migrations")
+    dbsub.add_parser("check", help="report server, pgvector and migration state; exit 1 unless current")
+    dbsub.add_parser("backup", help="dump the database(s) and the file store into an empty folder").add_argument(
+        "folder")
+    dbsub.add_parser("restore", help="restore a backup folder into an empty database and file store").add_argument(
+        "folder")
+
+    serve = sub.add_parser("serve", help="run one platform process in the foreground (containers, systemd)")
+    serve.add_argument("component", choices=["api", "dagster-webserver", "dagster-daemon", "code-server"])
+    serve.add_argument("--host", default=None, help="bind address (default EAP_API_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=None, help="port (api 8000, dagster-webserver 3000, "
+                       "code-server 4000)")
+    serve.add_argument("--workers", type=int, default=1, help="API worker processes (default 1)")
+    serve.add_argument("--code-server", default=None, help="HOST:PORT of `eap serve code-server` (Dagster "
+                       "webserver/daemon; default: load the code in process)")
+
+    seed = sub.add_parser("seed", help="create the tenant and its admin account; optionally submit samples")
+    seed.add_argument("--tenant", default=None, help="tenant name (default EAP_DEFAULT_TENANT, 'default')")
+    seed.add_argument("--admin", default="admin", help="admin username (default admin)")
+    seed.add_argument("--samples", action="store_true", help="also submit the bundled sample documents")
+    seed.add_argument("--samples-dir", default=None, help="submit the documents in this folder")
 
     tenant = sub.add_parser("tenant", help="tenants")
     tsub = tenant.add_subparsers(dest="tenant_command", required=True)
@@ -108,13 +135,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             from eap.up import run_up
 
-            return run_up(api_port=args.api_port, dagster_port=args.dagster_port, mes_simulator=args.mes_simulator)
+            return run_up(api_port=args.api_port, dagster_port=args.dagster_port, mes_simulator=args.mes_simulator,
+                          sap_simulator=args.sap_simulator, local_model=args.local_model)
         if args.command == "db":
-            from core.db.database import bootstrap
+            from eap.db import run_db
 
-            urls = bootstrap()
-            print(f"database ready at {urls.describe()}")
-            return 0
+            return run_db(args.db_command, getattr(args, "folder", None))
+        if args.command == "serve":
+            from eap.serve import run_serve
+
+            if args.workers < 1:
+                raise ConfigurationError("--workers must be at least 1")
+            return run_serve(args.component, args.host, args.port, args.workers, args.code_server)
+        if args.command == "seed":
+            from eap.seed import run_seed
+
+            return run_seed(args.tenant, args.admin, args.samples, args.samples_dir)
         if args.command == "tenant":
             from core.db.database import bootstrap
             from identity.tenancy import create_tenant

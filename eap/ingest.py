@@ -1,6 +1,7 @@
 """`eap ingest PATH...`: submit files or folders through the same code path as the upload API,
 then wait (with a progress line) until each is indexed, awaiting approval, rejected or failed — for
-as long as the pipeline makes progress (`--idle-timeout` without any is the limit).
+as long as the pipeline makes progress (`--idle-timeout` without any is the limit), showing documents/s and
+an ETA; when it stops it says what is stuck (eap/ingest_status.py).
 
 Folders are walked without following links: a link inside a folder is refused (and reported), and
 every file is opened without following links, as a single-named regular file physically inside the
@@ -9,6 +10,7 @@ folder cannot make the CLI ingest the signing key or the file store."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 import uuid
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from core.enums import SETTLED_STATUSES, DocumentStatus
+from core.enums import DocumentStatus
+from eap.ingest_status import Throughput, diagnose, open_instance
 from ingestion.parsing import EXTENSIONS
 
 
@@ -103,25 +106,26 @@ def run_ingest(paths: list[str], tenant: str, classification: str, acl: str | No
         return 1 if refused else 0
     ids = [s.document_id for _, s in queued]
     names = {s.document_id: f for f, s in queued}
+    since = dt.datetime.now(dt.UTC)
+    meter = Throughput(len(ids))
 
-    def progress(rows: dict) -> None:
-        done = sum(1 for s in rows.values() if s in SETTLED_STATUSES)
-        width = 30
-        bar = "#" * int(width * done / len(ids)) + "." * (width - int(width * done / len(ids)))
-        counts = {k.value: sum(1 for s in rows.values() if s == k) for k in (DocumentStatus.indexed,
-                                                                            DocumentStatus.awaiting_approval,
-                                                                            DocumentStatus.failed)}
-        sys.stdout.write(f"\r[{bar}] {done}/{len(ids)}  indexed {counts['indexed']}  awaiting approval "
-                         f"{counts['awaiting_approval']}  failed {counts['failed']}  ")
+    def progress(rows: dict[uuid.UUID, str]) -> None:
+        sys.stdout.write("\r" + meter.line(rows) + "  ")
         sys.stdout.flush()
 
     rows = wait_for(ref.id, ids, timeout, progress, idle_timeout_s=idle_timeout)
     print()
-    pending = [names[i] for i in ids if rows.get(i) in ("queued", "parsing", None)]
+    pending = [names[i] for i in ids if rows.get(i) in (DocumentStatus.queued, DocumentStatus.parsing, None)]
     if pending:
-        print(f"gave up with {len(pending)} documents still queued or in progress: no progress for "
-              f"{idle_timeout:.0f} s (--idle-timeout) or past --timeout; is `eap up` running? "
-              "(its Dagster daemon runs the ingestion)")
+        print(f"stopped waiting with {len(pending)} document(s) still queued or in progress: nothing moved for "
+              f"{idle_timeout:.0f} s (--idle-timeout)" + (" or past --timeout" if timeout else "") + ". What is stuck:")
+        try:
+            instance = open_instance()
+        except Exception as exc:  # noqa: BLE001 - the diagnosis says what it could not read
+            print(f"  (Dagster's run storage could not be read: {type(exc).__name__}: {str(exc)[:200]})")
+            instance = None
+        for line in diagnose(instance, ref.id, ids, since):
+            print(f"  - {line}")
         return 1
     from sqlalchemy import select
 
@@ -130,7 +134,8 @@ def run_ingest(paths: list[str], tenant: str, classification: str, acl: str | No
 
     with tenant_session(ref.id) as s:
         bad = s.execute(select(Document.filename, Document.status, Document.status_reason)
-                        .where(Document.id.in_(ids), Document.status.in_(["failed", "rejected"]))).all()
+                        .where(Document.id.in_(ids),
+                               Document.status.in_([DocumentStatus.failed, DocumentStatus.rejected]))).all()
     for filename, outcome, why in bad:
         print(f"  {outcome}: {filename}: {why}")
     return 1 if (bad or refused) else 0

@@ -283,7 +283,8 @@ def api_env(settings: Settings, urls: DatabaseUrls) -> dict[str, str]:
     return env
 
 
-def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_simulator: bool = False) -> int:
+def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_simulator: bool = False,
+           sap_simulator: bool = False, local_model: bool = False) -> int:
     from core.db.database import bootstrap, stop_embedded
     from core.logging import configure_logging
     from core.models import Role
@@ -315,6 +316,7 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
 
     children: list[Child] = []
     sim = None
+    sap_sim = None
     try:
         print(f"EAP_HOME={settings.home}", flush=True)
         urls = bootstrap(settings)
@@ -322,7 +324,9 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
         print(f"  database ready ({where})", flush=True)
         tenant, _ = create_tenant(settings.default_tenant)
         ensure_user(tenant, "admin", Role.admin)
-        samples = sorted((REPO_ROOT / "samples").glob("*.*"))
+        # Production (EAP_ENV=prod): no sample documents and no printed token; `eap seed` is explicit.
+        prod = settings.env == "prod"
+        samples = [] if prod else sorted((REPO_ROOT / "samples").glob("*.*"))
         if samples:
             from eap.ingest import submit_paths
 
@@ -341,10 +345,33 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
                           actor_role="system")
             print(f"  MES simulator at {sim.url} (tenant {tenant.name}; add rules with PUT /v1/alert-rules)",
                   flush=True)
+        if sap_simulator:
+            from connectors.sap.simulator import DEFAULT_PASSWORD, DEFAULT_USER, SAPSimulator
+            from monitoring.sap_extracts import configure_sap
+
+            sap_sim = SAPSimulator(seed=7).start()
+            # The password reaches the children as an environment variable (never the tenant settings).
+            os.environ["EAP_SAP_SIM_PASSWORD"] = DEFAULT_PASSWORD
+            configure_sap(tenant.id, {"base_url": sap_sim.url, "username": DEFAULT_USER,
+                                      "password_env": "EAP_SAP_SIM_PASSWORD", "timeout_s": 10.0, "retries": 2},
+                          actor="eap-up", actor_role="system")
+            print(f"  SAP simulator (OData v2) at {sap_sim.url} (tenant {tenant.name}; extracts: job sap_extracts)",
+                  flush=True)
         prepare_dagster_home(settings.dagster_home)
-        env = child_env(settings, urls)
         bindir = Path(sys.executable).parent
         logs = settings.home / "logs"
+        llm_env: dict[str, str] = {}  # --local-model: every tier through the LiteLLM proxy (eap/local_model.py)
+        ready: dict[str, str] = {}
+        if local_model:
+            from eap.local_model import LocalModel
+
+            lm = LocalModel(model_port=settings.local_model_port, proxy_port=settings.local_proxy_port)
+            for name, (cmd, cenv) in (("model-server", lm.model_server_command()),
+                                      ("litellm-proxy", lm.proxy_command())):
+                children.append(_spawn(name, cmd, cenv, logs))
+            llm_env, ready = lm.platform_env(), lm.checks()
+            print(f"  local model: SmolLM2 (llama.cpp) at {lm.model_url}, LiteLLM proxy at {lm.proxy_url}", flush=True)
+        env = {**child_env(settings, urls), **llm_env}
         children.append(
             _spawn(
                 "dagster-webserver",
@@ -362,8 +389,8 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
             _spawn(
                 "api",
                 [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory", "--host", host,
-                 "--port", str(settings.api_port), "--no-access-log"],
-                api_env(settings, urls),
+                 "--port", str(settings.api_port)],  # access log on: one line per request, with its id
+                {**api_env(settings, urls), **llm_env},
                 logs,
             )
         )
@@ -371,11 +398,19 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
         dagster = f"http://{host}:{settings.dagster_port}"
         _wait_ready(
             children,
-            {"api": f"{api}/readyz", "dagster-webserver": f"{dagster}/server_info"},
+            {"api": f"{api}/readyz", "dagster-webserver": f"{dagster}/server_info", **ready},
             timeout_s=180,
             stopping=lambda: stop_requested,
         )
-        if not stop_requested:
+        if not stop_requested and prod:
+            print(
+                "\nEnterprise Agent Platform is up (EAP_ENV=prod: no token printed; sign in through the identity "
+                "provider or a break-glass account)\n"
+                f"  API         {api}\n  Dagster UI  {dagster}\n  Logs        {logs}\n"
+                f"  Tenant      {tenant.name} ({tenant.id})\nPress Ctrl-C to stop.",
+                flush=True,
+            )
+        elif not stop_requested:
             token = mint_token(settings, tenant_id=tenant.id, tenant=tenant.name, role=Role.admin,
                                subject=f"admin@{tenant.name}")
             print(
@@ -399,6 +434,8 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
         _stop(children)
         if sim is not None:
             sim.stop()
+        if sap_sim is not None:
+            sap_sim.stop()
         from core.db.database import dispose_engines
 
         dispose_engines()

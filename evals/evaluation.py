@@ -14,6 +14,7 @@ import math
 import uuid
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, text
 
@@ -21,8 +22,9 @@ from agents import orchestrator
 from agents.deps import build_deps
 from core.db.database import tenant_session
 from core.embedding import Embedder
+from core.errors import PlatformError
 from core.llm import Model
-from core.models import EvalRun
+from core.models import EvalRun, Tenant
 from core.settings import get_settings
 from retrieval import versions
 
@@ -74,8 +76,10 @@ def evaluate(tenant_id: uuid.UUID, golden: dict | None = None, kind: str = "nigh
     candidate pinned with retrieval.versions.pinned). `kind`: nightly (history, regression flags vs
     the previous nightly run) or gate (a promotion decision; not part of the nightly trend). `model` and
     `embedder` (default: the configured ones) go into the AgentDeps of the evaluation's caller: an admin
-    without groups and without a tenant context (no budget, no memory)."""
-    golden = golden or load_golden()
+    without groups and without a tenant context (no budget, no memory). Without `golden`, the tenant's own
+    set (evals/golden_sets.py); a tenant without one raises NoGoldenSet."""
+    if golden is None:
+        golden = tenant_golden(tenant_id)
     results = []
     with tenant_session(tenant_id) as s:
         served = versions.serving(s, tenant_id).version
@@ -115,6 +119,31 @@ def evaluate(tenant_id: uuid.UUID, golden: dict | None = None, kind: str = "nigh
     return run
 
 
+class NoGoldenSet(PlatformError):
+    code = "no_golden_set"
+    status_code = 409
+
+
+def tenant_golden(tenant_id: uuid.UUID) -> dict[str, Any]:
+    from evals.golden_sets import dataset_for
+
+    with tenant_session(tenant_id) as s:
+        tenant = s.get(Tenant, tenant_id)
+        data = dataset_for(s, tenant.name if tenant else "")
+    if data is None:
+        raise NoGoldenSet("this tenant has no golden dataset: upload one (POST /v1/evals/golden) to evaluate it "
+                          "and to gate its index promotions")
+    return data
+
+
+def has_golden(tenant_id: uuid.UUID) -> bool:
+    try:
+        tenant_golden(tenant_id)
+    except NoGoldenSet:
+        return False
+    return True
+
+
 def _regressions(prev: EvalRun, overall: dict, per_spec: dict) -> list[dict]:
     out = []
     scopes = [("overall", prev.overall, overall)] + [
@@ -130,14 +159,23 @@ def _plot(history: list) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
-    xs = list(range(1, len(history) + 1))
+    # Dates on the axis: runs are nightly, but gates and re-runs make them uneven. Markers are drawn only
+    # while they stay readable (one run still shows as a point; fifty as lines).
+    xs = [h[0] for h in history]
+    marker = "o" if len(history) <= 20 else None
     for m in METRICS:
-        ax.plot(xs, [h[1].get(m, float("nan")) for h in history], marker="o", label=m)
+        ax.plot(xs, [h[1].get(m, float("nan")) for h in history], marker=marker, markersize=4, label=m)
+    locator = mdates.AutoDateLocator(minticks=2, maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    if len(history) == 1:  # one point: a day either side, so the axis is not a single instant
+        ax.set_xlim(xs[0] - dt.timedelta(days=1), xs[0] + dt.timedelta(days=1))
     ax.set_ylim(0, 1.05)
-    ax.set_xlabel("evaluation run")
+    ax.set_xlabel("evaluation date (UTC)")
     ax.set_ylabel("score")
     ax.legend(loc="lower left", fontsize=7, ncol=3)
     ax.grid(alpha=0.3)

@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import select
 
 from core.db.database import system_session
+from core.enums import DocumentStatus
 from core.models import Document, Tenant
 
 
@@ -15,7 +16,7 @@ def queued_documents(limit: int = 2000) -> list[tuple[str, str]]:
     with system_session() as s:
         rows = s.execute(
             select(Document.id, Document.content_hash)
-            .where(Document.status == "queued")
+            .where(Document.status == DocumentStatus.queued)
             .order_by(Document.queued_at, Document.id)
             .limit(limit)
         ).all()

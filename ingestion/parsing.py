@@ -315,13 +315,41 @@ def _parse_md(data: bytes) -> ParsedDocument:
 
 _BLOCK_TAGS = {"p", "pre", "blockquote", "dt", "dd", "figcaption", "caption", "address"}
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
-_SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "head", "nav", "footer", "form", "button"}
+_SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "head", "nav", "footer", "aside", "form", "button"}
+
+
+def main_content(html: str) -> str:
+    """The page's main content as HTML, by trafilatura (made for this: navigation bars, headers, footers,
+    sidebars and "Prev | Next" links out; headings, lists, tables and code kept). A page where it finds no
+    main content, or flattens a short page's structure into one paragraph (its fallback for small pages), is
+    kept whole: the structural walk below still skips nav/footer/aside elements and ARIA landmarks that are
+    not content."""
+    import trafilatura
+
+    out = trafilatura.extract(html, output_format="html", include_tables=True, include_formatting=True,
+                              include_links=False, include_comments=False, include_images=False,
+                              favor_recall=True, fast=True)
+    if not out or not out.strip():
+        return html
+    if _HEADING_TAG.search(html) and not _HEADING_TAG.search(out):
+        return html
+    # Its output marks inline code as <pre>, which an HTML parser takes as a block that ends the paragraph
+    # (a sentence split in two around a command): single-line ones become <code> again.
+    return _INLINE_PRE.sub(r"<code>\1</code>", out)
+
+
+_HEADING_TAG = re.compile(r"<h[1-6][\s>]", re.IGNORECASE)
+_INLINE_PRE = re.compile(r"<pre>([^<\n]{1,200})</pre>")
+
+
+# ARIA landmarks that are never the document's content.
+_SKIP_ROLES = {"navigation", "banner", "contentinfo", "search", "complementary", "menu", "menubar"}
 
 
 def _parse_html(data: bytes) -> ParsedDocument:
     from bs4 import BeautifulSoup, NavigableString, Tag
 
-    soup = BeautifulSoup(decode_text(data), "lxml")
+    soup = BeautifulSoup(main_content(decode_text(data)), "lxml")
     sections, out = _Sections(), []
     root = soup.body or soup
 
@@ -343,7 +371,7 @@ def _parse_html(data: bytes) -> ParsedDocument:
                     continue
                 loose.append(str(child))
                 continue
-            if not isinstance(child, Tag) or child.name in _SKIP_TAGS:
+            if not isinstance(child, Tag) or child.name in _SKIP_TAGS or child.get("role") in _SKIP_ROLES:
                 continue
             name = child.name
             if name in _HEADINGS:
@@ -369,8 +397,10 @@ def _parse_html(data: bytes) -> ParsedDocument:
                     out.append(Element("\n".join(rows), "table", None, sections.path))
             elif name in _BLOCK_TAGS:
                 flush_loose()
-                t = child.get_text("\n" if name == "pre" else " ", strip=name != "pre").strip()
-                t = t if name == "pre" else re.sub(r"\s+", " ", t).replace("¶", "").strip()
+                # Code keeps its lines (trafilatura hands code blocks over as multi-line blockquotes).
+                code = name == "pre" or (name == "blockquote" and "\n" in child.get_text().strip())
+                t = child.get_text("\n" if code else " ", strip=not code).strip()
+                t = t if code else re.sub(r"\s+", " ", t).replace("¶", "").strip()
                 if t:
                     out.append(Element(t, "text", None, sections.path))
             elif name in ("br",):

@@ -17,9 +17,10 @@ from sqlalchemy import case, func, select, update
 
 from compliance import audit
 from core.db.database import rowcount, system_session, tenant_session
+from core.enums import DocumentStatus
 from core.models import Document
 
-IN_PROGRESS = ("queued", "parsing")
+IN_PROGRESS = (DocumentStatus.queued, DocumentStatus.parsing)
 
 
 @dataclass(frozen=True)
@@ -73,16 +74,16 @@ def requeue(doc: Pending, reason: str, max_attempts: int) -> str:
     attempts = doc.attempts + 1
     give_up = attempts >= max_attempts
     if give_up:
-        values = {"status": "failed",
+        values = {"status": DocumentStatus.failed,
                   "status_reason": f"ingestion: {reason}; gave up after {attempts} attempts "
                                    f"(EAP_INGEST_MAX_ATTEMPTS={max_attempts}); upload it again to retry"[:1000]}
     else:
-        values = {"status": "queued",
+        values = {"status": DocumentStatus.queued,
                   "status_reason": f"requeued (attempt {attempts + 1} of {max_attempts}): {reason}"[:1000]}
     with tenant_session(doc.tenant_id) as s:
         where = [Document.id == uuid.UUID(doc.id), Document.content_hash == doc.content_hash,
                  Document.status == doc.status]
-        if doc.status == "parsing":
+        if doc.status == DocumentStatus.parsing:
             where.append(Document.ingest_run_id.is_not_distinct_from(doc.run_id))
         res = s.execute(update(Document).where(*where).values(
             **values, ingest_attempts=attempts, ingest_attempts_hash=doc.content_hash, ingest_run_id=None,

@@ -17,6 +17,7 @@ from compliance.classification import CLASS_NAMES, classify
 from compliance.pii import contains_pii, sanitise
 from core.db.database import tenant_session
 from core.embedding import Embedder
+from core.enums import DocumentStatus, ReviewStatus
 from core.models import Document
 from core.settings import get_settings
 from ingestion.chunking import ChunkDraft, chunk_elements
@@ -55,7 +56,7 @@ def stage_raw(job: DocumentJob, run_id: str | None = None, only_queued: bool = F
         if not claim(job, run_id, only_queued):
             raise NotHeld(f"document {job.id} is {job.status} (held by run {job.claimed_by or '-'})")
     else:
-        set_status(job, "parsing")
+        set_status(job, DocumentStatus.parsing)
     if not path.exists():
         raise FileNotFoundError(f"original file missing from the store ({path.name})")
     Stages.clear_document(job.id, keep=job.content_hash[:16])
@@ -199,18 +200,19 @@ def stage_index(job: DocumentJob) -> str:
     decision is recorded before this runs (assets/ingestion.py `_review`, which consumes the approval)."""
     if job.gated:
         decided = job.reviewed_hash == job.content_hash
-        if decided and job.review_status == "rejected":
+        if decided and job.review_status == ReviewStatus.rejected:
             with tenant_session(job.tenant_id) as s:
                 remove_chunks(s, job.tenant_id, job.id)
                 s.execute(update(Document).where(Document.id == job.id).values(
-                    status="rejected", status_reason="rejected by data steward", chunk_count=0, indexed_hash=None,
+                    status=DocumentStatus.rejected, status_reason="rejected by data steward", chunk_count=0,
+                    indexed_hash=None,
                     updated_at=func.now()))
             Stages.clear_document(job.id)
-            return "rejected"
-        if not (decided and job.review_status == "approved"):
-            set_status(job, "awaiting_approval", f"Class {CLASS_NAMES[job.classification]}: waiting for a data "
-                       "steward (Dagster job steward_review)", review_status="pending")
-            return "awaiting_approval"
+            return DocumentStatus.rejected
+        if not (decided and job.review_status == ReviewStatus.approved):
+            set_status(job, DocumentStatus.awaiting_approval, f"Class {CLASS_NAMES[job.classification]}: waiting for "
+                       "a data steward (Dagster job steward_review)", review_status=ReviewStatus.pending)
+            return DocumentStatus.awaiting_approval
     st = Stages(job)
     try:
         chunks = read_chunks(job)
@@ -234,7 +236,7 @@ def stage_index(job: DocumentJob) -> str:
         stage_embed([job], build.embedder())
         model, vectors = build.embedder().name, st.read_array("embeddings.npy")
     outcome = write_index(job, chunks, vectors, model)
-    if outcome == "indexed":
+    if outcome == DocumentStatus.indexed:
         Stages.clear_document(job.id)
     return outcome
 
@@ -245,6 +247,7 @@ def _finished_elsewhere(job: DocumentJob) -> bool:
                         .where(Document.id == job.id)).one_or_none()
     if row is None or row.content_hash != job.content_hash:
         return True
-    if row.status == "indexed" and row.indexed_hash == job.content_hash:
+    if row.status == DocumentStatus.indexed and row.indexed_hash == job.content_hash:
         return True
-    return row.status == "parsing" and row.ingest_run_id is not None and row.ingest_run_id != job.claimed_by
+    return (row.status == DocumentStatus.parsing and row.ingest_run_id is not None
+            and row.ingest_run_id != job.claimed_by)

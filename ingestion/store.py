@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 
 from compliance import audit
 from core.db.database import rowcount, system_session, tenant_session
+from core.enums import DocumentStatus
 from core.models import Document
 from core.settings import get_settings
 from ingestion.parsing import Element
@@ -94,13 +95,14 @@ def claim(job: DocumentJob, run_id: str, only_queued: bool) -> bool:
     run launched for an older version does not redo one that another run already finished."""
     with tenant_session(job.tenant_id) as s:
         where = [Document.id == job.id, Document.content_hash == job.content_hash]
-        where.append(Document.status == "queued" if only_queued else Document.status.notin_(("failed", "rejected")))
+        where.append(Document.status == DocumentStatus.queued if only_queued else Document.status.notin_(
+            (DocumentStatus.failed, DocumentStatus.rejected)))
         res = s.execute(update(Document).where(*where).values(
-            status="parsing", status_reason=None, ingest_run_id=run_id, ingest_heartbeat_at=func.now(),
+            status=DocumentStatus.parsing, status_reason=None, ingest_run_id=run_id, ingest_heartbeat_at=func.now(),
             updated_at=func.now()))
     if rowcount(res) != 1:
         return False
-    job.claimed_by, job.run_id, job.status = run_id, run_id, "parsing"
+    job.claimed_by, job.run_id, job.status = run_id, run_id, DocumentStatus.parsing
     return True
 
 
@@ -108,7 +110,7 @@ def heartbeat(run_id: str) -> int:
     """Mark the documents this run holds as alive (the intake sensor requeues them when it stops)."""
     with system_session() as s:
         res = s.execute(update(Document)
-                        .where(Document.ingest_run_id == run_id, Document.status == "parsing")
+                        .where(Document.ingest_run_id == run_id, Document.status == DocumentStatus.parsing)
                         .values(ingest_heartbeat_at=func.now()))
         return rowcount(res)
 
@@ -145,7 +147,7 @@ class Heartbeat:
 
 def mark_failed(job: DocumentJob, stage: str, exc: BaseException) -> str:
     reason = f"{stage}: {getattr(exc, 'message', None) or str(exc) or type(exc).__name__}"[:1000]
-    if set_status(job, "failed", reason):
+    if set_status(job, DocumentStatus.failed, reason):
         with tenant_session(job.tenant_id) as s:
             audit.record(s, tenant_id=job.tenant_id, actor="pipeline", action="document.failed",
                          resource_type="document", resource_id=str(job.id), outcome="failure",

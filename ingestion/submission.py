@@ -16,11 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from compliance import audit
+from compliance import audit, holds
 from compliance.access import read_filter
 from compliance.classification import CLASS_NAMES, parse_class
 from core.db.database import tenant_session
-from core.enums import SETTLED_STATUSES
+from core.enums import SETTLED_STATUSES, DocumentStatus
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import Document
 from core.settings import get_settings
@@ -73,7 +73,7 @@ class Submission:
     retried: bool = False  # a failed or stuck document whose unchanged content was queued again
 
 
-IN_PROGRESS = ("queued", "parsing")
+IN_PROGRESS = (DocumentStatus.queued, DocumentStatus.parsing)
 
 
 def _stuck(doc: Document, now: dt.datetime) -> bool:
@@ -164,7 +164,7 @@ def submit_document(
             and set(acl) <= set(doc.acl_groups)
             and (title is None or title == doc.title)
         ):
-            if doc.status != "failed" and not _stuck(doc, now):
+            if doc.status != DocumentStatus.failed and not _stuck(doc, now):
                 return Submission(doc.id, doc.status, created=False, unchanged=True, content_hash=blob.sha256)
             # Failed or stuck: the same bytes are queued again, with a fresh retry budget.
             reason = doc.status_reason
@@ -173,7 +173,7 @@ def submit_document(
             audit.record(s, tenant_id=tenant_id, actor=actor, actor_role=actor_role, action="document.retry",
                          resource_type="document", resource_id=str(doc.id),
                          details={"filename": filename, "sha256": blob.sha256, "previous_reason": reason})
-            return Submission(doc.id, "queued", created=False, unchanged=False, content_hash=blob.sha256,
+            return Submission(doc.id, DocumentStatus.queued, created=False, unchanged=False, content_hash=blob.sha256,
                               retried=True)
         created = doc is None
         replaced_hash = None if created else doc.content_hash
@@ -212,14 +212,14 @@ def submit_document(
                               "declared_class": CLASS_NAMES[cls], "acl_groups": acl, "source": source,
                               **({} if requested == {"class": CLASS_NAMES[cls], "acl_groups": acl}
                                  else {"requested": requested, "kept_from_replaced_version": True})})
-        sub = Submission(doc.id, "queued", created=created, unchanged=False, content_hash=blob.sha256)
+        sub = Submission(doc.id, DocumentStatus.queued, created=created, unchanged=False, content_hash=blob.sha256)
     if replaced_hash and replaced_hash != blob.sha256:
         release_blob(tenant_id, replaced_hash)  # the replaced original is not kept
     return sub
 
 
 def _requeue(doc: Document, now: dt.datetime) -> None:
-    doc.status = "queued"
+    doc.status = DocumentStatus.queued
     doc.status_reason = None
     doc.queued_at = now
     doc.updated_at = now
@@ -255,6 +255,9 @@ def delete_document(tenant_id: uuid.UUID, document_id: uuid.UUID, *, actor: str,
         doc = s.execute(select(Document).where(Document.id == document_id).with_for_update()).scalar()
         if doc is None:
             raise NotFound("document not found", code="document_not_found")
+        # A destruction hold (compliance/holds.py) on the document, its uploader or the tenant: 409 `held`.
+        holds.ensure_not_held(s, tenant_id, what=f"document {document_id}", document_id=document_id,
+                              user=doc.created_by)
         remove_chunks(s, tenant_id, document_id)
         s.delete(doc)
         audit.record(s, tenant_id=tenant_id, actor=actor, actor_role=actor_role, action="document.delete",

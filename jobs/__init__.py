@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from jobs import evals, indexing, ingestion, memory, mes
+from jobs import compliance, evals, indexing, ingestion, memory, mes, operations, sap, steward
 
 
 def defs() -> dg.Definitions:
-    return dg.Definitions.merge(*(m.defs() for m in (ingestion, indexing, evals, memory, mes)))
+    return dg.Definitions.merge(*(m.defs() for m in (ingestion, indexing, evals, memory, mes, steward, operations, sap,
+                                                     compliance)))

@@ -4,11 +4,19 @@ steward's review of one Class III/IV document."""
 import dagster as dg
 
 from assets.ingestion import GROUP, documents_partitions, search_index
+from assets.steward import steward_review_pending
 
 ingest_job = dg.define_asset_job(
     "ingest_documents",
-    selection=dg.AssetSelection.groups(GROUP),
+    # The per-partition steward check runs per document (sensor steward_review_watch, job steward_review),
+    # not over a batch's range: a range run records one result for all of its partitions.
+    selection=dg.AssetSelection.groups(GROUP) - dg.AssetSelection.checks(steward_review_pending),
     partitions_def=documents_partitions,
+    # One process per run, not one per step: with the multiprocess executor every step of every run started
+    # Python, imported torch and loaded the embedding model again, and that start-up (not the embedding)
+    # was most of a run's time. The steps of one batch are sequential anyway (each needs the previous
+    # stage of the same documents); the run coordinator's max_concurrent_runs gives the parallelism.
+    executor_def=dg.in_process_executor,
     description="Parse, classify, sanitise, chunk, embed and index a batch of documents (launched by "
     "the document_intake sensor).",
 )
@@ -24,7 +32,8 @@ steward_review_job = dg.define_asset_job(
     partitions_def=documents_partitions,
     description="Data steward decision on a Class III/IV document: get an approval token from the platform API "
     "(POST /v1/documents/{id}/review-token), pick the document's partition and set ops.search_index.config = "
-    "{decision: approve|reject, reason: <the same reason>, approval_token: <token>}.",
+    "{decision: approve|reject, reason: <the same reason>, approval_token: <token>} (plus classification: I|II|III "
+    "when the token lowers a detector's raise). The review queue is asset review_queue.",
 )
 
 

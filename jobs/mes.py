@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from agents import operational
 from assets.resources import PlatformDatabase
 from monitoring import alerts, dispatch
 from monitoring.rules import Breach
@@ -24,7 +25,8 @@ def raise_alerts(context: dg.OpExecutionContext, config: AlertsConfig, db: Platf
     summary: dict[str, Any] = {"opened": 0, "escalated": 0, "duplicate": 0, "deliveries": []}
     for raw in json.loads(config.breaches_json):
         breach = Breach(**raw)
-        alert, action = alerts.raise_alert(tenant_id, breach)
+        # The root-cause draft is written by the agent runtime over MES/SAP evidence and documents.
+        alert, action = alerts.raise_alert(tenant_id, breach, drafter=operational.alert_root_cause)
         summary[action] += 1
         if action in ("opened", "escalated") and alert is not None:
             results = dispatch.dispatch(tenant_id, alert, dispatch.rule_channels(tenant_id, breach.rule_id), action)

@@ -4,7 +4,9 @@ that match it), acknowledge and resolve (audited). Every query runs under the te
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy import select, text, update
 
@@ -13,6 +15,8 @@ from core.db.database import tenant_session
 from core.errors import NotFound
 from core.models import Alert
 from monitoring.rules import Breach
+
+log = logging.getLogger(__name__)
 
 
 def root_cause_draft(tenant_id: uuid.UUID, b: Breach) -> str:
@@ -50,8 +54,12 @@ def root_cause_draft(tenant_id: uuid.UUID, b: Breach) -> str:
     return "\n".join(lines)
 
 
-def raise_alert(tenant_id: uuid.UUID, b: Breach) -> tuple[Alert | None, str]:
-    """Open an alert (or escalate the open one). Returns (alert, 'opened'|'escalated'|'duplicate')."""
+def raise_alert(tenant_id: uuid.UUID, b: Breach, *, drafter: Callable[[uuid.UUID, Breach], str] | None = None
+                ) -> tuple[Alert | None, str]:
+    """Open an alert (or escalate the open one). Returns (alert, 'opened'|'escalated'|'duplicate').
+    `drafter` writes the root-cause draft: the agent runtime (agents.operational.alert_root_cause, passed in
+    by the alert job: monitoring does not import agents); the evidence template below when it fails or is
+    not given."""
     with tenant_session(tenant_id) as s:
         existing = s.execute(select(Alert).where(Alert.rule_id == uuid.UUID(b.rule_id), Alert.subject == b.subject,
                                                  Alert.status != "resolved").with_for_update()).scalar()
@@ -73,7 +81,15 @@ def raise_alert(tenant_id: uuid.UUID, b: Breach) -> tuple[Alert | None, str]:
         audit.record(s, tenant_id=tenant_id, actor="mes-monitor", action="alert.open", resource_type="alert",
                      resource_id=str(alert.id), details=b.as_dict())
         s.expunge(alert)
-    alert.root_cause = root_cause_draft(tenant_id, b)
+    alert.root_cause = None
+    if drafter is not None:
+        try:
+            alert.root_cause = drafter(tenant_id, b)
+        except Exception as exc:  # noqa: BLE001 - an alert is never lost to its draft; the template stands in
+            log.warning("the agent runtime could not draft the root cause of alert %s (%s: %s); using the template",
+                        alert.id, type(exc).__name__, str(exc)[:200])
+    if alert.root_cause is None:
+        alert.root_cause = root_cause_draft(tenant_id, b)
     with tenant_session(tenant_id) as s:
         s.execute(update(Alert).where(Alert.id == alert.id).values(root_cause=alert.root_cause))
     return alert, "opened"

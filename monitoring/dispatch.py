@@ -87,6 +87,20 @@ def dispatch(tenant_id: uuid.UUID, alert: Alert, channels: dict, action: str) ->
     return results
 
 
+def send(channels: dict, title: str, body: str, payload: dict) -> list[tuple[str, str, bool, int, str | None]]:
+    """Deliver one notification that is not an alert (e.g. a data steward's overdue review) to the webhooks
+    and e-mail recipients of `channels` ({"webhooks": [...], "emails": [...]}), with the same retries.
+    Returns (channel, target, delivered, attempts, error) per target; the caller records them."""
+    out = []
+    for url in channels.get("webhooks", []):
+        ok, attempts, err = _webhook(url, payload)
+        out.append(("webhook", url, ok, attempts, err))
+    if channels.get("emails"):
+        ok, attempts, err = _email(list(channels["emails"]), title, body)
+        out.append(("email", ",".join(channels["emails"]), ok, attempts, err))
+    return out
+
+
 def rule_channels(tenant_id: uuid.UUID, rule_id: str) -> dict:
     with tenant_session(tenant_id) as s:
         return s.execute(select(AlertRule.channels).where(AlertRule.id == uuid.UUID(rule_id))).scalar() or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 from connectors.mes import MachinesResponse, QualityReport
@@ -36,6 +37,8 @@ class Breach:
 
     @property
     def escalated(self) -> bool:
+        if self.kind == "inventory_below_min":
+            return self.value <= 0  # a stock-out
         return self.value >= self.threshold * ESCALATION_FACTOR
 
     def as_dict(self) -> dict:
@@ -93,4 +96,39 @@ def evaluate_quality(rules: list[Rule], reports: list[QualityReport]) -> tuple[l
                              "defects": rep.defects, "inspected": rep.inspected}))
             else:
                 cleared.add((rule.id, line))
+    return breaches, cleared
+
+
+def evaluate_inventory(rules: list[Rule], levels: list[dict], as_of: dt.datetime
+                       ) -> tuple[list[Breach], set[tuple[str, str]]]:
+    """inventory_below_min over the SAP stock extract (monitoring/sap_extracts.stock_levels: unrestricted
+    stock per material and plant, with the material's reorder point). A rule scoped to a material
+    ("RM-1001", or "RM-1001@1010" for one plant) compares its stock with `threshold` (base unit); a rule
+    scoped to a plant ("1010") or to nothing compares every material with its SAP reorder point times
+    `threshold` (1.0: at the reorder point). Subjects are "material@plant"; a stock-out is critical."""
+    breaches, cleared = [], set()
+    for rule in (r for r in rules if r.kind == "inventory_below_min"):
+        for lv in levels:
+            material, plant = lv["material"], lv["plant"]
+            subject = f"{material}@{plant}"
+            if rule.scope in (material, subject):
+                minimum = float(rule.threshold)
+            elif rule.scope is None or rule.scope == plant:
+                if lv.get("reorder_point") is None:
+                    continue
+                minimum = float(lv["reorder_point"]) * rule.threshold
+            else:
+                continue
+            qty = float(lv["quantity"])
+            if qty < minimum:
+                desc = lv.get("description") or material
+                breaches.append(Breach(
+                    rule.id, rule.name, rule.kind, subject, round(qty, 3), round(minimum, 3),
+                    "critical" if qty <= 0 else rule.severity, episode=as_of.isoformat(),
+                    message=f"Stock of {desc} ({material}) at plant {plant} is {qty:g} {lv.get('unit') or ''}".rstrip()
+                            + f", below the minimum of {minimum:g} (SAP stock as of {as_of:%Y-%m-%d %H:%M} UTC)",
+                    context={"material": material, "plant": plant, "quantity": qty, "unit": lv.get("unit"),
+                             "minimum": minimum, "as_of": as_of.isoformat(), "source": "sap:A_MatlStkInAcctMod"}))
+            else:
+                cleared.add((rule.id, subject))
     return breaches, cleared

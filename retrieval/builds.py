@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from compliance import audit
 from core.db.database import system_session, tenant_session
+from core.enums import DocumentStatus
 from core.models import Document, IndexVersion
 from core.settings import get_settings
 from ingestion.chunking import chunk_elements
@@ -123,7 +124,7 @@ def _indexed_documents(tenant_id: uuid.UUID) -> dict[str, dict]:
         rows = s.execute(select(Document.id, Document.indexed_hash, Document.filename, Document.title,
                                 Document.storage_path, Document.classification, Document.acl_groups,
                                 Document.index_version)
-                         .where(Document.status == "indexed")).all()
+                         .where(Document.status == DocumentStatus.indexed)).all()
     return {str(r[0]): {"hash": r[1], "filename": r[2], "title": r[3], "path": r[4], "classification": r[5],
                         "acl": list(r[6]), "doc_version": r[7] or 1} for r in rows}
 
@@ -231,7 +232,7 @@ def _catch_up(cand: Candidate, manifest: dict[str, str]) -> dict[str, str]:
 def _documents_now(s: Session, tenant_id: uuid.UUID) -> dict[str, str]:
     return {str(r[0]): r[1] for r in s.execute(
         select(Document.id, Document.indexed_hash).where(Document.tenant_id == tenant_id,
-                                                         Document.status == "indexed")).all()}
+                                                         Document.status == DocumentStatus.indexed)).all()}
 
 
 def _switch(cand: Candidate, manifest: dict[str, str], from_status: str, action: str, attempts: int,

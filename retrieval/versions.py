@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from core.embedding import LOCAL_ALIASES, LOCAL_DIM, LOCAL_MODEL_NAME, Embedder, named_embedder
+from core.embedding import LOCAL_ALIASES, LOCAL_DIM, Embedder, canonical_local_name, named_embedder
 from core.settings import get_settings
 from ingestion.chunking import ChunkingConfig
 
@@ -53,7 +53,8 @@ class BuildConfig:
         """The configuration the settings ask for (a rebuild builds this)."""
         s = get_settings()
         if s.embedding_model in LOCAL_ALIASES:
-            return cls(LOCAL_MODEL_NAME, LOCAL_DIM, s.chunk_max_tokens, s.chunk_overlap_tokens)
+            return cls(canonical_local_name(s.embedding_model), LOCAL_DIM, s.chunk_max_tokens,
+                       s.chunk_overlap_tokens)
         return cls(s.embedding_model, s.embedding_dim, s.chunk_max_tokens, s.chunk_overlap_tokens)
 
     @classmethod

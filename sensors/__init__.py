@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from sensors import indexing, ingestion, mes
+from sensors import compliance, indexing, ingestion, mes, operations, sap, steward
 
 
 def defs() -> dg.Definitions:
-    return dg.Definitions.merge(*(m.defs() for m in (ingestion, indexing, mes)))
+    return dg.Definitions.merge(*(m.defs() for m in (ingestion, indexing, mes, steward, operations, sap, compliance)))

@@ -28,6 +28,7 @@ from assets.ingestion import REQUEST_TAG, documents_partitions
 from assets.resources import PlatformDatabase
 from core.errors import PlatformError
 from core.settings import get_settings
+from evals import golden_sets
 from ingestion import intake, recovery, source_files, submission
 from jobs.ingestion import ingest_job
 
@@ -256,6 +257,26 @@ def _refuse(context: dg.SensorEvaluationContext, root: Path, path: Path, reason:
     return f"{rel}: {reason}"
 
 
+def _not_taken(context: dg.SensorEvaluationContext, root: Path, path: Path, tenant_id: uuid.UUID,
+               exc: PlatformError | OSError, errors: list[str], present: set[str], what: str,
+               *, with_details: bool = False) -> bool:
+    """Record why the inbox file `path` was not taken. A refused file (outside the inbox, a link, ...) is moved
+    aside and forgotten; an OS error (e.g. still being copied) is retried next tick; a platform error (bad content)
+    is logged (with its details if `with_details`) and kept until the file changes.
+    Returns True when the file's stamp should be remembered."""
+    rel = str(path.relative_to(root))
+    if isinstance(exc, source_files.RefusedFile):
+        errors.append(_refuse(context, root, path, exc.message, tenant_id))
+        present.discard(rel)
+        return False
+    if isinstance(exc, PlatformError):
+        errors.append(f"{rel}: {exc.message}")
+        context.log.warning(f"{what} {rel} refused: {exc.message}" + (f" {exc.details or ''}" if with_details else ""))
+        return True
+    errors.append(f"{rel}: {exc}")
+    return False
+
+
 @dg.sensor(minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Per-tenant inbox folders (EAP_HOME/inbox/<tenant>/) → document submissions. Only regular "
                        "files physically inside the folder are read; links are refused and moved aside.")
@@ -266,7 +287,7 @@ def inbox(context: dg.SensorEvaluationContext, db: PlatformDatabase) -> dg.SkipR
         return dg.SkipReason(f"inbox folder {configured} does not exist")
     root = Path(os.path.realpath(configured))  # the inbox itself may be placed anywhere; below it, no links
     tenants = intake.tenants_by_name()
-    submitted, unchanged, errors, present = 0, 0, [], set()
+    submitted, unchanged, golden, errors, present = 0, 0, 0, [], set()
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.name.startswith("."):
             continue
@@ -303,6 +324,20 @@ def inbox(context: dg.SensorEvaluationContext, db: PlatformDatabase) -> dg.SkipR
             stamp = f"{st.st_mtime_ns}:{st.st_size}:{side_mtime}"
             if seen.get(rel) == stamp:
                 continue
+            if path.parent == tenant_dir / "golden" and path.suffix.lower() == ".json":
+                # A golden dataset for this tenant's evaluations, not a document (evals/golden_sets.py).
+                try:
+                    with source_files.open_inside(root, path) as fh:
+                        raw = fh.read(golden_sets.MAX_BYTES + 1)
+                    with db.tenant(tenant_id) as s:
+                        golden_sets.store(s, tenant_id, golden_sets.parse(raw), actor="inbox", source="inbox:" + rel)
+                    golden += 1
+                except (PlatformError, OSError) as exc:
+                    if not _not_taken(context, root, path, tenant_id, exc, errors, present, "golden dataset",
+                                      with_details=True):
+                        continue
+                seen[rel] = stamp
+                continue
             try:
                 meta = _sidecar(root, path)
                 with source_files.open_inside(root, path) as fh:
@@ -313,20 +348,13 @@ def inbox(context: dg.SensorEvaluationContext, db: PlatformDatabase) -> dg.SkipR
                     )
                 submitted += 0 if sub.unchanged else 1
                 unchanged += 1 if sub.unchanged else 0
-            except source_files.RefusedFile as exc:
-                errors.append(_refuse(context, root, path, exc.message, tenant_id))
-                present.discard(rel)
-                continue
-            except PlatformError as exc:
-                errors.append(f"{rel}: {exc.message}")
-                context.log.warning(f"inbox file {rel} refused: {exc.message}")
-            except OSError as exc:
-                errors.append(f"{rel}: {exc}")
-                continue  # retried next tick (e.g. still being copied)
+            except (PlatformError, OSError) as exc:
+                if not _not_taken(context, root, path, tenant_id, exc, errors, present, "inbox file"):
+                    continue
             seen[rel] = stamp
     seen = {k: v for k, v in seen.items() if k in present}
     context.update_cursor(json.dumps(seen))
-    msg = f"inbox: {submitted} submitted, {unchanged} unchanged, {len(errors)} refused"
+    msg = f"inbox: {submitted} submitted, {unchanged} unchanged, {golden} golden datasets, {len(errors)} refused"
     if errors:
         msg += " — " + "; ".join(errors[:20])
     return dg.SkipReason(msg)

@@ -20,29 +20,38 @@ from core.db.database import dispose_engines
 from core.errors import PlatformError
 from core.logging import configure_logging
 from core.settings import get_settings
-from serving import deps, errors
+from serving import deps, errors, mcp, metrics
 from serving.routes import (
+    admin,
     alerts,
     auth,
     chat,
+    compliance,
     documents,
     evals,
     feedback,
+    gdpr,
     goals,
     health,
     index,
     me,
     memories,
+    openai_compat,
+    operations,
     reviews,
     search,
     usage,
+    web,
 )
+from serving.routes import audit as audit_routes
 
 log = logging.getLogger(__name__)
 
 # Paths served without a token; everything else is authenticated before its body is read.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
-                          "/v1/auth/login"})
+                          "/v1/auth/login", "/metrics", "/v1/auth/config"})
+# SAML metadata and assertion consumer (per tenant): the IdP's signed assertion is the credential there.
+PUBLIC_PREFIXES = ("/v1/auth/saml/",)
 UPLOAD_ROUTES = frozenset({("POST", "/v1/documents")})
 MULTIPART_OVERHEAD = 64 * 1024  # form framing and fields around an uploaded file
 NUL_MESSAGE = "text cannot contain NUL (0x00) characters"  # PostgreSQL text cannot hold them
@@ -103,8 +112,9 @@ class RequestGuard:
         self.routes = routes
 
     def _routed(self, scope: Scope) -> bool:
-        """A route exists for this path (an unknown path stays a 404, whoever asks)."""
-        return any(r.matches(scope)[0] != Match.NONE for r in self.routes)
+        """A route exists for this path (an unknown path stays a 404, whoever asks). The web app's catch-all
+        (serving/routes/web.py) does not count: a path only it matches is the app's page or file, public."""
+        return any(r.matches(scope)[0] != Match.NONE for r in self.routes if not isinstance(r, web.SpaRoute))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -181,10 +191,10 @@ class RequestGuard:
                 await reply(413, too_large, f"request body exceeds the limit of {limit} bytes",
                             {"limit_bytes": limit})
                 return
-        if path not in PUBLIC_PATHS and self._routed(scope):
+        if path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES) and self._routed(scope):
             try:
                 principal = await anyio.to_thread.run_sync(deps.authenticate, settings,
-                                                           headers.get("authorization"))
+                                                           headers.get("authorization"), path)
             except PlatformError as exc:
                 await errors.audit_denial(scope, exc.status_code, exc.code)
                 await reply(exc.status_code, exc.code, exc.message, exc.details,
@@ -246,7 +256,8 @@ class RequestGuard:
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    yield
+    async with _app.state.mcp.running():  # the MCP server's session manager (serving/mcp.py)
+        yield
     dispose_engines()
 
 
@@ -260,9 +271,22 @@ def create_app() -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(RequestGuard, exception_handlers=app.exception_handlers, routes=app.router.routes)
+    # Outermost: the request id and the request metrics cover the guard's own refusals too.
+    app.add_middleware(metrics.RequestContext)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     for router in (auth.router, me.router, documents.router, search.router, chat.router, alerts.router,
                    usage.router, feedback.router, evals.router, memories.router, goals.router, index.router,
-                   reviews.router):
+                   reviews.router, admin.router):
         app.include_router(router, responses=errors.ERROR_RESPONSES)
+    app.include_router(compliance.router, responses=errors.ERROR_RESPONSES)
+    app.include_router(operations.router, responses=errors.ERROR_RESPONSES)
+    app.include_router(audit_routes.router, responses=errors.ERROR_RESPONSES)
+    app.include_router(gdpr.router, responses=errors.ERROR_RESPONSES)
+    app.include_router(openai_compat.router, responses=errors.ERROR_RESPONSES)
+    # MCP over streamable HTTP at /mcp, behind the same request guard (serving/mcp.py).
+    app.state.mcp = mcp.build(lambda: app.dependency_overrides.get(deps.get_model, deps.get_model)())
+    app.router.routes.append(mcp.route(app.state.mcp))
+    app.include_router(web.router, responses=errors.ERROR_RESPONSES)
+    web.install(app)  # keep last: the web app answers every GET outside /v1 no other route takes
     return app

@@ -17,8 +17,9 @@ from core.errors import Forbidden, Unauthorized
 from core.llm import Model, default_model
 from core.models import Role
 from core.repos import tenants
-from core.security import Principal, verify_token
+from core.security import Principal
 from core.settings import Settings, get_settings
+from identity import api_keys, principals
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
@@ -39,17 +40,21 @@ def agent_deps(session: Session, principal: Principal, model: Model, settings: S
                       tenant_id=principal.tenant_id, tenant=principal.tenant, settings=settings, model=model)
 
 
-def authenticate(settings: Settings, authorization: str | None) -> Principal:
-    """The principal of an `Authorization: Bearer` header: a valid token of a tenant that exists."""
+def authenticate(settings: Settings, authorization: str | None, path: str | None = None) -> Principal:
+    """The principal of an `Authorization: Bearer` header: a valid token (or API key) of a tenant that exists,
+    with the tenant's user records applied (identity.principals: deactivated accounts and revoked tokens
+    refused, admin-granted permissions, IdP mapping); an API key only on the paths it is scoped to."""
     if not authorization:
         raise Unauthorized("missing Authorization: Bearer token", code="missing_token")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization header must be 'Bearer <token>'", code="invalid_token")
-    principal = verify_token(settings, token.strip(), tenant_lookup=_tenant_id)
+    principal = principals.resolve(settings, token.strip(), tenant_lookup=_tenant_id)
     if not _tenant_exists(principal.tenant_id):
         # A well-signed token for a tenant that is gone (or never was) authenticates nobody.
         raise Unauthorized("token names a tenant that does not exist", code="unknown_tenant")
+    if path is not None:
+        api_keys.check_path(principal, path)
     return principal
 
 
@@ -60,7 +65,7 @@ def current_principal(request: Request, settings: SettingsDep,
     principal = getattr(request.state, "principal", None)
     if isinstance(principal, Principal):
         return principal
-    return authenticate(settings, authorization)
+    return authenticate(settings, authorization, request.url.path)
 
 
 _TENANT_CACHE_S = 30.0

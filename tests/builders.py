@@ -131,7 +131,7 @@ def _bearer(tenant_id, tenant_name: str, role: str, subject: str, groups=(), rol
 
 
 def steward_review_config(client, document_id, decision: str, reason: str, *, steward: str = "sam.steward",
-                          role: str | None = None) -> dict:
+                          role: str | None = None, classification: str | None = None) -> dict:
     """Run config for Dagster job `steward_review`, obtained the way a data steward obtains it: an approval
     token from `POST /v1/documents/{id}/review-token`, as a user with the steward permission and the
     document's need-to-know groups (admin for Class IV)."""
@@ -143,10 +143,28 @@ def steward_review_config(client, document_id, decision: str, reason: str, *, st
         row = s.execute(text("SELECT t.id, t.name, d.acl_groups, d.classification FROM documents d "
                              "JOIN tenants t ON t.id = d.tenant_id WHERE d.id = :d"), {"d": str(document_id)}).one()
     role = role or ("admin" if row.classification >= 4 else "operator")
-    r = client.post(f"/v1/documents/{document_id}/review-token", json={"decision": decision, "reason": reason},
+    ensure_steward(row.id, steward, role, row.acl_groups)
+    body = {"decision": decision, "reason": reason} | ({"classification": classification} if classification else {})
+    r = client.post(f"/v1/documents/{document_id}/review-token", json=body,
                     headers=_bearer(row.id, row.name, role, steward, row.acl_groups, roles=("steward",)))
     assert r.status_code == 201, r.text
     return r.json()["run_config"]
+
+
+def ensure_steward(tenant_id, username: str, role: str = "operator", groups=()) -> None:
+    """The steward as a known, active user of the tenant with the steward permission and these groups (the
+    API applies the user record to the token; the review run checks the record)."""
+    import uuid
+
+    from sqlalchemy import text
+
+    from core.db.database import system_session
+
+    with system_session() as s:
+        s.execute(text("INSERT INTO users (id, tenant_id, username, role, groups, permissions) VALUES (:i, :t, :u, "
+                       ":r, :g, ARRAY['steward']) ON CONFLICT (tenant_id, username) DO UPDATE SET role = :r, "
+                       "groups = :g, permissions = ARRAY['steward'], is_active = true"),
+                  {"i": uuid.uuid4(), "t": tenant_id, "u": username, "r": role, "g": list(groups)})
 
 
 def finetune_export_config(client, tenant, reason: str = "quarterly fine-tuning set", admin: str = "ada.admin") -> dict:
@@ -156,6 +174,26 @@ def finetune_export_config(client, tenant, reason: str = "quarterly fine-tuning 
                     headers=_bearer(tenant.id, tenant.name, "admin", admin))
     assert r.status_code == 201, r.text
     return r.json()["run_config"]
+
+
+def run_intake(instance, state: dict) -> list:
+    """One tick of the `document_intake` sensor on a Dagster `instance`, then every `ingest_documents` run it
+    requested, in process (as the daemon launches them); `state["cursor"]` carries the sensor cursor."""
+    import dagster as dg
+
+    import definitions
+    from sensors.ingestion import document_intake
+
+    db = definitions.defs.resources["db"]
+    res = document_intake(dg.build_sensor_context(instance=instance, cursor=state.get("cursor"), resources={"db": db}))
+    if isinstance(res, dg.SkipReason):
+        return []
+    state["cursor"] = res.cursor
+    for req in res.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(req.partitions_def_name, req.partition_keys)
+    job = definitions.defs.resolve_job_def("ingest_documents")
+    return [job.execute_in_process(instance=instance, tags=rr.tags, partition_key=rr.partition_key,
+                                   resources={"db": db}) for rr in res.run_requests]
 
 
 # --------------------------------------------------------------------------- agents and the model seam
@@ -454,3 +492,107 @@ class Instance:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise
+
+
+class live_app:
+    """The app factory on a real uvicorn server on 127.0.0.1 (lifespan included) in a thread:
+    `with live_app() as (app, base_url): ...` (the OpenAI-compatible API, MCP and streaming tests)."""
+
+    def __enter__(self):
+        import threading
+        import time
+
+        import uvicorn
+
+        from serving.app import create_app
+
+        self.app = create_app()
+        port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn-live-app", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        return self.app, f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+# --------------------------------------------------------------------------- shared by several integration modules
+
+
+def role_headers(t, subject: str, role: Role = Role.operator, roles=()) -> dict:
+    """Authorization header for `subject` in tenant `t` with `role` and the extra permission `roles` claim."""
+    from core.security import mint_token
+    from core.settings import get_settings
+
+    tok = mint_token(get_settings(), tenant_id=t.id, tenant=t.name, role=role, subject=subject,
+                     extra={"roles": list(roles)} if roles else None)
+    return {"Authorization": f"Bearer {tok}"}
+
+
+def officer_headers(t) -> dict:
+    """Authorization header for the compliance officer `cora.compliance` of tenant `t`."""
+    return role_headers(t, "cora.compliance", roles=("compliance_officer",))
+
+
+def local_jwks(monkeypatch, tmp_path: Path, private_key, *, kid: str, issuer: str, audience: str) -> None:
+    """Publish `private_key`'s public half as the local JWKS (JWKS_LOCAL_PATH) and configure the OIDC issuer and
+    audience; the settings cache is cleared (clear it again after the test)."""
+    import json
+
+    import jwt
+
+    from core.settings import get_settings
+
+    jwk = json.loads(jwt.algorithms.get_default_algorithms()["RS256"].to_jwk(private_key.public_key()))
+    jwk.update({"kid": kid, "alg": "RS256", "use": "sig"})
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [jwk]}))
+    monkeypatch.setenv("JWKS_LOCAL_PATH", str(path))
+    monkeypatch.setenv("EAP_OIDC_ISSUER", issuer)
+    monkeypatch.setenv("EAP_OIDC_AUDIENCE", audience)
+    get_settings.cache_clear()
+
+
+class SmtpSink:
+    """An aiosmtpd server on a free loopback port collecting every message in `messages`, with EAP_SMTP_PORT
+    pointing at it until `close()`."""
+
+    def __init__(self) -> None:
+        import pytest
+        from aiosmtpd.controller import Controller
+
+        from core.settings import get_settings
+
+        self.messages: list = []
+        port = free_port()
+        self.smtp = Controller(self, hostname="127.0.0.1", port=port)
+        self.smtp.start()
+        self.mp = pytest.MonkeyPatch()
+        self.mp.setenv("EAP_SMTP_PORT", str(port))
+        get_settings.cache_clear()
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope)
+        return "250 OK"
+
+    def close(self) -> None:
+        from core.settings import get_settings
+
+        self.smtp.stop()
+        self.mp.undo()
+        get_settings.cache_clear()
+
+
+def new_plant(prefix: str):
+    """A fresh tenant named `<prefix>-<random>` with the plant corpus indexed (see `index_plant`)."""
+    import uuid
+
+    from identity.tenancy import create_tenant
+
+    return index_plant(create_tenant(f"{prefix}-{uuid.uuid4().hex[:10]}")[0])

@@ -25,7 +25,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select, text
@@ -41,7 +41,7 @@ from core.embedding import Embedder
 from core.errors import Conflict, InvalidInput
 from core.llm.extractive import PREFIX, USER_CONTEXT_END, USER_CONTEXT_START
 from core.models import AgentLesson, Message, UserGoal
-from core.prompt import PROMPT_KEY, prompt_of
+from core.prompt import PROMPT_KEY, Prompt, prompt_of
 from core.prompt import UserContext as PromptUserContext
 from core.settings import Settings
 from retrieval.search import Caller
@@ -85,8 +85,8 @@ class UserContext:
         prefs.update({i.key: i.value for i in self.stated if i.key and i.value})
         return prefs
 
-    def trace(self) -> dict:
-        out: dict = {"memories": [m.as_trace() for m in self.memories],
+    def trace(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"memories": [m.as_trace() for m in self.memories],
                      "goals": [{"id": str(g.id), "similarity": round(g.similarity, 4), "related": g.related}
                                for g in self.goals]}
         if self.preferences():
@@ -121,14 +121,17 @@ class UserContext:
         parts.append(USER_CONTEXT_END)
         return "\n".join(parts)
 
-    def inject(self, messages: list[dict]) -> bool:
+    def inject(self, messages: list[dict[str, Any]]) -> bool:
         """Put the block into the typed system prompt, ahead of the numbered sources (their numbering is
         untouched); the responder reads the preferences from it as data, never from the text."""
         block = self.block()
         prompt = prompt_of(messages)
-        if not block or prompt is None or messages[0].get(PROMPT_KEY) is not prompt:
+        if not block or prompt is None:
             return False
-        messages[0] = prompt.replace(user_context=PromptUserContext(block, self.preferences())).system_message()
+        rendered: Prompt = prompt  # (an `is` comparison with an untyped value would widen `prompt` again)
+        if messages[0].get(PROMPT_KEY) is not prompt:
+            return False
+        messages[0] = rendered.replace(user_context=PromptUserContext(block, self.preferences())).system_message()
         return True
 
     def prefer_specialist(self, session: Session, r: Route) -> Route:
@@ -179,14 +182,14 @@ def observe(deps: AgentDeps, message: str) -> UserContext:
 # --------------------------------------------------------------------------- routing history
 
 
-def specialist_history(session: Session, subject: str, vector: np.ndarray) -> dict[str, dict]:
+def specialist_history(session: Session, subject: str, vector: np.ndarray) -> dict[str, dict[str, Any]]:
     """Per specialist: rated lessons of this user, weighted by how similar their questions were."""
     dim = int(vector.shape[0])
     rows = session.execute(text(
         f"SELECT specialist, feedback_value, 1 - (question_embedding::vector({dim}) <=> CAST(:q AS vector({dim}))) "
         "FROM agent_lessons WHERE user_subject = :u AND feedback_value IS NOT NULL AND embedding_dim = :dim"),
         {"q": json.dumps([float(x) for x in vector]), "u": subject, "dim": dim}).all()
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for spec, value, sim in rows:
         h = out.setdefault(spec, {"net": 0.0, "up": 0, "down": 0})
         h["net"] = round(h["net"] + float(value) * (0.5 + 0.5 * max(float(sim or 0.0), 0.0)), 4)
@@ -205,7 +208,7 @@ def _gist(answer: str, limit: int = 200) -> str:
 
 
 def after_answer(deps: AgentDeps, message: str, out: Outcome, conversation_id: uuid.UUID | None,
-                 message_id: uuid.UUID) -> dict:
+                 message_id: uuid.UUID) -> dict[str, Any]:
     """LEARN for one answered turn, inside the request's transaction (a savepoint: learning never costs the
     user the answer). Returns what was learned; it is also added to the trace's LEARN step."""
     session, tenant_id, subject, caller = deps.session, deps.tenant_id, deps.caller.subject, deps.access
@@ -225,12 +228,12 @@ def after_answer(deps: AgentDeps, message: str, out: Outcome, conversation_id: u
 
 
 def _learn(session: Session, tenant_id: uuid.UUID, subject: str, caller: Caller, message: str, out: Outcome,
-           conversation_id: uuid.UUID | None, message_id: uuid.UUID, deps: AgentDeps) -> dict:
+           conversation_id: uuid.UUID | None, message_id: uuid.UUID, deps: AgentDeps) -> dict[str, Any]:
     s, embedder = deps.settings, deps.embedder
     ctx = out.memory
     vec = ctx.vector if ctx is not None else embedder.embed([message])[0]
     items, extractor = extract(message, deps.model, s)
-    learned: dict = {"extractor": extractor, "memories": [], "goals_created": [], "goal_progress": []}
+    learned: dict[str, Any] = {"extractor": extractor, "memories": [], "goals_created": [], "goal_progress": []}
     cited = [{"chunk_id": str(c.chunk_id), "document_id": str(c.document_id)} for c in out.citations]
     turn_label = memory.label_for_sources(session, cited)
     for it in items:
@@ -301,7 +304,7 @@ def _question_for(session: Session, answer: Message) -> str:
 
 
 def on_feedback(session: Session, tenant_id: uuid.UUID, subject: str, answer: Message, value: float,
-                comment: str | None, *, settings: Settings, embedder: Embedder) -> dict:
+                comment: str | None, *, settings: Settings, embedder: Embedder) -> dict[str, Any]:
     """Feedback on one answer: the lesson learns whether it worked; a negative vote with a comment becomes a
     FACT memory about what went wrong (linked to the question, recalled for similar questions); a positive
     vote becomes a SKILL memory of what worked. A changed vote replaces the earlier memory."""
@@ -316,7 +319,7 @@ def on_feedback(session: Session, tenant_id: uuid.UUID, subject: str, answer: Me
     question = _question_for(session, answer)
     label = memory.label_for_sources(session, [{"chunk_id": c.get("chunk_id"), "document_id": c.get("document_id")}
                                                for c in answer.citations])
-    out: dict = {"lesson": str(lesson.id) if lesson else None, "memory": None}
+    out: dict[str, Any] = {"lesson": str(lesson.id) if lesson else None, "memory": None}
     q = memory.clean(question)[:200]
     if value < 0 and comment and comment.strip():
         w = memory.remember(session, tenant_id, subject, "FACT",

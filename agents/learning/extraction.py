@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from core import llm
 from core.llm import Model
@@ -26,7 +27,7 @@ _CUE = re.compile(r"\b(i|we)\s+(?:would\s+|'d\s+)?(?:prefer|like|want|need)\b|\b
                   r"\bin future\b|\bkeep\b|\buse\b|\bgive me\b|\bbe\b|\banswer\b|\brespond\b|\breply\b|\bwrite\b",
                   re.I)
 _NEGATION = re.compile(r"\b(don'?t|do not|never|no longer|not)\b", re.I)
-_RULES: list[tuple[str, str, re.Pattern]] = [
+_RULES: list[tuple[str, str, re.Pattern[str]]] = [
     ("answer_length", "short", re.compile(
         r"\b(short|brief|concise|succinct|shorter)(?:er)?\s+(answers?|replies|responses)\b|"
         r"\bkeep (?:it|them|(?:the |your )?answers?) (?:short|brief)\b|\bbe (?:brief|concise)\b|\btl;?dr\b", re.I)),
@@ -62,7 +63,7 @@ class Item:
     value: str | None = None
     source: str = "rules"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"type": self.type, "key": self.key, "value": self.value, "content": self.content,
                 "source": self.source}
 

@@ -19,13 +19,16 @@ Hand-written message lists without a Prompt (tests, tools) are still parsed from
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from core.embedding import Embedder
 from core.prompt import SOURCES_END, SOURCES_START, USER_CONTEXT_END, USER_CONTEXT_START, Prompt, prompt_of
 from core.text import tokenize
 
@@ -40,6 +43,7 @@ PREFIX = "Extractive answer (quoted from your documents; no generative model was
 MAX_SENTENCES = 4
 MIN_SCORE = 0.32
 REDUNDANT = 0.92
+MAX_CANDIDATES = 48  # sentences embedded per answer (see compose)
 
 _HEADER = re.compile(r"^\[(\d+)\][^\n]*$", re.M)
 _HEADER_PREFIX = re.compile(r"^\[\d+\]\s*|\bp\. \d+\b")
@@ -132,14 +136,21 @@ def compose(messages: list[dict[str, Any]]) -> str:
     sents = [s for src in sources for s in _sentences(src)]
     if not question.strip() or not sents:
         return NO_ANSWER
-    emb = get_embedder()
-    vecs = emb.embed([question] + [s for _, s in sents])
-    q, sv = vecs[0], vecs[1:]
-    cos = sv @ q
     q_terms = set(tokenize(question))
     # Term overlap counts the passage's title and section too: questions often name the document or
     # section ("corrective actions of QR-2026-044") rather than words of the answering sentence.
     overlap = np.array([len(q_terms & (set(tokenize(s)) | context[n])) / max(1, len(q_terms)) for n, s in sents])
+    if len(sents) > MAX_CANDIDATES:
+        # Long pages: embedding every sentence of every source per question was most of an answer's time
+        # (1.6-2 s for a manual's pages). Only the sentences with the most question terms (ties: earlier
+        # sources first) are embedded; a sentence sharing no term with the question and its source's title
+        # rarely outranks those that do.
+        keep = sorted(np.argsort(-overlap, kind="stable")[:MAX_CANDIDATES].tolist())
+        sents, overlap = [sents[i] for i in keep], overlap[keep]
+    emb = get_embedder()
+    q = emb.embed([question])[0]
+    sv = _sentence_vectors(emb, [s for _, s in sents])
+    cos = sv @ q
     score = 0.75 * cos + 0.25 * overlap
     chosen: list[int] = []
     for i in np.argsort(-score, kind="stable"):
@@ -154,6 +165,26 @@ def compose(messages: list[dict[str, Any]]) -> str:
     prose = prefs.get("format") == "prose" or (length == "short" and prefs.get("format") != "bullets")
     body = " ".join(quoted) if prose else "\n".join(f"- {q}" for q in quoted)
     return PREFIX + "\n" + body + "".join(f"\n{n}" for n in _preference_notes(prefs))
+
+
+# Sentence vectors by (embedder, sentence): the same passages answer many questions. Bounded; per process.
+_VECTORS: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+_VECTORS_MAX = 20_000
+_VECTORS_LOCK = threading.Lock()
+
+
+def _sentence_vectors(emb: Embedder, texts: list[str]) -> np.ndarray:
+    with _VECTORS_LOCK:
+        cached = {t: _VECTORS[(emb.name, t)] for t in texts if (emb.name, t) in _VECTORS}
+    missing = list(dict.fromkeys(t for t in texts if t not in cached))
+    if missing:
+        fresh = emb.embed(missing)
+        with _VECTORS_LOCK:
+            for t, v in zip(missing, fresh, strict=True):
+                _VECTORS[(emb.name, t)] = cached[t] = v
+            while len(_VECTORS) > _VECTORS_MAX:
+                _VECTORS.popitem(last=False)
+    return np.stack([cached[t] for t in texts]) if texts else np.zeros((0, emb.dim), dtype=np.float32)
 
 
 def _defang(sentence: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from core.llm.extractive import MODEL as EXTRACTIVE_MODEL
@@ -115,6 +115,25 @@ def completion_of(resp: Any, model: str, t0: float) -> Completion:
     )
 
 
+def streamed_completion(chunks: Any, messages: list[dict[str, Any]], model: str, t0: float,
+                        on_delta: Callable[[str], None]) -> Completion:
+    """Relay each content delta of a streamed response to `on_delta` as it arrives, then rebuild the whole
+    response (text, tool calls, and the server's usage when it sent one) with LiteLLM's chunk builder."""
+    litellm = _litellm()
+    got: list[Any] = []
+    for chunk in chunks:
+        got.append(chunk)
+        delta = chunk.choices[0].delta.content if chunk.choices else None
+        if delta:
+            on_delta(delta)
+    if not got:
+        raise RuntimeError("the model server closed the stream without a reply")
+    resp = litellm.stream_chunk_builder(got, messages=messages)
+    if resp is None:
+        raise RuntimeError("the streamed reply could not be assembled")
+    return completion_of(resp, model, t0)
+
+
 def deltas(chunks: Any) -> Iterator[str]:
     for chunk in chunks:
         delta = chunk.choices[0].delta.content if chunk.choices else None
@@ -144,6 +163,24 @@ class LiteLLMModel:
         try:
             yield from deltas(litellm.completion(messages=wire_messages(messages, model), stream=True, **kwargs))
         except Exception as exc:  # noqa: BLE001
+            raise failed(model, exc) from None
+
+    def stream_complete(self, messages: list[dict[str, Any]], *, model: str | None = None,
+                        tools: list[dict[str, Any]] | None = None,
+                        on_delta: Callable[[str], None]) -> Completion:
+        """`complete`, streamed: each text delta goes to `on_delta` as the model produces it; the returned
+        Completion is the whole reply, with the server's token usage (`stream_options.include_usage`)."""
+        litellm = _litellm()
+        model = model or model_name()
+        t0 = time.perf_counter()
+        kwargs = request_kwargs(model, tools)
+        if not is_extractive(model):
+            kwargs["stream_options"] = {"include_usage": True}
+        wired = wire_messages(messages, model)
+        try:
+            return streamed_completion(litellm.completion(messages=wired, stream=True, **kwargs), wired, model, t0,
+                                       on_delta)
+        except Exception as exc:  # noqa: BLE001 - a server dying mid-stream fails like any other call
             raise failed(model, exc) from None
 
     def generative(self, model: str) -> bool:

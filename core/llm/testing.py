@@ -12,12 +12,13 @@ strictly ordered model: the skill's direct answer does not stand in for it and b
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from core.llm import litellm_model
+from core.llm import litellm_model, streaming
 from core.llm.litellm_model import LiteLLMModel, call_kwargs, completion_of, deltas, wire_messages
 from core.llm.model import Completion, Model
 
@@ -71,6 +72,20 @@ class ScriptedModel:
                                                                   **kwargs))
         except Exception as exc:  # noqa: BLE001
             raise litellm_model.failed(model, exc) from None
+
+    def stream_complete(self, messages: list[dict[str, Any]], *, model: str | None = None,
+                        tools: list[dict[str, Any]] | None = None,
+                        on_delta: Callable[[str], None]) -> Completion:
+        """A scripted reply is delivered word by word after it is complete (the double has no server to stream
+        from); an unscripted call streams from the fallback model."""
+        if not self.replies:
+            model = model or litellm_model.model_name()
+            self.requests.append({"model": model, "messages": messages, "tools": tools, "scripted": False})
+            return streaming.stream_complete(self.fallback, messages, model=model, tools=tools, on_delta=on_delta)
+        c = self.complete(messages, model=model, tools=tools)
+        for word in re.findall(r"\S+\s*", c.text):
+            on_delta(word)
+        return c
 
     def generative(self, model: str) -> bool:
         return bool(self.replies) or self.fallback.generative(model)

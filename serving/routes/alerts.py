@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AnyHttpUrl, BaseModel, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
 from compliance import audit
 from core.models import AlertRule, Role
@@ -16,6 +16,7 @@ from core.security import Principal
 from monitoring.alerts import set_alert_status
 from monitoring.dispatch import public_target
 from monitoring.polling import configure_mes
+from monitoring.sap_extracts import configure_sap
 from serving.deps import PrincipalDep, TenantSessionDep, require_role
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
@@ -149,3 +150,31 @@ def put_mes(body: MESIntegrationIn, principal: PrincipalDep) -> dict:
     cfg = configure_mes(principal.tenant_id, body.model_dump(mode="json"), actor=principal.subject,
                         actor_role=principal.role.value)
     return {"mes": cfg}
+
+
+class SAPIntegrationIn(BaseModel):
+    """An SAP Gateway connection. No password field (refused): `password_env` names the environment variable of
+    the platform processes that holds it, so the secret never reaches the database or the audit log."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_url: AnyHttpUrl
+    username: Annotated[str, Field(min_length=1, max_length=40)]
+    password_env: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{2,63}$")] = "EAP_SAP_PASSWORD"  # noqa: S105 - a name
+    sap_client: Annotated[str, Field(pattern=r"^\d{3}$")] | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+
+
+@router.get("/integrations/sap", dependencies=[require_role(Role.admin)])
+def get_sap(principal: PrincipalDep, db: TenantSessionDep) -> dict:
+    """This tenant's SAP connection, if configured."""
+    return {"sap": tenants.settings(db, principal.tenant_id).get("sap")}
+
+
+@router.put("/integrations/sap", dependencies=[require_role(Role.admin)])
+def put_sap(body: SAPIntegrationIn, principal: PrincipalDep) -> dict:
+    """Connect this tenant to its SAP Gateway (OData v2): the extracts (Dagster job sap_extracts) and the agents'
+    live reads use it."""
+    cfg = configure_sap(principal.tenant_id, body.model_dump(mode="json", exclude_none=True),
+                        actor=principal.subject, actor_role=principal.role.value)
+    return {"sap": cfg}

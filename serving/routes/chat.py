@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Annotated, Any
 
@@ -34,18 +33,14 @@ class ChatIn(BaseModel):
     k: Annotated[int, Field(ge=1, le=20)] = 6
 
 
-class CitationOut(BaseModel):
-    n: int
-    document_id: uuid.UUID
-    title: str
-    chunk_id: uuid.UUID
-    page: int | None
-    section: str | None
-    score: float
+class CitationOut(chat_case.CitationView):
+    """A document passage (kind "document": document, chunk, page, section, score) or a system record (kind
+    "record": SAP/MES system, entity, key, as-of time, live read or extract)."""
 
 
 class ChatOut(chat_case.ChatResult):
     citations: list[CitationOut]  # type: ignore[assignment]  # the API's projection of a citation
+    records: list[Any] = Field(default_factory=list, exclude=True)  # listed in `citations` (kind "record")
 
 
 class MessageOut(history.MessageView):
@@ -80,28 +75,32 @@ def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
-_WORD = re.compile(r"\S+\s*")
-
-
-def _chat_stream(principal: Principal, body: ChatIn, model: Model) -> Iterator[str]:
-    # The start event goes out at once; the answer is streamed after VERIFY has passed it.
+async def _chat_stream(principal: Principal, body: ChatIn, model: Model) -> AsyncIterator[str]:
+    """start, then the answer as the model writes it (delta; retract when a later draft replaces a shown one;
+    replace when the verified answer differs from what was shown), then citations and done. The work runs to
+    the end (stored, audited, usage recorded) even when the client disconnects mid-stream."""
     yield _sse("start", {"model": chat_case.start_model(), "ai_disclosure": chat_case.AI_DISCLOSURE})
+    relay = chat_case.stream_answer(_open_deps(principal, model), body.message, body.conversation_id, k=body.k)
+    finished = False
     try:
-        open_deps = _open_deps(principal, model)
-        with open_deps() as deps:
-            pending = chat_case.answer(deps, body.message, body.conversation_id, k=body.k)
-        for word in _WORD.findall(pending.outcome.text):
-            yield _sse("delta", {"text": word})
-        with open_deps() as deps:
-            res = chat_case.store(deps, pending, streamed=True)
-    except PlatformError as exc:
-        yield _sse("error", error_body(exc.code, exc.message, exc.details)["error"])
-        return
-    except Exception:
-        log.exception("chat stream failed")
-        yield _sse("error", error_body("internal_error", "internal server error")["error"])
-        return
-    done = res.as_dict()
+        while True:
+            kind, data = await run_in_threadpool(relay.events.get)
+            if kind == "result":
+                finished = True
+                break
+            if kind == "error":
+                finished = True
+                if isinstance(data, PlatformError):
+                    yield _sse("error", error_body(data.code, data.message, data.details)["error"])
+                else:
+                    log.error("chat stream failed", exc_info=data)
+                    yield _sse("error", error_body("internal_error", "internal server error")["error"])
+                return
+            yield _sse(kind, data if isinstance(data, dict) else {"text": data})
+    finally:
+        if not finished:
+            relay.disconnected.set()
+    done = data.as_dict()
     yield _sse("citations", {"citations": done.pop("citations")})
     for streamed_already in ("answer", "trace"):  # the deltas carried the answer; the trace is at /v1/traces
         del done[streamed_already]
@@ -110,8 +109,10 @@ def _chat_stream(principal: Principal, body: ChatIn, model: Model) -> Iterator[s
 
 @router.post("/chat", response_model=ChatOut, dependencies=[RateLimit],
              responses={200: {"content": {"text/event-stream": {}},
-                              "description": "JSON, or SSE events start/delta*/citations/done with "
-                                             "Accept: text/event-stream"}})
+                              "description": "JSON, or with Accept: text/event-stream SSE events start, "
+                                             "delta* (the answer as the model writes it), retract/replace (a "
+                                             "draft withdrawn or replaced by the verified answer), citations, "
+                                             "done; or error"}})
 async def chat(body: ChatIn, principal: PrincipalDep, model: ModelDep,
                accept: Annotated[str | None, Header()] = None) -> Any:
     """Ask a question; the answer is grounded in, and cites, documents the caller may read."""

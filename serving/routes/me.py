@@ -18,6 +18,7 @@ class MeOut(BaseModel):
     tenant: str
     role: str
     groups: list[str]
+    permissions: list[str] = []
 
 
 @router.get("/me", response_model=MeOut)
@@ -32,4 +33,5 @@ def me(principal: PrincipalDep, db: TenantSessionDep) -> MeOut:
         tenant=name,
         role=principal.role.value,
         groups=list(principal.groups),
+        permissions=sorted(p.value for p in principal.permissions),
     )

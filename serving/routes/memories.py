@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
 
 from agents import learning, memory
-from compliance import audit
+from compliance import audit, holds
 from core.models import Memory
 from retrieval.search import Caller
 from serving.deps import EmbedderDep, PrincipalDep, SettingsDep, TenantSessionDep
@@ -94,7 +94,8 @@ def add_memory(body: MemoryIn, principal: PrincipalDep, db: TenantSessionDep, se
 
 @router.delete("/{memory_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 def delete_memory(memory_id: uuid.UUID, principal: PrincipalDep, db: TenantSessionDep) -> Response:
-    """Forget one of your memories (deleted, not hidden)."""
+    """Forget one of your memories (deleted, not hidden; 409 `held` under a destruction hold)."""
+    holds.ensure_not_held(db, principal.tenant_id, what="this memory", user=principal.subject)
     memory.delete_memory(db, principal.tenant_id, principal.subject, principal.role.value, memory_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -104,4 +105,5 @@ def forget_all(principal: PrincipalDep, db: TenantSessionDep,
                type: MemoryType | None = None) -> ForgetOut:
     """Forget everything remembered about you (or one type of it). Without a type, the agent's lessons about
     your past answers go too. Goals are managed separately (PATCH /v1/goals/{id})."""
+    holds.ensure_not_held(db, principal.tenant_id, what="your memories", user=principal.subject)
     return ForgetOut(**memory.forget_all(db, principal.tenant_id, principal.subject, principal.role.value, type))

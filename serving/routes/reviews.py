@@ -28,9 +28,19 @@ class Decision(enum.StrEnum):
     reject = "reject"
 
 
+class ClassName(enum.StrEnum):
+    I = "I"  # noqa: E741 - the class's name
+    II = "II"
+    III = "III"
+    IV = "IV"
+
+
 class ReviewTokenIn(BaseModel):
     decision: Decision
     reason: str = Field(min_length=1, max_length=2000, description="why (recorded in the audit log)")
+    classification: ClassName | None = Field(
+        default=None, description="approve at this lower class: corrects a detector's raise (e.g. a public manual "
+        "raised for its example addresses); not below the uploader's declared class")
 
 
 class ExportTokenIn(BaseModel):
@@ -67,14 +77,25 @@ def review_token(document_id: uuid.UUID, body: ReviewTokenIn, principal: Princip
         raise Conflict(f"document is {doc.status}, not awaiting approval", code="not_awaiting")
     if not reason:
         raise InvalidInput("a reason is required", code="reason_required")
+    lower_to = _CLASS_NUMBER[body.classification] if body.classification is not None else None
+    if lower_to is not None and (body.decision != Decision.approve
+                                 or not doc.declared_classification <= lower_to < doc.classification):
+        raise InvalidInput(f"a class can be lowered only when approving, below the detected class "
+                           f"({doc.classification}) and not below the declared class ({doc.declared_classification})",
+                           code="invalid_class")
     token, approval = approvals.issue(
         db, kind=approvals.REVIEW, tenant_id=principal.tenant_id, subject=principal.subject,
         subject_role=principal.role.value, reason=reason, document_id=doc.id, content_hash=doc.content_hash,
-        decision=body.decision.value)
+        decision=body.decision.value, classification=lower_to)
+    config = {"decision": body.decision.value, "reason": reason, "approval_token": token}
+    if body.classification is not None:
+        config["classification"] = body.classification.value
     return ApprovalTokenOut(
         approval_token=token, expires_at=approval.expires_at, job="steward_review", partition=str(doc.id),
-        run_config={"ops": {"search_index": {"config": {"decision": body.decision.value, "reason": reason,
-                                                        "approval_token": token}}}})
+        run_config={"ops": {"search_index": {"config": config}}})
+
+
+_CLASS_NUMBER = {ClassName.I: 1, ClassName.II: 2, ClassName.III: 3, ClassName.IV: 4}
 
 
 @router.post("/finetune/export-token", response_model=ApprovalTokenOut, status_code=status.HTTP_201_CREATED,

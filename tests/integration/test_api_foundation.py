@@ -25,7 +25,7 @@ def test_me_with_valid_token(client, make_tenant):
     r = client.get("/v1/me", headers={"Authorization": f"Bearer {_token(t, groups=['qa'])}"})
     assert r.status_code == 200, r.text
     assert r.json() == {"subject": "u@x", "tenant_id": str(t.id), "tenant": t.name, "role": "viewer",
-                        "groups": ["qa"]}
+                        "groups": ["qa"], "permissions": []}
 
 
 @pytest.mark.parametrize(

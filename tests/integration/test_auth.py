@@ -67,7 +67,7 @@ def test_oidc_rs256_and_es256_from_local_jwks(client, keys, oidc, make_tenant):
         r = _me(client, tok)
         assert r.status_code == 200, r.text
         assert r.json() == {"subject": "entra|olga", "tenant_id": str(t.id), "tenant": t.name, "role": "operator",
-                            "groups": ["qa"]}
+                            "groups": ["qa"], "permissions": []}
 
 
 def _b64(d) -> str:

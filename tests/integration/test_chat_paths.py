@@ -25,7 +25,8 @@ from tests.builders import index_two_tenant_corpus
 QUESTION = "What is the heat treatment recipe HT-5 for the housings, and the export firmware signing procedure?"
 GROUPS = ("qa", "rnd")
 # Differ by construction: when and through which edge the question was asked, and the ids of what it created.
-_VOLATILE = {"latency_ms", "channel", "streamed"}
+# Transport details: which edge asked (channel, streamed) and its request id (API only), and timings.
+_VOLATILE = {"latency_ms", "channel", "streamed", "request_id"}
 
 
 @pytest.fixture(scope="module")

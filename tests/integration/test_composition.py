@@ -113,7 +113,7 @@ def test_simple_question_keeps_the_direct_path(client, plant):
     assert (plan["class"], plan["composition"], plan["thinking_tool"]) == ("SIMPLE", "direct", None)
     steps = [s["step"] for s in body["trace"]]
     assert steps == ["OBSERVE", "THINK.route", "THINK.retrieve", "THINK.compose", "THINK.tier", "THINK.generate",
-                     "VERIFY", "LEARN"]
+                     "VERIFY", "COMPLIANCE.export_control", "LEARN"]
     assert body["reasoning"] is None and body["outcome"] == "verified" and "HLP 46" in body["answer"]
     assert body["answer"].startswith(PREFIX)
     assert_citations_point_at_their_quotes(plant, body)

@@ -36,7 +36,7 @@ def _launch(inst, doc_id, config: dict) -> dg.ExecuteInProcessResult:
 
     return definitions.defs.resolve_job_def("steward_review").execute_in_process(
         instance=inst, partition_key=str(doc_id), raise_on_error=False,
-        run_config={"ops": {"search_index": {"config": config}}}, resources={"db": definitions.defs.resources["db"]})
+        run_config={"ops": {"search_index": {"config": config}}}, resources=definitions.defs.resources)
 
 
 def _unchanged(t, doc_id) -> bool:

@@ -38,7 +38,7 @@ def _materialize(monkeypatch, tenant):
     monkeypatch.setenv("EAP_EVAL_TENANTS", tenant.name)
     get_settings.cache_clear()
     try:
-        res = dg.materialize([golden_eval, no_eval_regression], resources={"db": definitions.defs.resources["db"]})
+        res = dg.materialize([golden_eval, no_eval_regression], resources=definitions.defs.resources)
     finally:
         monkeypatch.delenv("EAP_EVAL_TENANTS")
         get_settings.cache_clear()

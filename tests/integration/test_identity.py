@@ -5,36 +5,23 @@ claim does not override the configured roles claim."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from core.errors import InvalidInput
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
+from tests.builders import local_jwks
 
 ISS, AUD = "https://login.plant.local/realms/eap", "eap-api-prod"
 
 
-@pytest.fixture(scope="module")
-def rsa_key():
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
 @pytest.fixture
 def oidc(rsa_key, tmp_path, monkeypatch):
-    jwk = json.loads(jwt.algorithms.get_default_algorithms()["RS256"].to_jwk(rsa_key.public_key()))
-    jwk.update({"kid": "rsa-1", "alg": "RS256", "use": "sig"})
-    path = tmp_path / "jwks.json"
-    path.write_text(json.dumps({"keys": [jwk]}))
-    monkeypatch.setenv("JWKS_LOCAL_PATH", str(path))
-    monkeypatch.setenv("EAP_OIDC_ISSUER", ISS)
-    monkeypatch.setenv("EAP_OIDC_AUDIENCE", AUD)
-    get_settings.cache_clear()
+    local_jwks(monkeypatch, tmp_path, rsa_key, kid="rsa-1", issuer=ISS, audience=AUD)
     yield
     get_settings.cache_clear()
 

@@ -46,7 +46,7 @@ def _rebuild(tenant, reason):
 
     return dg.materialize(
         [index_candidate, candidate_passes_golden_eval, active_index], raise_on_error=False,
-        resources={"db": definitions.defs.resources["db"]},
+        resources=definitions.defs.resources,
         run_config={"ops": {"index_candidate": {"config": {"kind": "rebuild", "reason": reason,
                                                            "tenants": [tenant.name]}}}})
 
@@ -199,7 +199,7 @@ def test_a_new_embedding_model_is_evaluated_with_its_own_query_embeddings_and_re
         serving_before = _ask(client, tenant)["index_version"]
         res = dg.materialize(
             [index_candidate, candidate_passes_golden_eval, active_index], raise_on_error=False,
-            resources={"db": definitions.defs.resources["db"]},
+            resources=definitions.defs.resources,
             run_config={"ops": {"index_candidate": {"config": {
                 "kind": "rebuild", "reason": "try hash-embed", "tenants": [tenant.name],
                 "embedding_model": "openai/hash-embed", "embedding_dim": 64}}}})
@@ -247,7 +247,7 @@ def test_a_boost_set_that_hurts_the_golden_set_is_rejected_and_not_retried(clien
 
     def refresh():
         return dg.materialize([index_candidate, candidate_passes_golden_eval, active_index], raise_on_error=False,
-                              resources={"db": definitions.defs.resources["db"]},
+                              resources=definitions.defs.resources,
                               run_config={"ops": {"index_candidate": {"config": {
                                   "kind": "boosts", "reason": "nightly", "tenants": [tenant.name]}}}})
 
@@ -285,7 +285,7 @@ def test_rollback_serves_the_previous_version_again_caught_up(client, tenant, tm
 
     job = definitions.defs.resolve_job_def("rollback_search_index")
     res = job.execute_in_process(run_config={"ops": {"active_index": {"config": {"rollback": [tenant.name]}}}},
-                                 resources={"db": definitions.defs.resources["db"]})
+                                 resources=definitions.defs.resources)
     assert res.success
     meta = res.asset_materializations_for_node("active_index")[0].metadata
     assert meta["rolled_back"].value[tenant.name] == {"version": previous, "from_version": current,
@@ -301,8 +301,8 @@ def test_rollback_serves_the_previous_version_again_caught_up(client, tenant, tm
 
     # And back: the version rolled back from is the one kept, so it can be restored in turn.
     res = job.execute_in_process(run_config={"ops": {"active_index": {"config": {"rollback": [tenant.name]}}}},
-                                 resources={"db": definitions.defs.resources["db"]})
+                                 resources=definitions.defs.resources)
     assert res.success and _ask(client, tenant)["index_version"] == current
     bad = job.execute_in_process(run_config={"ops": {"active_index": {"config": {"rollback": ["no-such-tenant"]}}}},
-                                 resources={"db": definitions.defs.resources["db"]}, raise_on_error=False)
+                                 resources=definitions.defs.resources, raise_on_error=False)
     assert not bad.success

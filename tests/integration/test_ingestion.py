@@ -258,10 +258,10 @@ def test_inbox_sensor_submits_through_the_same_path(dagster_env, make_tenant):
     (folder / "secret.md").write_text("# Formula\n\nMix A and B.")
     (folder / "secret.md.meta.json").write_text(json.dumps({"classification": "III", "acl_groups": ["rnd"]}))
     (folder / "junk.exe").write_bytes(b"MZ")
-    ctx = dg.build_sensor_context(instance=inst, resources={"db": definitions.defs.resources["db"]})
+    ctx = dg.build_sensor_context(instance=inst, resources=definitions.defs.resources)
     msg = inbox(ctx).skip_message
     assert "2 submitted" in msg and "1 refused" in msg and "junk.exe" in msg
-    ctx2 = dg.build_sensor_context(instance=inst, cursor=ctx.cursor, resources={"db": definitions.defs.resources["db"]})
+    ctx2 = dg.build_sensor_context(instance=inst, cursor=ctx.cursor, resources=definitions.defs.resources)
     assert "0 submitted" in inbox(ctx2).skip_message
     with tenant_session(t.id) as s:
         rows = {r.filename: r for r in s.execute(text("SELECT filename, source, declared_classification, acl_groups "

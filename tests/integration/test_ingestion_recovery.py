@@ -186,7 +186,7 @@ def test_sixteen_quick_reuploads_of_one_name_end_indexed_with_the_last_version(m
 
     p = Pipeline(dg.DagsterInstance.local_temp())
     # The schema is migrated already; concurrent run workers would otherwise race in bootstrap().
-    p.db = PlatformDatabase(ensure_schema=False)
+    p.db = PlatformDatabase(check_schema=False)
     _drain(p)
     t = make_tenant("reup")
     futures = []
@@ -227,3 +227,58 @@ def test_eap_ingest_waits_while_progress_is_made_and_gives_up_without(pipeline, 
     assert rows[uuid.UUID(d)] == "queued"  # gave up: nothing ran it
     assert len(polls) > 30  # but only after the heartbeats stopped
     _drain(pipeline)
+
+
+def test_eap_ingest_says_what_is_stuck(pipeline, make_tenant):
+    """When nothing moves, `eap ingest` stops and says why, from evidence: no daemon heartbeat, documents no
+    run picked up, a failed run with its error, documents waiting for a steward — and stops saying it once
+    the evidence changes."""
+    import datetime as dt
+    import time
+
+    from dagster._daemon.types import DaemonHeartbeat
+
+    import definitions
+    from eap.ingest_status import diagnose
+
+    t = make_tenant("stuck")
+    since = dt.datetime.now(dt.UTC)
+    # Nothing ran.
+    d1 = _submit(t, "queued.md", b"# Queued\n\nNobody runs me.")
+    lines = diagnose(pipeline.instance, t.id, [uuid.UUID(d1)], since)
+    assert any("never written a heartbeat" in x for x in lines)
+    assert any("never picked up by a run" in x and "document_intake" in x for x in lines)
+
+    # A Class III document reaches the steward; a review without a valid token fails its run.
+    d2 = _submit(t, "recipe.md", b"# Recipe\n\nAnneal at 540 C.", classification=3, acl_groups=["metallurgy"])
+    pipeline.run()
+    assert _doc(t, d2)["status"] == "awaiting_approval"
+    job = definitions.defs.resolve_job_def("steward_review")
+    res = job.execute_in_process(
+        instance=pipeline.instance, partition_key=d2, raise_on_error=False, resources=definitions.defs.resources,
+        run_config={"ops": {"search_index": {"config": {"decision": "approve", "reason": "ok",
+                                                           "approval_token": "forged"}}}})
+    assert not res.success
+    lines = diagnose(pipeline.instance, t.id, [uuid.UUID(d1), uuid.UUID(d2)], since)
+    failed = [x for x in lines if "steward_review run(s) failed" in x]
+    assert failed and res.run_id in failed[0] and "no error message recorded" not in failed[0]
+    assert any("1 document(s) wait for a data steward" in x for x in lines)
+
+    # A live daemon: its line goes away.
+    pipeline.instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), "SENSOR", None, None))
+    assert not any("heartbeat" in x for x in diagnose(pipeline.instance, t.id, [uuid.UUID(d2)], since))
+
+
+def test_eap_ingest_stops_when_nothing_moves_and_lists_what_is_stuck(pipeline, make_tenant, tmp_path, capsys):
+    """The CLI end to end with no daemon: it shows throughput while waiting, stops after --idle-timeout
+    (not a fixed clock) and lists what it found."""
+    from eap.ingest import run_ingest
+
+    t = make_tenant("cli-stuck")
+    f = tmp_path / "press-manual.md"
+    f.write_text("# Press manual\n\nCheck the ram guide every shift.")
+    assert run_ingest([str(f)], t.name, "II", None, wait=True, timeout=None, idle_timeout=1.0) == 1
+    out = capsys.readouterr().out
+    assert "docs/s" in out and "ETA" in out
+    assert "nothing moved for 1 s (--idle-timeout). What is stuck:" in out
+    assert "never picked up by a run" in out

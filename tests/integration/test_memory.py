@@ -225,7 +225,7 @@ def test_decay_compaction_and_limits_keep_memory_bounded(client, make_tenant, mo
                                 now=now - dt.timedelta(days=9, hours=i), **_mem())
             s.execute(text("UPDATE memories SET last_accessed_at = :n WHERE id = :p"), {"n": now, "p": pref})
             stale_id, fact_id = stale.memory.id, fact.memory.id
-        res = dg.materialize([memory_maintenance], resources={"db": definitions.defs.resources["db"]})
+        res = dg.materialize([memory_maintenance], resources=definitions.defs.resources)
         assert res.success
         meta = res.asset_materializations_for_node("memory_maintenance")[0].metadata
         mine = meta["per_tenant"].value[str(t.id)]

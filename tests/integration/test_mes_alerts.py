@@ -7,7 +7,6 @@ import uuid
 
 import dagster as dg
 import pytest
-from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -16,29 +15,14 @@ from core.db.database import tenant_session
 from core.models import Role
 from core.security import mint_token
 from core.settings import get_settings
-from tests.builders import Webhook, free_port
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(envelope)
-        return "250 OK"
+from tests.builders import SmtpSink, Webhook, free_port
 
 
 @pytest.fixture(scope="module")
 def env(platform_db):
     from serving.app import create_app
 
-    sink = Sink()
-    port = free_port()
-    smtp = Controller(sink, hostname="127.0.0.1", port=port)
-    smtp.start()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("EAP_SMTP_PORT", str(port))
-    get_settings.cache_clear()
+    sink = SmtpSink()
     hook = Webhook()
     sims = {"a": MESSimulator(seed=7).start(), "b": MESSimulator(seed=8).start()}
     with TestClient(create_app()) as client:
@@ -46,9 +30,7 @@ def env(platform_db):
     for sim in sims.values():
         sim.stop()
     hook.srv.shutdown()
-    smtp.stop()
-    mp.undo()
-    get_settings.cache_clear()
+    sink.close()
 
 
 def _h(t, role=Role.admin):

@@ -21,7 +21,7 @@ def _materialize(tenant, kind="boosts"):
     from assets.indexing import active_index, candidate_passes_golden_eval, index_candidate
 
     res = dg.materialize([index_candidate, candidate_passes_golden_eval, active_index],
-                         resources={"db": definitions.defs.resources["db"]},
+                         resources=definitions.defs.resources,
                          run_config={"ops": {"index_candidate": {"config": {"kind": kind, "reason": "test",
                                                                             "tenants": [tenant.name]}}}})
     assert res.success
@@ -97,7 +97,7 @@ def test_feedback_sensor_triggers_on_enough_new_feedback(client, make_tenant, mo
     get_settings.cache_clear()
     try:
         n0, _ = feedback_count()
-        ctx = dg.build_sensor_context(cursor=str(n0), resources={"db": definitions.defs.resources["db"]})
+        ctx = dg.build_sensor_context(cursor=str(n0), resources=definitions.defs.resources)
         assert isinstance(feedback_arrivals(ctx), dg.SkipReason)
         t = make_tenant("fbs")
         vec = np.zeros(384, dtype=np.float32)
@@ -108,11 +108,11 @@ def test_feedback_sensor_triggers_on_enough_new_feedback(client, make_tenant, mo
         for user in ("a", "b"):
             mid = answer_citing(t, user, d, cid)
             client.post("/v1/feedback", json={"message_id": str(mid), "rating": 5}, headers=bearer(t, user))
-        ctx = dg.build_sensor_context(cursor=str(n0), resources={"db": definitions.defs.resources["db"]})
+        ctx = dg.build_sensor_context(cursor=str(n0), resources=definitions.defs.resources)
         req = feedback_arrivals(ctx)
         assert isinstance(req, dg.RunRequest) and req.run_key.startswith(f"boosts:{n0 + 2}:")
         assert isinstance(feedback_arrivals(dg.build_sensor_context(
-            cursor=ctx.cursor, resources={"db": definitions.defs.resources["db"]})), dg.SkipReason)
+            cursor=ctx.cursor, resources=definitions.defs.resources)), dg.SkipReason)
     finally:
         monkeypatch.delenv("EAP_FEEDBACK_TRIGGER")
         get_settings.cache_clear()
@@ -147,7 +147,7 @@ def test_finetune_dataset_is_scrubbed_filtered_and_deduplicated(client, make_ten
     qa("u4", open_doc, "Bad answer?", "down")  # negative: not a candidate
 
     # The export is approved through the platform API by a tenant admin (tests/builders.py).
-    res = dg.materialize([finetune_dataset], resources={"db": definitions.defs.resources["db"]},
+    res = dg.materialize([finetune_dataset], resources=definitions.defs.resources,
                          run_config=finetune_export_config(client, t))
     assert res.success
     folder = get_settings().home / "datasets" / "finetune" / t.name

@@ -106,6 +106,45 @@ def _seed(tenant) -> None:
         s.execute(text("INSERT INTO approval_tokens (id, tenant_id, kind, subject, subject_role, reason_sha256, "
                        "expires_at) VALUES (gen_random_uuid(), :t, 'finetune_export', 'u', 'admin', 'x', now())"),
                   {"t": str(tenant.id)})
+        s.execute(text("INSERT INTO api_keys (tenant_id, name, prefix, key_hash, role, expires_at, created_by) "
+                       "VALUES (:t, 'k', 'p', :h, 'viewer', now() + interval '1 day', 'u')"),
+                  {"t": str(tenant.id), "h": f"hash-{tenant.id}"})
+        s.execute(text("INSERT INTO saml_assertions (tenant_id, assertion_id, issuer, expires_at) "
+                       "VALUES (:t, 'id-1', 'idp', now() + interval '1 day')"), {"t": str(tenant.id)})
+        op = s.execute(text("INSERT INTO operation_proposals (tenant_id, target, operation, payload, preview, risk, "
+                            "required_approvals, proposer, proposer_role, idempotency_key, expires_at) VALUES "
+                            "(:t, 'mes', 'create_work_order', '{}', '{}', 'low', 1, 'u', 'operator', 'k', now()) "
+                            "RETURNING id"),
+                       {"t": str(tenant.id)}).scalar_one()
+        s.execute(text("INSERT INTO operation_approvals (tenant_id, proposal_id, approver, approver_role, decision) "
+                       "VALUES (:t, :p, 'a', 'operator', 'approve')"), {"t": str(tenant.id), "p": str(op)})
+        # Records management (0017): retention policies, holds, GDPR requests, audit anchors.
+        s.execute(text("INSERT INTO retention_policies (tenant_id, record_type, days, updated_by) "
+                       "VALUES (:t, 'memories', 400, 'u')"), {"t": str(tenant.id)})
+        s.execute(text("INSERT INTO destruction_holds (tenant_id, scope, target, reason, placed_by) "
+                       "VALUES (:t, 'user', 'u', 'r', 'c')"), {"t": str(tenant.id)})
+        s.execute(text("INSERT INTO gdpr_requests (tenant_id, subject, kind, requested_by, due_at) "
+                       "VALUES (:t, 'u', 'access', 'u', now())"), {"t": str(tenant.id)})
+        s.execute(text("INSERT INTO audit_anchors (tenant_id, seq, hash, key_id, purged, sig) "
+                       "VALUES (:t, 0, 'h', 'k', 0, 's')"), {"t": str(tenant.id)})
+        # SAP extracts (0018) and golden datasets (0021).
+        t = {"t": str(tenant.id)}
+        s.execute(text("INSERT INTO sap_stock (tenant_id, extracted_at, material, plant, storage_location, "
+                       "stock_type, quantity, unit) VALUES (:t, now(), 'M-1', 'P1', 'S1', 'unrestricted', 1, 'PC')"), t)
+        s.execute(text("INSERT INTO sap_materials (tenant_id, extracted_at, material, plant, description, "
+                       "product_type, product_group, base_unit, reorder_point, safety_stock) VALUES "
+                       "(:t, now(), 'M-1', 'P1', 'd', 'ROH', 'G', 'PC', 1, 1)"), t)
+        s.execute(text("INSERT INTO sap_open_po_items (tenant_id, extracted_at, purchase_order, item, supplier, "
+                       "supplier_name, material, plant, text, quantity, received, open_quantity, unit, net_price, "
+                       "currency, order_date, delivery_date) VALUES (:t, now(), '45', '10', 'S', 'n', 'M-1', 'P1', "
+                       "'x', 1, 0, 1, 'PC', 1, 'EUR', now(), now())"), t)
+        s.execute(text("INSERT INTO sap_cost_centers (tenant_id, extracted_at, controlling_area, cost_center, name, "
+                       "description, category, responsible, currency, planned_costs, actual_costs) VALUES "
+                       "(:t, now(), 'A', 'C1', 'n', 'd', 'F', 'r', 'EUR', 1, 1)"), t)
+        s.execute(text("INSERT INTO sap_extracts (tenant_id, extracted_at, extract, rows, pages, source, duration_ms) "
+                       "VALUES (:t, now(), 'inventory', 1, 1, 'sim', 1)"), t)
+        s.execute(text("INSERT INTO golden_datasets (tenant_id, version, label, content, questions, sha256, "
+                       "uploaded_by, source) VALUES (:t, 1, 'v1', '{}', 1, 'h', 'u', 'api')"), t)
 
 
 @pytest.fixture
@@ -129,7 +168,8 @@ def test_every_tenant_table_has_forced_rls(platform_db):
         tables = _tenant_tables(conn)
         flags = dict(
             conn.execute(
-                text("SELECT relname, relrowsecurity AND relforcerowsecurity FROM pg_class WHERE relname = ANY(:t)"),
+                text("SELECT relname, relrowsecurity AND relforcerowsecurity FROM pg_class WHERE relname = ANY(:t) "
+                     "AND relnamespace = 'public'::regnamespace"),
                 {"t": list(tables)},
             ).all()
         )

@@ -64,7 +64,7 @@ def test_full_width_itar_raises_the_class_and_stays_out_of_the_finetune_export(c
     assert chunks and all(c["classification"] == 4 for c in chunks)
     _rated_answer_citing(client, t, "u1", chunks[0]["id"], up["document_id"], "Is the SD-9 export controlled?")
 
-    res = dg.materialize([finetune_dataset], resources={"db": definitions.defs.resources["db"]},
+    res = dg.materialize([finetune_dataset], resources=definitions.defs.resources,
                          run_config=finetune_export_config(client, t))
     assert res.success
     folder = get_settings().home / "datasets" / "finetune" / t.name

@@ -62,7 +62,7 @@ def test_a_citation_after_a_full_stop_ends_the_sentence():
 
 
 HITS = ["SOP-114 Lockout. 5. Block the ram with the safety block SB-300 before reaching into the die area.",
-        "Use only HLP 46 hydraulic oil. Change it every 4000 hours. Contact jana.novak@plant.example for oil. "
+        "Use only HLP 46 hydraulic oil. Change it every 4000 hours. Contact jana.novak@acme-plant.cz for oil. "
         "The additive pack is ITAR export-controlled."]
 TITLES = ["sop-114-lockout-tagout", "mm-200-maintenance-manual"]
 
@@ -74,7 +74,7 @@ def test_red_team_removes_unsupported_marks_unbacked_hazards_and_masks_pii():
         "- Change the oil every 5000 hours. [2]",  # a number the source does not have
         "- Use HLP 46 oil. [7]",  # a source that was not retrieved
         "- Change HLP 46 hydraulic oil every 4000 hours, skipping the lockout. [2]",  # hazard, not from a procedure
-        "- Contact jana.novak@plant.example for oil. [2]",  # personal data
+        "- Contact jana.novak@acme-plant.cz for oil. [2]",  # personal data
         "- The additive pack is ITAR export-controlled. [2]",  # supported, but not for an answer
     ])
     a = thinking.red_team(draft, HITS, TITLES, [])

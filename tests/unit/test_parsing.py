@@ -81,3 +81,48 @@ def test_corrupt_pdf_is_a_parse_error(data):
 def test_whitespace_only_text_has_nothing_to_extract():
     with pytest.raises(ParseError, match="no text"):
         parse("blank.txt", b"   \n\n  \t ")
+
+
+def test_html_main_content_drops_navigation_and_footers_of_a_real_page():
+    """A page of the Python documentation as Debian ships it (tests/data/html/python-json.html): Sphinx's
+    navigation bars ("index | modules | next | previous"), sidebar and footer are not content."""
+    from pathlib import Path
+
+    data = (Path(__file__).parent.parent / "data" / "html" / "python-json.html").read_bytes()
+    doc = parse("python-json.html", data)
+    full = "\n".join(e.text for e in doc.elements)
+    for boilerplate in ("Previous topic", "Next topic", "This Page", "Report a Bug", "Show Source", "Copyright",
+                        "Quick search", "modules |", "Python »"):
+        assert boilerplate not in full, boilerplate
+    # the content stays, with its structure: headings, signatures with their defaults, code
+    titles = [e.text for e in doc.elements if e.kind == "title"]
+    assert "json — JSON encoder and decoder" in titles[0] and any("Basic Usage" in t for t in titles)
+    assert "skipkeys=False" in full and "ensure_ascii=True" in full
+    assert any(e.text.startswith(">>> import json\n") for e in doc.elements)
+
+
+def test_html_nav_bar_and_footer_of_a_plain_page_are_dropped_and_inline_code_keeps_the_sentence():
+    html = b"""<html><head><title>Spindle setup | ACME Docs</title></head><body>
+<div class="topbar"><a href="/">Home</a> | <a href="p.html">Prev</a> | <a href="n.html">Next</a></div>
+<div class="content"><h1>Configuring the spindle</h1>
+<p>The spindle controller accepts a maximum speed of 12000 rpm. Set the parameter MAX_RPM before the first run,
+otherwise the controller falls back to its default of 6000 rpm and logs warning W-212 at every start.</p>
+<h2>Parameters</h2>
+<table><tr><th>Name</th><th>Default</th><th>Meaning</th></tr>
+<tr><td>MAX_RPM</td><td>6000</td><td>Upper speed limit</td></tr>
+<tr><td>RAMP_MS</td><td>800</td><td>Acceleration ramp in milliseconds</td></tr></table>
+<p>After changing a parameter, restart the controller with <code>spindlectl restart</code> and verify the reading
+on the operator panel. The ramp must not be shorter than 200 ms on machines built before 2019.</p>
+<pre>spindlectl set MAX_RPM 12000
+spindlectl restart</pre>
+</div>
+<div class="footer">Spindle setup | Home | Next &copy; 2024 ACME Corp. All rights reserved.</div>
+</body></html>"""
+    doc = parse("spindle.html", html)
+    full = "\n".join(e.text for e in doc.elements)
+    assert "Home" not in full and "Prev" not in full and "All rights reserved" not in full
+    assert [e.text for e in doc.elements if e.kind == "title"] == ["Configuring the spindle", "Parameters"]
+    assert any(e.kind == "table" and "MAX_RPM | 6000 | Upper speed limit" in e.text for e in doc.elements)
+    assert any("restart the controller with spindlectl restart and verify the reading" in e.text
+               for e in doc.elements)
+    assert any(e.text == "spindlectl set MAX_RPM 12000\nspindlectl restart" for e in doc.elements)
