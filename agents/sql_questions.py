@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from agents.trace import SkillStep, Trace, ms_since
 from compliance import sqlguard
 from core.db.database import app_engine
 from core.prompt import prompt_of
+from core.repos import operational
 
 SKILL = "sql_query"
 _STATE = {"down": "DOWN", "running": "RUNNING", "idle": "IDLE", "in setup": "SETUP", "setup": "SETUP"}
@@ -175,12 +176,30 @@ def step(deps: AgentDeps, question: str, prepared: Prepared, model: str,
         return _add(prepared, "Refused", body), direct, SKILL
     table = _rows(res.columns, res.rows)
     summary = template.describe(res.columns, res.rows, dict(params or {})) if not generative else ""
+    unobserved = _never_observed(deps, res.views) if not res.rows else None
+    if unobserved:
+        # An empty result over data that was never collected is not "none": say so instead of the template.
+        summary = (f"No {unobserved} data has been recorded for this tenant yet (no MES configured or polled: "
+                   "PUT /v1/integrations/mes), so this cannot be answered from MES data")
     body = (f"Query over {', '.join(f'{sqlguard.SCHEMA}.{v}' for v in res.views)} ({len(res.rows)} rows):\n"
             f"{res.sql}\n{table}" + (f"\n{summary}." if summary else ""))
     data.update(sql=res.sql, views=list(res.views), rows=len(res.rows), ms=round(res.ms, 1))
     trace.append(SkillStep(ms=ms_since(t), tool=SKILL, args={"question": question}, result=data))
     n = len(prepared.hits) + 1
     return _add(prepared, "Reporting views", body), (f"{summary} [{n}]." if not generative else None), SKILL
+
+
+# Reporting views over stored MES observations, by the observation kind they read.
+_MES_KINDS = {"machine_status": "machine_status", "downtime_events": "downtime", "quality_reports": "quality"}
+
+
+def _never_observed(deps: AgentDeps, views: Iterable[str]) -> str | None:
+    """The MES observation kind behind `views` of which the tenant has no record at all, if any."""
+    for view in views:
+        kind = _MES_KINDS.get(view)
+        if kind and not operational.mes_observations(deps.session, kind, 36_500, limit=1):
+            return kind.replace("_", " ")
+    return None
 
 
 def _add(prepared: Prepared, title: str, body: str) -> list[str]:

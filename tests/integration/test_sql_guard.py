@@ -217,3 +217,14 @@ def test_sap_extract_views_answer_a_structured_question_per_tenant(plant, client
     assert info.value.reason == "column_not_allowed"
     assert sqlguard.run(app_engine(), a.id, actor="root", role="admin",
                         sql="SELECT purchase_order, net_price FROM sap_open_purchase_orders LIMIT 5").rows == []
+
+
+def test_an_empty_answer_over_mes_data_never_collected_says_so(client, make_tenant):
+    """A tenant whose MES was never polled has no machine status: "no machine is down" would be a false
+    statement. The answer says the data is missing instead."""
+    from tests.builders import post_chat
+
+    t = make_tenant("nomes")
+    res = post_chat(client, t, "otto", "Which machines are down right now?")
+    assert "No machine status data has been recorded for this tenant yet" in res["answer"]
+    assert "No machine is DOWN" not in res["answer"]
