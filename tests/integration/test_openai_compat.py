@@ -115,6 +115,6 @@ def test_a_viewer_never_receives_class_iii_text(live_server, plant, stream):
             model="auto", stream=True, messages=[{"role": "user", "content": question}]))
 
     # The control: an operator of the recipe's group gets it, so the question does reach it.
-    assert "540" in ask(f"qa-op-{stream}", Role.operator, ("qa",))
+    assert "540 C" in ask(f"qa-op-{stream}", Role.operator, ("qa",))
     payload = ask(f"viewer-{stream}", Role.viewer, ("qa",))
-    assert secret not in payload and "540" not in payload and "HT-5 recipe" not in payload
+    assert secret not in payload and "540 C" not in payload and "HT-5 recipe" not in payload
