@@ -107,14 +107,19 @@ def test_a_viewer_never_receives_class_iii_text(live_server, plant, stream):
     secret = RECIPE.split(":")[1][:40].strip()  # "anneal the housings at 540 C for four hours"
 
     def ask(user, role, groups):
+        """(the whole wire payload, the answer text joined from the deltas when streaming)"""
         c = _client(url, plant, user, role, groups)
         if not stream:
             r = c.chat.completions.create(model="auto", messages=[{"role": "user", "content": question}])
-            return r.model_dump_json()
-        return "".join(ch.model_dump_json() for ch in c.chat.completions.create(
+            return r.model_dump_json(), r.choices[0].message.content or ""
+        chunks = list(c.chat.completions.create(
             model="auto", stream=True, messages=[{"role": "user", "content": question}]))
+        return ("".join(ch.model_dump_json() for ch in chunks),
+                "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices))
 
     # The control: an operator of the recipe's group gets it, so the question does reach it.
-    assert "540 C" in ask(f"qa-op-{stream}", Role.operator, ("qa",))
-    payload = ask(f"viewer-{stream}", Role.viewer, ("qa",))
-    assert secret not in payload and "540 C" not in payload and "HT-5 recipe" not in payload
+    assert "540 C" in ask(f"qa-op-{stream}", Role.operator, ("qa",))[1]
+    payload, answer = ask(f"viewer-{stream}", Role.viewer, ("qa",))
+    # "540 C", not the bare digits: those also turn up in ids and timings.
+    for seen in (payload, answer):
+        assert secret not in seen and "540 C" not in seen and "HT-5 recipe" not in seen
