@@ -70,11 +70,11 @@ class Pending:
 
 
 class CitationView(BaseModel):
-    """A citation as the API and `eap ask --json` show it: a document passage (kind "document") or a system
-    record (kind "record")."""
+    """A citation as the API and `eap ask --json` show it: a document passage (kind "document"), a system
+    record (kind "record"), a SQL Guard query (kind "query") or a calculation (kind "calculation")."""
 
     n: int
-    kind: Literal["document", "record"] = "document"
+    kind: Literal["document", "record", "query", "calculation"] = "document"
     title: str
     document_id: uuid.UUID | None = None
     chunk_id: uuid.UUID | None = None
@@ -86,6 +86,15 @@ class CitationView(BaseModel):
     key: str | None = None
     as_of: dt.datetime | None = None
     source: Literal["live", "extract"] | None = None
+    # kind "query" (SQL Guard over the reporting views): the validated SQL, its row count, who wrote it.
+    query: str | None = None
+    rows: int | None = None
+    author: str | None = None
+    refused: str | None = None
+    # kind "calculation" (the calculator): the formula, its inputs and result.
+    formula: str | None = None
+    inputs: list[Any] | None = None
+    result: Any | None = None
 
 
 class ChatResult(BaseModel):
@@ -129,9 +138,10 @@ def check_conversation(session: Session, asker: history.Asker, conversation_id: 
 
 
 def answer(deps: AgentDeps, question: str, conversation_id: uuid.UUID | None = None, *, k: int = 6,
-           sink: TokenSink | None = None, specialist: str | None = None) -> Pending:
+           sink: TokenSink | None = None, specialist: str | None = None, tier: str | None = None) -> Pending:
     """Open (or continue) the caller's conversation, store the question and answer it. With a `sink`, the
-    answer drafts are relayed to it while the model writes them."""
+    answer drafts are relayed to it while the model writes them. `tier`: the model tier the client asked for
+    (refused or downgraded by the tenant's tier policy: orchestrator.run)."""
     t0 = time.perf_counter()
     session, asker = deps.session, deps.caller
     tenant_id = _tenant(deps)
@@ -147,11 +157,11 @@ def answer(deps: AgentDeps, question: str, conversation_id: uuid.UUID | None = N
     run_deps = deps if sink is None else dataclasses.replace(deps, model=StreamingModel(deps.model, sink))
     fallback = None
     try:
-        out = orchestrator.run(run_deps, question, turns, k=k, specialist=specialist)
+        out = orchestrator.run(run_deps, question, turns, k=k, specialist=specialist, tier=tier)
     except llm.LLMUnavailable as exc:
         # The model server failed (refused, timed out, died mid-stream): the user still gets a grounded answer.
         fallback = exc.message[:300]
-        out = orchestrator.run(extractive_deps(run_deps), question, turns, k=k, specialist=specialist)
+        out = orchestrator.run(extractive_deps(run_deps), question, turns, k=k, specialist=specialist, tier=tier)
         out.prepared.retrieval_notes.append(
             "The generative model was unavailable; this answer was written by the extractive responder.")
     export_guard.apply(deps, out)  # every edge (JSON, SSE, CLI) streams or stores only what the guard passed
@@ -277,11 +287,11 @@ def store(deps: AgentDeps, pending: Pending, *, streamed: bool = False, channel:
 
 def ask(open_deps: Callable[[], AbstractContextManager[AgentDeps]], question: str,
         conversation_id: uuid.UUID | None = None, *, k: int = 6, channel: str = "api",
-        specialist: str | None = None) -> ChatResult:
+        specialist: str | None = None, tier: str | None = None) -> ChatResult:
     """`answer` then `store`, each in a transaction of its own: `open_deps()` opens one for the caller's
     tenant and yields the AgentDeps on it."""
     with open_deps() as deps:
-        pending = answer(deps, question, conversation_id, k=k, specialist=specialist)
+        pending = answer(deps, question, conversation_id, k=k, specialist=specialist, tier=tier)
     with open_deps() as deps:
         return store(deps, pending, streamed=False, channel=channel)
 
@@ -329,7 +339,7 @@ def _audit(deps: AgentDeps, pending: Pending, msg_id: uuid.UUID, run_id: uuid.UU
 
 def stream_answer(open_deps: Callable[[], AbstractContextManager[AgentDeps]], question: str,
                   conversation_id: uuid.UUID | None = None, *, k: int = 6, channel: str = "api",
-                  policy: str | None = None, specialist: str | None = None) -> Relay:
+                  policy: str | None = None, specialist: str | None = None, tier: str | None = None) -> Relay:
     """`answer` then `store` in a worker thread, relayed as events on the returned Relay's queue, ending with
     ("result", ChatResult) or ("error", exception). The worker finishes — the answer stored, usage and the
     audit record written — even when the client that asked has gone away: the edge sets `relay.disconnected`
@@ -341,7 +351,7 @@ def stream_answer(open_deps: Callable[[], AbstractContextManager[AgentDeps]], qu
         try:
             with open_deps() as deps:
                 relay.policy = policy or live_policy(deps)
-                pending = answer(deps, question, conversation_id, k=k, sink=relay, specialist=specialist)
+                pending = answer(deps, question, conversation_id, k=k, sink=relay, specialist=specialist, tier=tier)
             relay.finish(pending.outcome.text, pending.outcome.outcome)
             with open_deps() as deps:
                 res = store(deps, pending, streamed=True, channel=channel,

@@ -1,39 +1,56 @@
-"""Operational data for agents: typed tools over SAP and MES, the citations of system records, and the
+"""Operational data for agents: which SAP/MES tool answers a request, running it for the caller, and the
 alert root-cause draft written by the agent runtime.
 
-Tools are small typed functions whose docstring is their description (their OpenAI schema comes from
-`agents.tools.tool_schema`; the `ctx` parameter is the runtime's, not the model's). Live reads answer
-"right now" questions through the tenant's own SAP/MES connection; history and aggregates come from the
-SAP extracts and the stored MES observations. Every read goes through the caller's tenant session: the
-connection settings and the stored rows are both behind row-level security, so a tenant's agent can only
-ever reach its own systems and data.
+The module is split by concern (each under 400 lines):
+- agents/operational_tools.py: the typed SAP and MES read tools (live reads; extracts and stored observations
+  for history and aggregates), every read through the caller's tenant session under row-level security, so a
+  tenant's agent only ever reaches its own systems and data;
+- agents/operational_records.py: what answers cite (`RecordRef`, `RecordCitation`) and `record_citations`,
+  which resolves every "[n]" pointing at a tool source (SAP/MES record, SQL Guard query, calculation);
+- this module: the skill table (`SKILLS`: tool, minimum role, the runner that reads the request in words),
+  the rule-based choice (`select`) and `alert_root_cause`. The names of the other two are re-exported here,
+  so `agents.operational.<name>` keeps working for callers.
 
-Each tool result carries the records it was built from (`RecordRef`: system, entity, key, as-of time); an
-answer that cites the tool's source gets one record citation per record (`RecordCitation`), next to the
-document citations. The skill registry (agents/skills.py) registers one skill per tool with its minimum
-role and picks them by rules (`select`); a model may also request them as tool calls.
+The skill registry (agents/skills.py) registers one skill per tool with its minimum role; a model may also
+request them as tool calls.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import logging
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from connectors.mes import MESClient, MESError
-from connectors.sap.client import SAPClient, SAPConfig, SAPError
+from agents.operational_records import (
+    RecordCitation,
+    RecordRef,
+    ToolContext,
+    ToolResult,
+    record_citations,
+    text_digest,
+)
+from agents.operational_tools import (
+    _when,
+    mes_downtime_history,
+    mes_machine_status,
+    mes_quality_history,
+    sap_cost_centers,
+    sap_material_stock,
+    sap_open_purchase_orders,
+    sap_stock_history,
+)
 from core.errors import InvalidInput
-from core.prompt import prompt_of
 from core.repos import operational as repo
 from retrieval.search import Caller
+
+__all__ = ["SKILLS", "USERS", "RecordCitation", "RecordRef", "ToolContext", "ToolResult", "alert_root_cause",
+           "mes_downtime_history", "mes_machine_status", "mes_quality_history", "record_citations", "run_skill",
+           "sap_cost_centers", "sap_material_stock", "sap_open_purchase_orders", "sap_stock_history", "select",
+           "text_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +59,6 @@ _MACHINE = re.compile(r"\b(M-\d{1,4})\b", re.I)
 _PLANT = re.compile(r"\bplant\s+(\d{4})\b", re.I)
 _LINE = re.compile(r"\bline\s+(L?\d{1,3})\b", re.I)
 _COST_CENTER = re.compile(r"\bcost cent(?:re|er)\s+(\d{3,10})\b", re.I)
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,39}$")
 _HISTORY = re.compile(r"\b(trend|history|historical|develop\w*|over the (?:last|past)|last (?:week|month|\d+ days)|"
                       r"past|since|changed|average)\b", re.I)
 _STOCK = re.compile(r"\b(stock|inventory|on hand|in store|how much|how many|available|reorder)\b", re.I)
@@ -53,274 +69,6 @@ _MACHINE_STATE = re.compile(r"\b(machine status|status of|is (?:the )?\S+ (?:dow
 _DOWNTIME = re.compile(r"\bdowntime|stoppages?\b", re.I)
 _QUALITY = re.compile(r"\b(defect rate|scrap rate|quality reports?|reject rate)\b", re.I)
 USERS = ("data_analyst", "maintenance_advisor", "quality_inspector")  # the specialists that use these tools
-
-
-@dataclass(frozen=True)
-class RecordRef:
-    """One system record an answer is built on: where it lives and when it was read."""
-
-    system: str  # SAP | MES
-    entity: str  # e.g. A_MatlStkInAcctMod, machine, downtime_event
-    key: str  # the record's key in that system (OData key predicate for SAP)
-    as_of: dt.datetime
-    source: str = "live"  # live (read now) | extract (the stored copy)
-    title: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"system": self.system, "entity": self.entity, "key": self.key, "as_of": self.as_of.isoformat(),
-                "source": self.source, "title": self.title or f"{self.system} {self.entity} {self.key}"}
-
-
-@dataclass(frozen=True)
-class RecordCitation:
-    """A citation of a system record (kind "record"), numbered like a document citation: `n` is the source
-    number of the tool result the record came from."""
-
-    n: int
-    record: RecordRef
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"kind": "record", "n": self.n, **self.record.as_dict()}
-
-
-@dataclass
-class ToolResult:
-    tool: str
-    title: str
-    text: str
-    records: list[RecordRef] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ToolContext:
-    """What a tool reads through: the caller's tenant session (RLS) and role."""
-
-    session: Session
-    caller: Caller
-
-
-def _num(value: Any) -> str:
-    d = value if isinstance(value, Decimal) else Decimal(str(value))
-    text = format(d.normalize(), "f")
-    return text if "." not in text else text.rstrip("0").rstrip(".")
-
-
-def _when(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _safe_id(value: str, what: str) -> str:
-    value = value.strip()
-    if not _SAFE_ID.match(value):
-        raise InvalidInput(f"{what} {value[:40]!r} is not a valid identifier", code="invalid_identifier")
-    return value
-
-
-def _sap(ctx: ToolContext) -> SAPClient:
-    cfg = repo.connection(ctx.session, "sap")
-    if cfg is None:
-        raise InvalidInput("this tenant has no SAP connection", code="sap_not_configured")
-    try:
-        return SAPClient(SAPConfig.from_tenant(cfg))
-    except SAPError as exc:
-        raise InvalidInput(exc.message, code=exc.code) from None
-
-
-def _mes(ctx: ToolContext) -> MESClient:
-    cfg = repo.connection(ctx.session, "mes")
-    if cfg is None:
-        raise InvalidInput("this tenant has no MES connection", code="mes_not_configured")
-    return MESClient.from_tenant(cfg)
-
-
-def _stock_key(material: str, plant: str, sloc: str, batch: str, stock_type: str) -> str:
-    return (f"Material='{material}',Plant='{plant}',StorageLocation='{sloc}',Batch='{batch}',"
-            f"InventoryStockType='{stock_type}'")
-
-
-# ------------------------------------------------------------------------------------------- tools
-
-
-def sap_material_stock(ctx: ToolContext, material: str, plant: str | None = None) -> ToolResult:
-    """Current unrestricted stock of a material in SAP, per plant and storage location, read live (for
-    "how much do we have right now"). Falls back to the newest stock extract when SAP cannot be reached."""
-    material = _safe_id(material, "material").upper()
-    plant = _safe_id(plant, "plant") if plant else None
-    desc = (repo.material(ctx.session, material) or {}).get("description")
-    note = ""
-    try:
-        read = _sap(ctx).material_stock(material=material, plant=plant)
-        rows = [(r.plant, r.storage_location, r.batch, r.stock_type, r.quantity, r.unit) for r in read.records]
-        as_of, source = read.as_of, "live"
-    except SAPError as exc:
-        at, levels = repo.stock_levels(ctx.session, material)
-        if at is None:
-            raise InvalidInput(f"SAP could not be reached ({exc.message}) and no stock extract exists",
-                               code=exc.code) from None
-        rows = [(lv["plant"], "*", "", "01", lv["quantity"], lv["unit"]) for lv in levels
-                if plant is None or lv["plant"] == plant]
-        as_of, source = at, "extract"
-        note = f" SAP could not be reached live ({exc.code}); these figures are from the stock extract."
-    unrestricted = [r for r in rows if r[3] == "01"]
-    name = f"{material} ({desc})" if desc else material
-    if not unrestricted:
-        text = (f"SAP has no unrestricted stock of {name}{f' at plant {plant}' if plant else ''} "
-                f"({'read live' if source == 'live' else 'stock extract'} at {_when(as_of)}).{note}")
-        return ToolResult("sap_material_stock", f"SAP stock of {material}", text, [],
-                          {"material": material, "total": "0", "source": source})
-    unit = unrestricted[0][5]
-    total = sum((r[4] for r in unrestricted), Decimal(0))
-    parts = [f"plant {p}{'' if sl == '*' else f', storage location {sl}'}"
-             f"{f', batch {b}' if b else ''}: {_num(q)} {u}" for p, sl, b, _t, q, u in unrestricted]
-    others = [r for r in rows if r[3] != "01"]
-    extra = ("; not unrestricted (quality inspection or blocked): "
-             + ", ".join(f"plant {p} {sl} type {t}: {_num(q)} {u}" for p, sl, _b, t, q, u in others)) if others else ""
-    text = (f"SAP stock of {name}, {'read live' if source == 'live' else 'from the stock extract'} at {_when(as_of)}: "
-            f"{_num(total)} {unit} unrestricted in total — " + "; ".join(parts) + f"{extra}.{note}")
-    records = [RecordRef("SAP", "A_MatlStkInAcctMod",
-                         _stock_key(material, p, sl, b, t) if sl != "*" else f"Material='{material}',Plant='{p}'",
-                         as_of, source, f"SAP stock {material} plant {p}{'' if sl == '*' else ' ' + sl}")
-               for p, sl, b, t, _q, _u in rows]
-    return ToolResult("sap_material_stock", f"SAP stock of {material}", text, records,
-                      {"material": material, "total": _num(total), "unit": unit, "source": source,
-                       "as_of": as_of.isoformat()})
-
-
-def sap_stock_history(ctx: ToolContext, material: str, days: int = 30, plant: str | None = None) -> ToolResult:
-    """How the unrestricted stock of a material developed, per plant, from the SAP stock extracts of the last
-    `days` days (history and trends; not a live read)."""
-    material = _safe_id(material, "material").upper()
-    days = max(1, min(int(days), 365))
-    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
-    rows = repo.stock_history(ctx.session, material, since, plant)
-    if not rows:
-        raise InvalidInput(f"no stock extract of {material} in the last {days} days", code="no_extract_data")
-    snaps: dict[dt.datetime, list[dict[str, Any]]] = {}
-    for r in rows:
-        snaps.setdefault(r["extracted_at"], []).append(r)
-    unit = rows[-1]["unit"]
-    totals = [(at, sum((Decimal(r["quantity"]) for r in rs), Decimal(0)), rs) for at, rs in snaps.items()]
-    lines = [f"{_when(at)}: {_num(total)} {unit} (" + ", ".join(f"plant {r['plant']}: {_num(r['quantity'])}"
-                                                              for r in rs) + ")" for at, total, rs in totals[-8:]]
-    text = (f"Unrestricted stock of {material}{f' at plant {plant}' if plant else ''} in the SAP extracts of the last "
-            f"{days} days ({len(totals)} snapshots, newest 8 shown): " + "; ".join(lines)
-            + f". First {_num(totals[0][1])} {unit}, latest {_num(totals[-1][1])} {unit}.")
-    records = [RecordRef("SAP", "A_MatlStkInAcctMod", f"Material='{material}',Plant='{r['plant']}'",
-                         at, "extract", f"SAP stock extract {material} plant {r['plant']}")
-               for at, _t, rs in totals[-8:] for r in rs]
-    return ToolResult("sap_stock_history", f"Stock history of {material}", text, records,
-                      {"material": material, "snapshots": len(totals)})
-
-
-def sap_open_purchase_orders(ctx: ToolContext, material: str | None = None) -> ToolResult:
-    """Open SAP purchase order items (not completely delivered), optionally for one material, read live:
-    supplier, open quantity and delivery date."""
-    material = _safe_id(material, "material").upper() if material else None
-    client = _sap(ctx)
-    try:
-        items = client.purchase_order_items(open_only=True, material=material)
-        heads = {h.purchase_order: h for h in client.purchase_orders().records}
-    except SAPError as exc:
-        raise InvalidInput(f"SAP could not be reached: {exc.message}", code=exc.code) from None
-    lines, records = [], []
-    for i in items.records[:15]:
-        h = heads.get(i.purchase_order)
-        lines.append(f"PO {i.purchase_order} item {i.item}: {i.text} ({i.material}), {_num(i.open_quantity)} {i.unit} "
-                     f"open of {_num(i.quantity)}, due {i.delivery_date:%Y-%m-%d}"
-                     f"{f', supplier {h.supplier_name}' if h else ''}")
-        records.append(RecordRef("SAP", "A_PurchaseOrderItem", f"PurchaseOrder='{i.purchase_order}',"
-                                 f"PurchaseOrderItem='{i.item}'", items.as_of, "live",
-                                 f"SAP PO {i.purchase_order}/{i.item}"))
-    what = f" for {material}" if material else ""
-    if not lines:
-        text = f"SAP has no open purchase order items{what} (read live at {_when(items.as_of)})."
-    else:
-        text = (f"Open SAP purchase order items{what}, read live at {_when(items.as_of)} ({len(items.records)} in "
-                f"total{', first 15 shown' if len(items.records) > 15 else ''}): " + "; ".join(lines) + ".")
-    return ToolResult("sap_open_purchase_orders", f"Open purchase orders{what}", text, records,
-                      {"items": len(items.records)})
-
-
-def sap_cost_centers(ctx: ToolContext, cost_center: str | None = None) -> ToolResult:
-    """Planned and actual costs of SAP cost centres (all, or one), from the cost centre extract."""
-    cost_center = _safe_id(cost_center, "cost centre") if cost_center else None
-    at, rows = repo.cost_centers(ctx.session, cost_center)
-    if at is None or not rows:
-        raise InvalidInput("no cost centre extract" + (f" for {cost_center}" if cost_center else ""),
-                           code="no_extract_data")
-    lines = []
-    for r in rows:
-        share = (Decimal(r["actual_costs"]) / Decimal(r["planned_costs"]) * 100) if r["planned_costs"] else None
-        lines.append(f"cost centre {r['cost_center'].lstrip('0')} {r['name']}: planned {_num(r['planned_costs'])} "
-                     f"{r['currency']}, actual {_num(r['actual_costs'])} {r['currency']}"
-                     + (f" ({share:.0f}% of plan)" if share is not None else ""))
-    text = f"SAP cost centres (extract of {_when(at)}): " + "; ".join(lines) + "."
-    records = [RecordRef("SAP", "A_CostCenter", f"ControllingArea='{r['controlling_area']}',"
-                         f"CostCenter='{r['cost_center']}'", at, "extract", f"SAP cost centre {r['cost_center']}")
-               for r in rows]
-    return ToolResult("sap_cost_centers", "Cost centres", text, records, {"cost_centers": len(rows)})
-
-
-def mes_machine_status(ctx: ToolContext, machine_id: str | None = None) -> ToolResult:
-    """Current state of the machines (or one machine) in MES, read live: running, down (since when, why)."""
-    machine_id = _safe_id(machine_id, "machine").upper() if machine_id else None
-    try:
-        status = _mes(ctx).machine_status()
-    except MESError as exc:
-        raise InvalidInput(f"MES could not be reached: {exc.message}", code=exc.code) from None
-    machines = [m for m in status.machines if machine_id is None or m.machine_id == machine_id]
-    if not machines:
-        raise InvalidInput(f"MES knows no machine {machine_id}", code="unknown_machine")
-    lines = []
-    for m in machines:
-        mins = (status.as_of - m.since).total_seconds() / 60
-        lines.append(f"{m.name} ({m.machine_id}, line {m.line}): {m.state}"
-                     + (f" for {mins:.0f} min, reason: {m.reason or 'none given'}" if m.state != "RUNNING" else ""))
-    text = f"MES machine status at {_when(status.as_of)}: " + "; ".join(lines) + "."
-    records = [RecordRef("MES", "machine", m.machine_id, status.as_of, "live", f"MES machine {m.machine_id}")
-               for m in machines]
-    return ToolResult("mes_machine_status", "Machine status", text, records,
-                      {"down": [m.machine_id for m in machines if m.state == "DOWN"]})
-
-
-def mes_downtime_history(ctx: ToolContext, machine_id: str | None = None, days: int = 7) -> ToolResult:
-    """Downtime events recorded from MES in the `days` days up to the newest one (all machines or one), newest
-    first."""
-    machine_id = _safe_id(machine_id, "machine").upper() if machine_id else None
-    days = max(1, min(int(days), 365))
-    rows = repo.mes_observations(ctx.session, "downtime", days, machine_id=machine_id)
-    if not rows:
-        raise InvalidInput(f"no downtime events recorded{f' for {machine_id}' if machine_id else ''}",
-                           code="no_mes_data")
-    lines = [f"{r['source_id']} {r['payload'].get('machine_id')} from {r['payload'].get('start', '')[:16]}"
-             f"{' to ' + r['payload']['end'][:16] if r['payload'].get('end') else ' (still down)'}: "
-             f"{r['payload'].get('reason') or 'no reason given'}" for r in rows[:10]]
-    reasons = sorted({r["payload"].get("reason") or "unknown" for r in rows})
-    text = (f"Downtime events recorded from MES{f' for {machine_id}' if machine_id else ''}: {len(rows)}; "
-            f"reasons: {'; '.join(reasons)}. " + "; ".join(lines) + ".")
-    records = [RecordRef("MES", "downtime_event", r["source_id"], r["observed_at"], "extract",
-                         f"MES downtime {r['source_id']}") for r in rows[:10]]
-    return ToolResult("mes_downtime_history", "Downtime history", text, records, {"events": len(rows)})
-
-
-def mes_quality_history(ctx: ToolContext, line: str | None = None, days: int = 7) -> ToolResult:
-    """Quality reports recorded from MES (defect rates per line and hour) in the `days` days up to the newest."""
-    line = _safe_id(line, "line").upper() if line else None
-    if line and not line.startswith("L"):
-        line = f"L{line}"
-    days = max(1, min(int(days), 365))
-    rows = repo.mes_observations(ctx.session, "quality", days, line=line, limit=12)
-    if not rows:
-        raise InvalidInput(f"no quality reports recorded{f' for line {line}' if line else ''}", code="no_mes_data")
-    rates = [f"{p['defects'] / p['inspected']:.1%}" for p in (r["payload"] for r in rows) if p.get("inspected")]
-    newest = rows[0]["payload"]
-    text = (f"Recent defect rates on line {line or 'all lines'} (newest first): {', '.join(rates)}. Newest report "
-            f"{rows[0]['source_id']}: {newest.get('defects')} defects of {newest.get('inspected')} inspected for "
-            f"{newest.get('product')}.")
-    records = [RecordRef("MES", "quality_report", r["source_id"], r["observed_at"], "extract",
-                         f"MES quality report {r['source_id']}") for r in rows]
-    return ToolResult("mes_quality_history", "Quality history", text, records, {"reports": len(rows)})
 
 
 # ------------------------------------------------------------------------------------------- skills
@@ -406,36 +154,6 @@ def select(specialist: str, question: str) -> str | None:
             r"\b(down|running|status|state|stopped|right now)\b", question, re.I)):
         return "mes_machine_status"
     return None
-
-
-def text_digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def record_citations(answer: str, messages: list[dict[str, Any]], steps: Any) -> list[RecordCitation]:
-    """The record citations of an answer: for each [n] that points at a tool result built from system
-    records, one citation per record (matched through the digest the skill step stored with its result)."""
-    prompt = prompt_of(messages)
-    if prompt is None:
-        return []
-    by_digest: dict[str, list[dict[str, Any]]] = {}
-    for step in steps:
-        result = getattr(step, "result", None)
-        if isinstance(result, dict) and result.get("records") and result.get("text_digest"):
-            by_digest[result["text_digest"]] = result["records"]
-    out: list[RecordCitation] = []
-    seen: set[int] = set()
-    for m in re.finditer(r"\[(\d{1,2})\]", answer):
-        n = int(m.group(1))
-        if n in seen or not 1 <= n <= len(prompt.sources):
-            continue
-        seen.add(n)
-        src = prompt.sources[n - 1]
-        for rec in by_digest.get(text_digest(src.text), []) if src.tool else []:
-            out.append(RecordCitation(n, RecordRef(rec["system"], rec["entity"], rec["key"],
-                                                   dt.datetime.fromisoformat(rec["as_of"]), rec["source"],
-                                                   rec.get("title", ""))))
-    return out
 
 
 # ------------------------------------------------------------------------------------------- alerts

@@ -29,6 +29,7 @@ from agents.deps import AgentDeps
 from agents.router import Route, route, route_with_model
 from agents.specialists import SPECIALISTS, Specialist
 from agents.trace import (
+    UNSET,
     EscalateStep,
     GenerateStep,
     LearnStep,
@@ -48,10 +49,11 @@ from compliance.pii import sanitise
 from core import llm
 from core.enums import TIERS
 from core.errors import Forbidden, InvalidInput
-from core.llm import Model
+from core.llm import Model, tiers
 from core.llm.extractive import MODEL as EXTRACTIVE_MODEL
 from core.models import AgentRun
 from core.prompt import prompt_of
+from core.repos import tenants
 from core.settings import Settings
 from retrieval.search import Caller
 
@@ -75,6 +77,27 @@ def pick_tier(specialist_tier: str, level: str) -> str:
 def tier_model(tier: str, s: Settings) -> str:
     return {"LIGHT": s.llm_model_light, "STANDARD": s.llm_model_standard, "HEAVY": s.llm_model_heavy}.get(
         tier) or llm.model_name()
+
+
+@dataclass(frozen=True)
+class TierModels:
+    """`model_for` of one run: the model a tier's call runs on. A tier the tenant's policy does not allow runs
+    on the allowed tier below it (core/llm/tiers.py), never above the tier the client pinned; over budget,
+    everything runs on the extractive responder."""
+
+    policy: tiers.TierPolicy
+    settings: Settings
+    pinned: str | None = None
+    over_budget: bool = False
+
+    def effective(self, tier: str) -> str:
+        return self.policy.clamp(tier, self.pinned)
+
+    def next_up(self, tier: str) -> str | None:
+        return self.policy.next_up(tier, self.pinned)
+
+    def __call__(self, tier: str) -> str:
+        return EXTRACTIVE_MODEL if self.over_budget else tier_model(self.effective(tier), self.settings)
 
 
 
@@ -116,15 +139,20 @@ class Outcome:
 
 
 def run(deps: AgentDeps, message: str, history: list[dict[str, Any]], *, k: int = 6,
-        specialist: str | None = None) -> Outcome:
+        specialist: str | None = None, tier: str | None = None) -> Outcome:
     """One message, answered with the session, caller, settings, embedder and model of `deps`. With a
     tenant in `deps.caller`, the tenant's token budget is checked first (BudgetExceeded → 429) and the
     user's memories are recalled. `specialist` (a key of SPECIALISTS) skips routing: the client chose it
-    (the OpenAI-compatible API's model names)."""
+    (the OpenAI-compatible API's model names). `tier` pins the answer's model tier (the client asked for it):
+    a tier the tenant's policy does not allow is refused (Forbidden) or downgraded, as the policy says."""
     session, caller, tenant_id = deps.session, deps.access, deps.tenant_id
     settings, lm = deps.settings, deps.model
     trace = Trace()
     over_budget = budget.check(session, tenant_id) if tenant_id is not None else None
+    policy = tiers.stored(tenants.settings(session, tenant_id), settings) if tenant_id is not None \
+        else tiers.everything(settings)
+    pinned, tier_note = policy.resolve(tier) if tier is not None else (None, None)
+    model_for = TierModels(policy, settings, pinned, bool(over_budget))
 
     t = time.perf_counter()
     ctx = learning.observe(deps, message) if tenant_id is not None else None
@@ -132,9 +160,6 @@ def run(deps: AgentDeps, message: str, history: list[dict[str, Any]], *, k: int 
                              ceiling=ceiling(caller.role), groups=list(caller.groups),
                              budget="exceeded: served by the extractive responder" if over_budget else "ok",
                              **(ctx.trace() if ctx is not None else {})))
-
-    def model_for(tier: str) -> str:
-        return EXTRACTIVE_MODEL if over_budget else tier_model(tier, settings)
 
     t = time.perf_counter()
     r = route(message, deps.embedder)
@@ -179,8 +204,11 @@ def run(deps: AgentDeps, message: str, history: list[dict[str, Any]], *, k: int 
     plan = compose.classify(message, r, complexity(message), deps.embedder, model=lm, name=light,
                             allow_model=settings.llm_routing)
     trace.append(plan.as_step(ms_since(t)))
-    start_tier = pick_tier(spec.tier, plan.level)
-    trace.append(TierStep(ms=0.0, complexity=plan.level, tier=start_tier, specialist_default=spec.tier))
+    start_tier = pinned or model_for.effective(pick_tier(policy.base(spec.key, spec.tier), plan.level))
+    trace.append(TierStep(ms=0.0, complexity=plan.level, tier=start_tier, specialist_default=spec.tier,
+                          allowed=list(policy.allowed) if policy.configured else UNSET,
+                          requested=tiers.tier_name(tier) if tier is not None else UNSET,
+                          downgraded_from=tiers.tier_name(tier) if tier_note else UNSET))
     calls: list[dict[str, Any]] = []
     forced: str | None = None
     d: compose.Draft | compose.Composed
@@ -196,7 +224,13 @@ def run(deps: AgentDeps, message: str, history: list[dict[str, Any]], *, k: int 
         if composed.reasoning:
             trace.append(ReasoningStep(ms=0.0, reasoning=composed.reasoning))
         d = composed
-    text, model, tier_index, escalations, verdict = d.text, d.model, TIERS.index(d.tier), d.escalations, d.verdict
+    # A composition's own revisions count tiers on the ladder; they ran on the policy's models (model_for).
+    text, model, escalations, verdict = d.text, d.model, d.escalations, d.verdict
+    tier_index = TIERS.index(model_for.effective(d.tier))
+    for c in calls:
+        c["tier"] = model_for.effective(c["tier"])  # the tier whose model the call ran on (usage records)
+    if tier_note:
+        prepared.retrieval_notes.append(tier_note)
     outcome = forced or ("abstained" if verdict.abstained else "verified" if verdict.ok else "downgraded")
     if outcome == "downgraded":
         text = (f"{text}\n\nNotice: this answer failed automatic verification ({'; '.join(verdict.problems)}). "
@@ -265,11 +299,13 @@ def _draft(session: Session, caller: Caller, message: str, prepared: Prepared, t
         t = time.perf_counter()
         verdict = verify(text, prepared, caller, tool_texts)
         trace.append(VerifyStep(ms=ms_since(t), ok=verdict.ok, abstained=verdict.abstained, problems=verdict.problems))
-        if verdict.ok or not escalate or tier_index == len(TIERS) - 1:
+        up = model_for.next_up(tier) if isinstance(model_for, TierModels) else \
+            TIERS[tier_index + 1] if tier_index < len(TIERS) - 1 else None
+        if verdict.ok or not escalate or up is None:
             break
         direct = None  # escalation goes to a model
         escalations += 1
-        tier_index += 1
+        tier_index = TIERS.index(up)
         trace.append(EscalateStep(ms=0.0, to=TIERS[tier_index], because=verdict.problems))
     return compose.Draft(text, model, TIERS[tier_index], escalations, verdict)
 

@@ -6,11 +6,14 @@ template (bound values, never string-built); with a generative model, the model 
 caller's role may read, and the guard checks it like any other query. Either way the guard runs it (READ ONLY,
 statement timeout, the application role under RLS) and audits it, accepted or refused. The result becomes a
 numbered tool source of the answer, so its figures pass VERIFY and are cited; with the extractive responder
-the formatted result is the answer itself.
+the formatted result is the answer itself. The [n] that points at it resolves to a citation of kind "query"
+(agents/operational_records.py): the source system behind the views, the validated SQL that ran (or the
+refused one and the reason, e.g. a statement timeout), the row count and when it ran.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +22,7 @@ from typing import Any
 
 from agents.answer import Prepared
 from agents.deps import AgentDeps
+from agents.operational_records import query_ref, text_digest
 from agents.trace import SkillStep, Trace, ms_since
 from compliance import sqlguard
 from core.db.database import app_engine
@@ -169,7 +173,10 @@ def step(deps: AgentDeps, question: str, prepared: Prepared, model: str,
     except (sqlguard.SQLRefused, sqlguard.SQLFailed) as exc:
         reason = str(exc.details.get("reason", exc.code))
         body = f"The SQL Guard did not answer this question: {exc.message}"
-        data.update(refused=reason, sql=sql[:500])
+        # The refusal is the cited source: its citation names the refused (or failed) SQL and the reason.
+        data.update(refused=reason, sql=sql[:500],
+                    records=[query_ref(_system(()), (), sql[:500], 0, dt.datetime.now(dt.UTC), author=author,
+                                       refused=reason).as_dict()], text_digest=text_digest(body))
         trace.append(SkillStep(ms=ms_since(t), tool=SKILL, args={"question": question}, result=data, denied=reason,
                                reason=exc.message))
         direct = f"{body} [{len(prepared.hits) + 1}]" if not generative else None
@@ -184,9 +191,19 @@ def step(deps: AgentDeps, question: str, prepared: Prepared, model: str,
     body = (f"Query over {', '.join(f'{sqlguard.SCHEMA}.{v}' for v in res.views)} ({len(res.rows)} rows):\n"
             f"{res.sql}\n{table}" + (f"\n{summary}." if summary else ""))
     data.update(sql=res.sql, views=list(res.views), rows=len(res.rows), ms=round(res.ms, 1))
+    # The citation behind the [n] that points at this result: views, validated SQL, row count, as-of.
+    data.update(records=[query_ref(_system(res.views), [f"{sqlguard.SCHEMA}.{v}" for v in res.views], res.sql,
+                                   len(res.rows), dt.datetime.now(dt.UTC), author=author).as_dict()],
+                text_digest=text_digest(body))
     trace.append(SkillStep(ms=ms_since(t), tool=SKILL, args={"question": question}, result=data))
     n = len(prepared.hits) + 1
     return _add(prepared, "Reporting views", body), (f"{summary} [{n}]." if not generative else None), SKILL
+
+
+def _system(views: Iterable[str]) -> str:
+    """The source systems whose data the reporting views hold (SAP extracts, MES observations)."""
+    names = sorted({"SAP" if v.startswith("sap_") else "MES" for v in views})
+    return "+".join(names) if names else "EAP reporting"
 
 
 # Reporting views over stored MES observations, by the observation kind they read.

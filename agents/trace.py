@@ -17,7 +17,7 @@ import dataclasses
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 
 class _Unset:
@@ -45,12 +45,22 @@ def ms_since(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 1)
 
 
+@dataclass_transform(kw_only_default=True, field_specifiers=(field,))
 @dataclass(kw_only=True)
 class Step:
+    """A trace step. A kind of step is a subclass naming itself, `class VerifyStep(Step, name="VERIFY")`,
+    with its fields: it is made a keyword-only dataclass here, so the kinds declare data and nothing else."""
+
     name: ClassVar[str]
     ms: float
     # The specialist whose branch ran this step (several specialists in one answer); emitted last.
     owner: str | None = field(default=None, metadata={"emit": False})
+
+    def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is not None:  # (a kind decorated with @dataclass itself sets its `name` ClassVar instead)
+            cls.name = name
+            dataclass(kw_only=True)(cls)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"step": self.name}
@@ -65,9 +75,7 @@ class Step:
         return out
 
 
-@dataclass(kw_only=True)
-class ObserveStep(Step):
-    name: ClassVar[str] = "OBSERVE"
+class ObserveStep(Step, name="OBSERVE"):
     history_turns: int
     role: str
     ceiling: int
@@ -78,9 +86,7 @@ class ObserveStep(Step):
     preferences_applied: dict[str, str] = UNSET
 
 
-@dataclass(kw_only=True)
-class RouteStep(Step):
-    name: ClassVar[str] = "THINK.route"
+class RouteStep(Step, name="THINK.route"):
     specialist: str
     confidence: float
     fallback: bool
@@ -88,9 +94,7 @@ class RouteStep(Step):
     scores: dict[str, float]
 
 
-@dataclass(kw_only=True)
-class RetrieveStep(Step):
-    name: ClassVar[str] = "THINK.retrieve"
+class RetrieveStep(Step, name="THINK.retrieve"):
     tool: str = "hybrid_search"
     query: str = UNSET  # a composition branch's own query
     hits: int
@@ -99,9 +103,7 @@ class RetrieveStep(Step):
     timings_ms: dict[str, Any] = UNSET
 
 
-@dataclass(kw_only=True)
-class SkillStep(Step):
-    name: ClassVar[str] = "THINK.skill"
+class SkillStep(Step, name="THINK.skill"):
     tool: str
     args: dict[str, Any] = UNSET
     result: Any = UNSET
@@ -110,9 +112,7 @@ class SkillStep(Step):
     requested_by: str = UNSET  # "model" for a tool call
 
 
-@dataclass(kw_only=True)
-class ComposeStep(Step):
-    name: ClassVar[str] = "THINK.compose"
+class ComposeStep(Step, name="THINK.compose"):
     klass: str = field(metadata={"key": "class"})
     composition: str
     specialists: list[str]
@@ -123,17 +123,16 @@ class ComposeStep(Step):
     by: str
 
 
-@dataclass(kw_only=True)
-class TierStep(Step):
-    name: ClassVar[str] = "THINK.tier"
+class TierStep(Step, name="THINK.tier"):
     complexity: str
     tier: str
     specialist_default: str
+    allowed: list[str] = UNSET  # the tenant's tier policy (core/llm/tiers.py), when it has one
+    requested: str = UNSET  # the tier the client asked for
+    downgraded_from: str = UNSET  # ... when the policy answered it on a lower tier
 
 
-@dataclass(kw_only=True)
-class GenerateStep(Step):
-    name: ClassVar[str] = "THINK.generate"
+class GenerateStep(Step, name="THINK.generate"):
     tier: str
     model: str
     note: str = UNSET  # answered without a model call
@@ -143,30 +142,22 @@ class GenerateStep(Step):
     tool_calls: list[str] = UNSET
 
 
-@dataclass(kw_only=True)
-class VerifyStep(Step):
-    name: ClassVar[str] = "VERIFY"
+class VerifyStep(Step, name="VERIFY"):
     ok: bool
     abstained: bool
     problems: list[str]
 
 
-@dataclass(kw_only=True)
-class EscalateStep(Step):
-    name: ClassVar[str] = "ESCALATE"
+class EscalateStep(Step, name="ESCALATE"):
     to: str
     because: list[str]
 
 
-@dataclass(kw_only=True)
-class ReasoningStep(Step):
-    name: ClassVar[str] = "THINK.reasoning"
+class ReasoningStep(Step, name="THINK.reasoning"):
     reasoning: dict[str, Any]
 
 
-@dataclass(kw_only=True)
-class LearnStep(Step):
-    name: ClassVar[str] = "LEARN"
+class LearnStep(Step, name="LEARN"):
     specialist: str
     tier: str
     outcome: str
@@ -174,25 +165,19 @@ class LearnStep(Step):
     learned: dict[str, Any] = UNSET  # set by agents/learning.after_answer
 
 
-@dataclass(kw_only=True)
-class PipelineStage(Step):
-    name: ClassVar[str] = "PIPELINE.stage"
+class PipelineStage(Step, name="PIPELINE.stage"):
     stage: int
     specialist: str
     question: str
     builds_on: list[str]
 
 
-@dataclass(kw_only=True)
-class FanOutStep(Step):
-    name: ClassVar[str] = "FANOUT"
+class FanOutStep(Step, name="FANOUT"):
     branches: list[str]
     execution: str
 
 
-@dataclass(kw_only=True)
-class MergeStep(Step):
-    name: ClassVar[str] = "MERGE"
+class MergeStep(Step, name="MERGE"):
     composition: str
     sections: list[str]
     sources: int
@@ -200,50 +185,38 @@ class MergeStep(Step):
     renumbered: dict[str, dict[str, int]]
 
 
-@dataclass(kw_only=True)
-class CouncilStep(Step):
-    name: ClassVar[str] = "THINK.council"
+class CouncilStep(Step, name="THINK.council"):
     perspectives: list[str]
     common_ground: int
     considerations: int
 
 
-@dataclass(kw_only=True)
-class FirstPrinciplesStep(Step):
-    name: ClassVar[str] = "THINK.first_principles"
+class FirstPrinciplesStep(Step, name="THINK.first_principles"):
     probes: int
     candidates: int
     hypotheses: list[dict[str, Any]]
 
 
-@dataclass(kw_only=True)
-class RedTeamStep(Step):
-    name: ClassVar[str] = "THINK.redteam"
+class RedTeamStep(Step, name="THINK.redteam"):
     round: int
     findings: list[dict[str, Any]]
     blocking: list[str]
 
 
-@dataclass(kw_only=True)
-class TDDCheck(Step):
-    name: ClassVar[str] = "TDD.check"
+class TDDCheck(Step, name="TDD.check"):
     round: int
     passed: bool
     criteria: list[dict[str, Any]]
 
 
-@dataclass(kw_only=True)
-class TDDRevise(Step):
-    name: ClassVar[str] = "TDD.revise"
+class TDDRevise(Step, name="TDD.revise"):
     round: int
     note: str = UNSET  # the loop stopped: nothing could be revised
     tier: str = UNSET
     because: list[str] = UNSET
 
 
-@dataclass(kw_only=True)
-class ComposeDone(Step):
-    name: ClassVar[str] = "COMPOSE.done"
+class ComposeDone(Step, name="COMPOSE.done"):
     composition: str
     klass: str = field(metadata={"key": "class"})
     thinking_tool: str | None
@@ -253,11 +226,9 @@ class ComposeDone(Step):
     outcome: str
 
 
-@dataclass(kw_only=True)
-class ExportControlStep(Step):
+class ExportControlStep(Step, name="COMPLIANCE.export_control"):
     """The export-control guard's decision on the final answer (agents/export_guard.py)."""
 
-    name: ClassVar[str] = "COMPLIANCE.export_control"
     decision: str  # pass | released | redacted | withheld
     cleared: bool
     terms: list[str]  # the vocabulary found (e.g. "ITAR"), never document text

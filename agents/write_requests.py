@@ -88,6 +88,10 @@ def render(p: proposals.ProposalView) -> str:
              f"from someone other than you with the approver permission):"]
     for c in p.preview.get("changes", []):
         lines.append(f"- {c.get('field')}: {_fmt(c.get('current'))} → {_fmt(c.get('new'))}")
+    if p.approval_note:
+        lines += ["", f"Warning: {p.approval_note}."]
+    elif p.eligible_approvers:
+        lines += ["", f"Who can approve it: {', '.join(p.eligible_approvers)}."]
     lines += ["", f"Status: {p.status.upper()} — nothing is written to {p.target.upper()} until it is approved; it "
                   f"expires at {p.expires_at.isoformat(timespec='minutes')} if nobody decides. Follow it at "
                   f"GET /v1/operations/{p.id}."]

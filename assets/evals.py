@@ -2,6 +2,8 @@
 their jobs and schedule are in jobs/evals.py. Feedback boosts and the eval-gated index promotion are
 in assets/indexing.py."""
 
+from typing import Any
+
 import dagster as dg
 from pydantic import Field
 
@@ -23,7 +25,7 @@ class FinetuneConfig(dg.Config):
                                           "Class III/IV excluded, de-duplicated, with a data card; needs an "
                                           "approval token from a tenant admin.")
 def finetune_dataset(context: dg.AssetExecutionContext, config: FinetuneConfig,
-                     db: PlatformDatabase) -> dg.MaterializeResult:
+                     db: PlatformDatabase) -> dg.MaterializeResult[Any]:
     from compliance import approvals, audit
     from evals import finetune
 
@@ -47,7 +49,7 @@ def finetune_dataset(context: dg.AssetExecutionContext, config: FinetuneConfig,
                                           "retrieval (recall@k, MRR, nDCG) and answers (facts, citations, routing) "
                                           "per specialist, with history, regression flags and an HTML report.")
 def golden_eval(context: dg.AssetExecutionContext, db: PlatformDatabase,
-                embedder: EmbedderResource, model: ModelResource) -> dg.MaterializeResult:
+                embedder: EmbedderResource, model: ModelResource) -> dg.MaterializeResult[Any]:
     # Scores, counts and the report's path only. The evaluation asks as an admin without need-to-know
     # groups (evals/evaluation.py), so no Class III/IV text reaches an answer, and answers are not
     # kept: a launch from the (unauthenticated) Dagster UI reveals scores, never document text.
@@ -55,7 +57,7 @@ def golden_eval(context: dg.AssetExecutionContext, db: PlatformDatabase,
 
     from evals import evaluation
 
-    meta: dict = {}
+    meta: dict[str, Any] = {}
     with db.system() as s:
         tenants = s.execute(text("SELECT id, name FROM tenants ORDER BY name")).all()
     without: list[str] = []

@@ -10,6 +10,8 @@ regression rejects the candidate, fails the check (ERROR) and stops the run befo
 so the old version keeps serving. `active_index` flips the pointer atomically.
 """
 
+from typing import Any
+
 import dagster as dg
 from pydantic import Field
 
@@ -48,7 +50,7 @@ class IndexBuildConfig(dg.Config):
 @dg.asset(group_name=GROUP, description="A new search-index version per tenant, built next to the active one "
                                         "(rebuild or boosts refresh); never serves before the gate passes.")
 def index_candidate(context: dg.AssetExecutionContext, config: IndexBuildConfig,
-                    db: PlatformDatabase) -> dg.MaterializeResult:
+                    db: PlatformDatabase) -> dg.MaterializeResult[Any]:
     from evals import feedback
     from retrieval import builds
     from retrieval.versions import active
@@ -88,8 +90,8 @@ def index_candidate(context: dg.AssetExecutionContext, config: IndexBuildConfig,
             failed[name] = type(exc).__name__
             context.log.error(f"index build for tenant {name} failed: {failed[name]} (details on version "
                               f"{cand.version})")
-    meta = {"kind": config.kind, "candidates": dg.MetadataValue.json(built), "skipped": dg.MetadataValue.json(skipped),
-            "failed": dg.MetadataValue.json(failed)}
+    meta: dict[str, Any] = {"kind": config.kind, "candidates": dg.MetadataValue.json(built),
+                            "skipped": dg.MetadataValue.json(skipped), "failed": dg.MetadataValue.json(failed)}
     if failed:
         raise dg.Failure(f"index build failed for {sorted(failed)}: the active versions keep serving", metadata=meta)
     return dg.MaterializeResult(metadata=meta)
@@ -108,7 +110,7 @@ def candidate_passes_golden_eval(context: dg.AssetCheckExecutionContext, db: Pla
         rows = s.execute(text("SELECT v.tenant_id, t.name, v.version FROM index_versions v JOIN tenants t "
                               "ON t.id = v.tenant_id WHERE v.status = 'candidate' AND v.evaluation = '{}'::jsonb "
                               "ORDER BY t.name")).all()
-    verdicts: dict[str, dict] = {}
+    verdicts: dict[str, dict[str, Any]] = {}
     for tenant_id, name, version in rows:
         if evaluation.has_golden(tenant_id):
             ev = evaluation.gate(tenant_id, version)
@@ -122,8 +124,8 @@ def candidate_passes_golden_eval(context: dg.AssetCheckExecutionContext, db: Pla
                           if ev.get(k) is not None}
         context.log.info(f"tenant {name}: candidate {version} {'passes' if ev['passed'] else 'REGRESSES'}")
     rejected = sorted(n for n, v in verdicts.items() if not v["passed"])
-    meta = {"evaluated": len(verdicts), "rejected": dg.MetadataValue.json(rejected),
-            "verdicts": dg.MetadataValue.json(verdicts)}
+    meta: dict[str, Any] = {"evaluated": len(verdicts), "rejected": dg.MetadataValue.json(rejected),
+                            "verdicts": dg.MetadataValue.json(verdicts)}
     reports = [v["report"] for v in verdicts.values() if v.get("report")]
     if reports:
         meta["report"] = dg.MetadataValue.path(reports[-1])
@@ -141,7 +143,7 @@ class ActiveIndexConfig(dg.Config):
           description="The serving pointer: candidates that passed the gate are promoted with an atomic flip "
                       "(or, with config rollback, the previous version is restored).")
 def active_index(context: dg.AssetExecutionContext, config: ActiveIndexConfig,
-                 db: PlatformDatabase) -> dg.MaterializeResult:
+                 db: PlatformDatabase) -> dg.MaterializeResult[Any]:
     from retrieval import builds
     from retrieval.versions import active
 
@@ -160,10 +162,10 @@ def active_index(context: dg.AssetExecutionContext, config: ActiveIndexConfig,
             context.log.info(f"tenant {name}: rolled back from index version {res['from_version']} to "
                              f"{res['version']}")
         elif not config.rollback:
-            res = builds.promote(tenant_id)
-            if res:
-                promoted[name] = res
-                context.log.info(f"tenant {name}: index version {res['from_version']} → {res['version']}")
+            flipped = builds.promote(tenant_id)
+            if flipped:
+                promoted[name] = flipped
+                context.log.info(f"tenant {name}: index version {flipped['from_version']} → {flipped['version']}")
         with db.tenant(tenant_id) as s:
             serving[name] = active(s).version
     return dg.MaterializeResult(metadata={"promoted": dg.MetadataValue.json(promoted),

@@ -11,11 +11,15 @@ with a deadline 30 days later, claimed by the Dagster job `process_gdpr_requests
 - erasure: the person's content is removed (messages of their conversations, memories, goals, plans, traces,
   feedback comments) and they are replaced everywhere else by a keyed pseudonym (`erased:…`) while the records
   stay: usage and feedback keep their numbers, the audit trail keeps every record with actor, resource and
-  details pseudonymised under its keyed chain (compliance/audit.py `pseudonymise`), their account is disabled
+  details pseudonymised under its keyed chain (compliance/audit/ `pseudonymise`), their account is disabled
   and stripped of name, e-mail and credentials, earlier exports are deleted. Any column of a tenant table that
   holds exactly one of their identifiers is pseudonymised too; a final scan of every text and JSON column of
   every tenant table reports what still mentions them (`residual`). Refused while a destruction hold covers the
   tenant, the person, one of their conversations or one of their documents.
+
+Just over 400 lines on purpose: what access exports (`collect`) and what erasure removes or pseudonymises
+(`erase`, `residual`) are two readings of the same list of tables and of the person's identifiers; kept side by
+side, a table added to one is seen missing from the other.
 """
 
 from __future__ import annotations

@@ -57,6 +57,17 @@ class HeldError(Conflict):
                          details={"holds": [{"id": str(h.id), "scope": h.scope, "target": h.target, "reason": h.reason}
                                             for h in holds]})
         self.holds = holds
+        self.what = what
+
+
+def record_refusal(exc: HeldError, *, tenant_id: uuid.UUID, actor: str, actor_role: str | None,
+                   resource_id: str) -> None:
+    """Audit a delete or erasure a hold refused (`hold.blocked`, outcome `denied`) in a transaction of its own:
+    the refused operation's transaction is rolled back. Called by the API's error handler (serving/errors.py)."""
+    audit.record_detached(tenant_id, actor=actor, actor_role=actor_role, action="hold.blocked",
+                          resource_type="destruction_hold", resource_id=resource_id, outcome="denied",
+                          details={"what": exc.what, "holds": [{"id": str(h.id), "scope": h.scope}
+                                                               for h in exc.holds]})
 
 
 _COLUMNS = "id, scope, target, reason, placed_by, placed_at, released_by, released_at, release_reason"

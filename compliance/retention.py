@@ -6,7 +6,7 @@ The periods below are defaults; a compliance officer sets a tenant's own period 
 (`set_policy`), never below the type's minimum. Actions:
 
 - purge: the rows are deleted (conversations take their messages and the feedback on them along; the audit trail
-  is purged from its oldest end behind a signed anchor so the rest still verifies, see compliance/audit.py);
+  is purged from its oldest end behind a signed anchor so the rest still verifies, see compliance/audit/);
 - anonymise: the rows stay for aggregates (usage costs, feedback votes), the person is removed from them.
 
 Holds (compliance/holds.py): a tenant hold keeps everything of the tenant; a user hold keeps that person's records
@@ -50,6 +50,8 @@ SCHEDULE: dict[str, RecordType] = {r.name: r for r in (
     RecordType("traces", 180, 30, "purge", "agent runs with their traces"),
     RecordType("usage", 1095, 365, "anonymise", "token usage and cost (kept for accounting, without the user)"),
     RecordType("mes_observations", 365, 90, "purge", "stored MES observations"),
+    RecordType("sap_extracts", 365, 90, "purge", "SAP extract copies (stock snapshots, material master, open "
+                                                 "purchase order items, cost centres) and the extract log"),
     RecordType("alerts", 730, 365, "purge", "resolved alerts with their deliveries"),
     RecordType("document_versions", 90, 30, "purge", "stage products of superseded document versions"),
     RecordType("eval_runs", 730, 90, "purge", "golden-evaluation runs"),
@@ -193,6 +195,35 @@ def _document_versions(session: Session, tenant_id: uuid.UUID, cutoff: dt.dateti
             rep.affected_ids.append(label)
 
 
+# The SAP extract tables (migration 0018, monitoring/sap_extracts.py), all timed by `extracted_at`. Stock is kept
+# as snapshots (history); the other three hold the current state, replaced by each extract, so their rows only
+# pass the period when the tenant's extracts stopped. SAP data names no person: only a tenant hold keeps it.
+SAP_TABLES = ("sap_stock", "sap_materials", "sap_open_po_items", "sap_cost_centers", "sap_extracts")
+
+
+def _sap_extracts(session: Session, tenant_id: uuid.UUID, cutoff: dt.datetime, h: holds.ActiveHolds,
+                  rep: TypeReport) -> None:
+    counts: dict[str, int] = {}
+    for table in SAP_TABLES:
+        ids = [str(i) for i in session.execute(
+            text(f"SELECT id FROM {table} WHERE tenant_id = :t AND extracted_at < :cutoff"),
+            {"t": tenant_id, "cutoff": cutoff}).scalars()]
+        if not ids:
+            continue
+        counts[table] = len(ids)
+        labels = [f"{table}/{i}" for i in ids]
+        if h.tenant:
+            rep.held += len(ids)
+            rep.held_ids.extend(labels)
+            continue
+        session.execute(text(f"DELETE FROM {table} WHERE tenant_id = :t AND id = ANY(CAST(:ids AS uuid[]))"),
+                        {"t": tenant_id, "ids": ids})
+        rep.affected += len(ids)
+        rep.affected_ids.extend(labels)
+    if counts:
+        rep.note = ", ".join(f"{t}: {n}" for t, n in counts.items())
+
+
 def apply(session: Session, tenant_id: uuid.UUID, *, now: dt.datetime | None = None) -> TenantReport:
     """One tenant's retention pass, in the caller's transaction (the pipeline's identity: it purges the audit
     trail through `audit_purge`). Returns the report and records it (`retention.applied`)."""
@@ -214,6 +245,8 @@ def apply(session: Session, tenant_id: uuid.UUID, *, now: dt.datetime | None = N
                     f"anchored at seq {res.anchor_seq}" if res.anchor_seq is not None else None)
         elif name == "document_versions":
             _document_versions(session, tenant_id, cutoff, h, rep)
+        elif name == "sap_extracts":
+            _sap_extracts(session, tenant_id, cutoff, h, rep)
         else:
             ids, held = _rows(session, tenant_id, name, cutoff, h)
             if ids:

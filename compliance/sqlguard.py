@@ -319,11 +319,12 @@ def _json(value: Any) -> Any:
 
 def run(engine: sa.Engine, tenant_id: uuid.UUID, *, actor: str, role: str, sql: str,
         params: Mapping[str, object] | None = None, purpose: str = "question", author: str = "template",
-        max_rows: int = MAX_ROWS, timeout_ms: int = STATEMENT_TIMEOUT_MS) -> QueryResult:
+        max_rows: int = MAX_ROWS, timeout_ms: int | None = None) -> QueryResult:
     """Check `sql` for `role`, then run it for `tenant_id` on `engine` (the application role's) in a READ ONLY
     transaction with a statement timeout. Audited either way (own transaction, so the record survives the
     caller's rollback); refusals raise SQLRefused, database failures SQLFailed. `author` says who wrote the
-    SQL: "template" (rule-chosen) or "model"."""
+    SQL: "template" (rule-chosen) or "model". `timeout_ms` defaults to STATEMENT_TIMEOUT_MS (read per call)."""
+    timeout_ms = STATEMENT_TIMEOUT_MS if timeout_ms is None else timeout_ms
     digest = hashlib.sha256(sql.encode()).hexdigest()
     base = {"sql": sql[:2000], "sql_sha256": digest, "purpose": purpose, "author": author,
             "params": {k: str(v)[:200] for k, v in (params or {}).items()}}
@@ -351,7 +352,9 @@ def run(engine: sa.Engine, tenant_id: uuid.UUID, *, actor: str, role: str, sql: 
         audit.record_detached(tenant_id, actor=actor, actor_role=role, action="sql.query", resource_type="sql",
                               resource_id=digest[:16], outcome="failure",
                               details={**base, "executed_sql": checked.sql, "reason": reason, "message": first})
-        raise SQLFailed(f"the query failed: {first}", code="sql_failed", details={"reason": reason}) from None
+        message = (f"the query ran longer than the {timeout_ms / 1000:g} s statement timeout and was cancelled; "
+                   "ask a narrower question" if reason == "statement_timeout" else f"the query failed: {first}")
+        raise SQLFailed(message, code="sql_failed", details={"reason": reason}) from None
     ms = (time.perf_counter() - t1) * 1000
     audit.record_detached(tenant_id, actor=actor, actor_role=role, action="sql.query", resource_type="sql",
                           resource_id=digest[:16], outcome="success",

@@ -197,7 +197,7 @@ class Chunk(Base):
 
 
 class AuditEvent(Base):
-    """Append-only, hash-chained per tenant (see compliance/audit.py). UPDATE/DELETE are refused by a
+    """Append-only, hash-chained per tenant (see compliance/audit/). UPDATE/DELETE are refused by a
     trigger and not granted to the application role."""
 
     __tablename__ = "audit_events"

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     llm_model_light: str | None = None
     llm_model_standard: str | None = None
     llm_model_heavy: str | None = None
+    # The tiers the platform offers tenants (comma-separated, e.g. "LIGHT,STANDARD"); unset: every tier.
+    # A tenant admin chooses within them (core/llm/tiers.py).
+    llm_tiers: str | None = None
     price_table: str | None = None  # JSON {"LIGHT": [in_per_1k, out_per_1k], ...}
     feedback_trigger: int = Field(default=20, ge=1)  # new feedback rows that trigger a boost refresh
     eval_tenants: str = "default"  # comma-separated tenants the nightly golden evaluation runs for
@@ -144,6 +147,10 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = Field(default=40, ge=0, le=120)
     promotion_max_drop: float = Field(default=0.02, ge=0.0, le=1.0)  # tolerated drop of any overall eval score
     ingest_batch_size: int = Field(default=50, ge=1, le=1000)
+    # A large backlog gets larger runs, up to this many documents each (sensors/ingestion.py `_batch_size`):
+    # every run pays a process start, imports and the model load, so 1,000 documents in 50-document runs
+    # spent a fifth of their time on that (benchmarks/ingest.py).
+    ingest_batch_max: int = Field(default=250, ge=1, le=5000)
     # Ingestion budgets and recovery (ingestion/stages.py, sensors/ingestion.py). A document at or
     # above ingest_large_bytes gets a run of its own, so it cannot hold small ones back.
     ingest_large_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
@@ -161,7 +168,7 @@ class Settings(BaseSettings):
     # e-mail; per tenant in tenants.settings["steward"]); the review queue shows this much sanitised text.
     steward_escalation_hours: float = Field(default=48.0, gt=0)
     steward_preview_chars: int = Field(default=240, ge=0, le=2000)
-    # Records management (compliance/audit.py, retention.py, gdpr.py): the audit chain's HMAC keys live
+    # Records management (compliance/audit/, retention.py, gdpr.py): the audit chain's HMAC keys live
     # outside the database in this 0600 file (default EAP_HOME/secrets/audit_keys.json; back it up);
     # signed checkpoints of the chain heads go to an append-only folder, GDPR exports to another.
     audit_key_file: Path | None = None
@@ -257,6 +264,18 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise(cls, v: str | None) -> str | None:
         return normalise_sqlalchemy_url(v) if v else None
+
+    @field_validator("llm_tiers", mode="after")
+    @classmethod
+    def _known_tiers(cls, v: str | None) -> str | None:
+        from core.enums import TIERS
+
+        names = [t.strip().upper() for t in (v or "").split(",") if t.strip()]
+        unknown = [t for t in names if t not in TIERS]
+        if unknown:
+            raise ValueError(f"EAP_LLM_TIERS names unknown tier(s) {', '.join(unknown)}; "
+                             f"the tiers are {', '.join(TIERS)}")
+        return ",".join(names) or None
 
     @field_validator("app_db_role", "owner_db_role", "system_db_role", "db_name", mode="after")
     @classmethod

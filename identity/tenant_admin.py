@@ -4,7 +4,10 @@ audited as `tenant.settings.<key>` with the value before and after:
 - `rate_limit_per_minute`: the tenant's API request budget (read by the API's rate limiter);
 - `budgets`: token budgets (daily/monthly tokens, reject or serve extractively: agents.budget);
 - `alert_thresholds`: the thresholds of the tenant's existing alert rules, by rule name (monitoring);
-- `identity_policy`: e.g. `self_grant_requires_second_admin` (identity.users).
+- `identity_policy`: e.g. `self_grant_requires_second_admin` (identity.users);
+- `model_tiers`: the model tiers the tenant may use within those the platform offers, its default tier,
+  per-specialist defaults and what a request for a disallowed tier gets (core/llm/tiers.py; enforced by the
+  orchestrator). `offered_tiers` (read-only) lists what the platform offers and each tier's model.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from compliance import audit
 from core.errors import InvalidInput, NotFound
+from core.llm import tiers
 from core.models import AlertRule, Tenant
 from core.security import Principal
 from core.settings import Settings
@@ -42,10 +46,16 @@ def _thresholds(session: Session) -> dict[str, float]:
                                                             .order_by(AlertRule.name)).all()}
 
 
-def current(session: Session, tenant_id: uuid.UUID) -> dict[str, Any]:
+def current(session: Session, tenant_id: uuid.UUID, platform: Settings | None = None) -> dict[str, Any]:
+    """The tenant's settings; with the platform's settings also its model tier policy as it applies now and
+    the tiers the platform offers (with each tier's model)."""
     settings = _tenant(session, tenant_id).settings or {}
-    return {RATE_LIMIT: settings.get(RATE_LIMIT), BUDGETS: settings.get(BUDGETS) or {},
-            "alert_thresholds": _thresholds(session), POLICY: settings.get(POLICY) or {}}
+    out = {RATE_LIMIT: settings.get(RATE_LIMIT), BUDGETS: settings.get(BUDGETS) or {},
+           "alert_thresholds": _thresholds(session), POLICY: settings.get(POLICY) or {}}
+    if platform is not None:
+        out[tiers.SETTING] = tiers.stored(settings, platform).as_json()
+        out["offered_tiers"] = [{"tier": t, "model": tiers.model_of(t, platform)} for t in tiers.offered(platform)]
+    return out
 
 
 def _set(session: Session, actor: Principal, tenant: Tenant, key: str, value: Any) -> None:
@@ -58,9 +68,17 @@ def _set(session: Session, actor: Principal, tenant: Tenant, key: str, value: An
                  details={"from": before, "to": value})
 
 
-def update(session: Session, actor: Principal, changes: dict[str, Any]) -> dict[str, Any]:
-    """Apply the sections present in `changes` (validated by the route's model); returns the new settings."""
+def update(session: Session, actor: Principal, changes: dict[str, Any], *, platform: Settings,
+           specialists: list[str]) -> dict[str, Any]:
+    """Apply the sections present in `changes` (validated by the route's model; `model_tiers` here, against
+    the tiers `platform` offers and the `specialists`); returns the new settings."""
     tenant = _tenant(session, actor.tenant_id)
+    policy: dict[str, Any] | None = None
+    if tiers.SETTING in changes:  # checked before anything is written
+        try:
+            policy = tiers.parse(changes[tiers.SETTING], platform, specialists).as_json()
+        except InvalidInput as exc:
+            raise refuse(actor, exc, f"tenant.settings.{tiers.SETTING}", details=exc.details) from None
     if "alert_thresholds" in changes:
         wanted: dict[str, float] = changes["alert_thresholds"]
         rules = {r.name: r for r in session.execute(select(AlertRule).where(AlertRule.name.in_(list(wanted))))
@@ -86,8 +104,10 @@ def update(session: Session, actor: Principal, changes: dict[str, Any]) -> dict[
     for key in (RATE_LIMIT, BUDGETS, POLICY):
         if key in changes:
             _set(session, actor, tenant, key, changes[key])
+    if policy is not None:
+        _set(session, actor, tenant, tiers.SETTING, policy)
     session.flush()
-    return current(session, actor.tenant_id)
+    return current(session, actor.tenant_id, platform)
 
 
 def set_idp_mapping(session: Session, actor: Principal, raw: object) -> dict[str, Any]:

@@ -18,11 +18,13 @@ import os
 import re
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from PIL import Image
 
-from core.errors import InvalidInput, PlatformError
+from core.errors import InvalidInput
 
 TEXT_FORMATS = {"txt", "md", "html"}
 EXTENSIONS = {
@@ -43,18 +45,22 @@ OCR_DPI = 200
 
 
 class UnsupportedFormat(InvalidInput):
+    """Not a file type the platform reads (415)."""
+
     code = "unsupported_type"
     status_code = 415
 
 
-class ContentMismatch(InvalidInput):
+class ContentMismatch(UnsupportedFormat):
+    """The bytes are not what the file name says they are (415)."""
+
     code = "content_type_mismatch"
-    status_code = 415
 
 
-class ParseError(PlatformError):
+class ParseError(InvalidInput):
+    """A supported file whose content could not be read (422, as every invalid input)."""
+
     code = "parse_failed"
-    status_code = 422
 
 
 @dataclass
@@ -121,7 +127,7 @@ def detect_format(filename: str, data: bytes) -> str:
         ok = sniffed == declared
     if not ok:
         what = {"zip": "a ZIP archive", "binary": "binary data", "text": "text", "pdf": "a PDF",
-                "image": "an image"}[sniffed]
+                "image": "an image"}[cast(str, sniffed)]
         raise ContentMismatch(f"{filename!r} has extension {ext} but its content is {what}")
     return declared
 
@@ -230,6 +236,7 @@ def _plain_blocks(text: str, page: int | None, sections: _Sections, out: list[El
 
 
 def _parse_txt(data: bytes) -> ParsedDocument:
+    out: list[Element]
     sections, out = _Sections(), []
     pages = decode_text(data).split("\f")
     for i, page_text in enumerate(pages, start=1):
@@ -407,7 +414,7 @@ def _parse_html(data: bytes) -> ParsedDocument:
                 loose.append(" ")
             elif name in ("span", "a", "b", "strong", "i", "em", "code", "sup", "sub", "abbr", "kbd", "small", "u",
                           "mark", "cite", "q", "var", "samp", "time", "img"):
-                loose.append(child.get_text(" ", strip=False) if name != "img" else (child.get("alt") or ""))
+                loose.append(child.get_text(" ", strip=False) if name != "img" else cast(str, child.get("alt") or ""))
             else:
                 flush_loose()
                 walk(child)
@@ -419,6 +426,7 @@ def _parse_html(data: bytes) -> ParsedDocument:
 
 def _parse_docx(data: bytes) -> ParsedDocument:
     import docx
+    import docx.text.paragraph
     from docx.oxml.ns import qn
 
     try:
@@ -455,7 +463,7 @@ def _parse_docx(data: bytes) -> ParsedDocument:
             table = docx.table.Table(block, d)
             rows = []
             for row in table.rows:
-                cells = []
+                cells: list[str] = []
                 for c in row.cells:
                     t = c.text.strip()
                     if not cells or cells[-1] != t:  # merged cells repeat
@@ -512,7 +520,7 @@ def ocr_image(image: Image.Image, budget: OcrBudget | None = None) -> str:
     left = budget.take_page() if budget is not None else None
     try:
         # timeout: pytesseract kills tesseract and raises RuntimeError when the page runs out of time.
-        return pytesseract.image_to_string(image.convert("L"), lang="eng", timeout=left or 0)
+        return cast(str, pytesseract.image_to_string(image.convert("L"), lang="eng", timeout=left or 0))
     except pytesseract.TesseractNotFoundError:
         raise ParseError("OCR needs the tesseract-ocr package (apt-get install tesseract-ocr)") from None
     except RuntimeError as exc:
@@ -539,6 +547,7 @@ def _parse_pdf(data: bytes, budget: OcrBudget | None = None) -> ParsedDocument:
         raise ParseError(f"corrupt PDF: {str(exc) or type(exc).__name__}") from None
     if n_pages == 0:
         raise ParseError("PDF has no pages")
+    out: list[Element]
     sections, out, ocr_pages = _Sections(), [], []
     pdfium_doc = None
     try:
@@ -580,13 +589,15 @@ def _parse_image(data: bytes, budget: OcrBudget | None = None) -> ParsedDocument
         img.load()
     except (UnidentifiedImageError, OSError) as exc:
         raise ParseError(f"corrupt image: {exc}") from None
+    out: list[Element]
     sections, out = _Sections(), []
     _plain_blocks(ocr_image(img, budget), 1, sections, out, ocr=True)
     return ParsedDocument("image", out, pages=1, ocr_pages=[1])
 
 
-_PARSERS = {"txt": _parse_txt, "md": _parse_md, "html": _parse_html, "docx": _parse_docx, "pdf": _parse_pdf,
-            "image": _parse_image}
+_PARSERS: dict[str, Callable[..., ParsedDocument]] = {
+    "txt": _parse_txt, "md": _parse_md, "html": _parse_html, "docx": _parse_docx, "pdf": _parse_pdf,
+    "image": _parse_image}
 
 
 def parse(filename: str, data: bytes, *, ocr_max_pages: int | None = None,

@@ -176,9 +176,9 @@ def submit_document(
             return Submission(doc.id, DocumentStatus.queued, created=False, unchanged=False, content_hash=blob.sha256,
                               retried=True)
         created = doc is None
-        replaced_hash = None if created else doc.content_hash
+        replaced_hash = None if doc is None else doc.content_hash
         requested = {"class": CLASS_NAMES[cls], "acl_groups": acl}
-        if created:
+        if doc is None:
             doc_id = uuid.uuid4()
             taken = s.execute(select(Document.id).where(Document.tenant_id == tenant_id,
                                                         Document.source_key == key)).first() is not None
@@ -274,7 +274,7 @@ def delete_document(tenant_id: uuid.UUID, document_id: uuid.UUID, *, actor: str,
 
 def wait_for(tenant_id: uuid.UUID, ids: list[uuid.UUID], timeout_s: float | None = None,
              on_progress: Callable[..., object] | None = None, idle_timeout_s: float | None = None,
-             poll_s: float = 1.0) -> dict:
+             poll_s: float = 1.0) -> dict[uuid.UUID, str]:
     """Poll until every document is indexed, awaiting approval, rejected or failed. Gives up after
     `idle_timeout_s` without progress (a status change or a run's heartbeat on one of the documents),
     or after `timeout_s` in total when set: a long batch that keeps moving is waited for."""

@@ -8,8 +8,15 @@ proposal stores the operation, its validated payload, a preview read from the ta
 precondition execution re-checks, a risk level, the proposer and an expiry. An approver is a different
 person holding the `approver` permission; high-risk operations need two approvals. Approved proposals are
 executed by the Dagster job `execute_operation` (operations/executor.py). A proposal nobody decided
-escalates to the next approver of the tenant's chain (webhook + e-mail) every `escalate_after_minutes`,
-and expires at its expiry. Every transition is an audit record (`operation.*`) in the same transaction.
+escalates every `escalate_after_minutes` to the next approver of its chain and expires at its expiry.
+
+The chain of approvers is not configuration text: it is the tenant's active users a tenant admin granted
+the `approver` permission (identity/users.py, users.permissions), in the order they were granted an
+account, without the proposer and without anyone who already decided. Each escalation e-mails the next of
+them and posts to the tenant's escalation webhooks (tenant settings "operations": timings and webhooks
+only). A proposal nobody can approve (no eligible approver, or fewer than its risk requires) says so in its
+view and in the chat answer, and its escalation reports it instead of notifying a person. Every transition
+is an audit record (`operation.*`) in the same transaction.
 
 Functions taking a Session run in the caller's transaction under the tenant's RLS; `now` is a parameter
 everywhere time matters, so tests drive a simulated clock.
@@ -60,6 +67,10 @@ class ProposalView(BaseModel):
     status: str
     status_reason: str | None
     expires_at: dt.datetime
+    # Who may still approve it (DB grants, minus the proposer and those who decided) and, when that is not
+    # enough for the approvals it still needs, why nobody can complete it.
+    eligible_approvers: list[str] = []
+    approval_note: str | None = None
     escalation_level: int
     attempts: int
     result: dict[str, Any] | None
@@ -70,11 +81,12 @@ class ProposalView(BaseModel):
 
 @dataclass(frozen=True)
 class OperationsPolicy:
-    """A tenant's escalation chain and timings (tenant settings "operations", defaults from Settings)."""
+    """A tenant's escalation timings and webhooks (tenant settings "operations", defaults from Settings). The
+    approvers themselves come from the users' grants (`approvers`)."""
 
     escalate_after: dt.timedelta
     expiry: dt.timedelta
-    chain: list[dict[str, Any]]
+    webhooks: list[str]
 
 
 def policy(session: Session, tenant_id: uuid.UUID, settings: Settings | None = None) -> OperationsPolicy:
@@ -84,7 +96,41 @@ def policy(session: Session, tenant_id: uuid.UUID, settings: Settings | None = N
         escalate_after=dt.timedelta(minutes=float(cfg.get("escalate_after_minutes")
                                                   or s.operations_escalate_after_minutes)),
         expiry=dt.timedelta(hours=float(cfg.get("expiry_hours") or s.operations_expiry_hours)),
-        chain=[c for c in cfg.get("escalation", []) if isinstance(c, dict)])
+        webhooks=[str(w) for w in cfg.get("webhooks", []) if isinstance(w, str)])
+
+
+@dataclass(frozen=True)
+class Approver:
+    """A user of the tenant holding the approver permission (granted by a tenant admin)."""
+
+    username: str
+    email: str | None
+    display_name: str | None
+
+
+def approvers(session: Session) -> list[Approver]:
+    """The tenant's approver chain from the database grants: active users holding the approver permission, in
+    the order their accounts were created (RLS: the session's tenant only)."""
+    rows = session.execute(text("SELECT username, email, display_name FROM users WHERE is_active "
+                                "AND :p = ANY(permissions) ORDER BY created_at, username"),
+                           {"p": Permission.approver.value}).all()
+    return [Approver(r.username, r.email, r.display_name) for r in rows]
+
+
+def chain_for(chain: Sequence[Approver], proposer: str, decided: Sequence[str]) -> list[Approver]:
+    """Who may still approve a proposal: the chain without its proposer and without those who decided."""
+    return [a for a in chain if a.username != proposer and a.username not in decided]
+
+
+def _note(eligible: int, missing: int) -> str | None:
+    if missing <= 0 or eligible >= missing:
+        return None
+    if eligible == 0:
+        return ("nobody can approve this proposal: no active user other than the proposer holds the approver "
+                "permission — a tenant admin must grant it (PATCH /v1/admin/users/{id}, permissions: approver) "
+                "before it expires")
+    return (f"it needs {missing} more approval(s) but only {eligible} other user(s) hold the approver permission — "
+            "a tenant admin must grant it to more users before it expires")
 
 
 def _now(now: dt.datetime | None) -> dt.datetime:
@@ -118,20 +164,27 @@ def _approvals(session: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, li
     return out
 
 
-def _view(row: RowMapping, approvals: list[dict[str, Any]]) -> ProposalView:
+def _view(row: RowMapping, approvals: list[dict[str, Any]], chain: Sequence[Approver]) -> ProposalView:
     preview = row["preview"] or {}
+    eligible: list[str] = []
+    note = None
+    if row["status"] == OPEN:
+        eligible = [a.username for a in chain_for(chain, row["proposer"], [a["approver"] for a in approvals])]
+        note = _note(len(eligible), int(row["required_approvals"])
+                     - sum(1 for a in approvals if a["decision"] == "approve"))
     return ProposalView(
         id=row["id"], target=row["target"], operation=row["operation"], title=preview.get("title", ""),
         summary=preview.get("summary", ""), payload=row["payload"], preview=preview, risk=row["risk"],
         required_approvals=row["required_approvals"], approvals=approvals, proposer=row["proposer"],
         source=row["source"], status=row["status"], status_reason=row["status_reason"], expires_at=row["expires_at"],
-        escalation_level=row["escalation_level"], attempts=row["attempts"], result=row["result"],
+        eligible_approvers=eligible, approval_note=note, escalation_level=row["escalation_level"],
+        attempts=row["attempts"], result=row["result"],
         created_at=row["created_at"], updated_at=row["updated_at"], executed_at=row["executed_at"])
 
 
 def get(session: Session, proposal_id: uuid.UUID) -> ProposalView:
     row = _row(session, proposal_id)
-    return _view(row, _approvals(session, [row["id"]]).get(row["id"], []))
+    return _view(row, _approvals(session, [row["id"]]).get(row["id"], []), approvers(session))
 
 
 def list_proposals(session: Session, status: str | None = None, limit: int = 100) -> list[ProposalView]:
@@ -139,7 +192,8 @@ def list_proposals(session: Session, status: str | None = None, limit: int = 100
         " ORDER BY created_at DESC LIMIT :n"
     rows = list(session.execute(text(q), {"s": status, "n": limit}).mappings())
     approvals = _approvals(session, [r["id"] for r in rows])
-    return [_view(r, approvals.get(r["id"], [])) for r in rows]
+    chain = approvers(session)
+    return [_view(r, approvals.get(r["id"], []), chain) for r in rows]
 
 
 def propose(session: Session, *, tenant_id: uuid.UUID, actor: str, actor_role: str, target: str, operation: str,
@@ -168,9 +222,11 @@ def propose(session: Session, *, tenant_id: uuid.UUID, actor: str, actor_role: s
          "payload": p.model_dump_json(), "preview": json.dumps(preview, default=str),
          "pre": json.dumps(current.precondition, default=str), "risk": risk, "req": APPROVALS_BY_RISK[risk],
          "who": actor, "role": actor_role, "src": source, "key": key, "exp": at + pol.expiry, "now": at})
+    view = get(session, pid)
     _audit(session, tenant_id, actor, actor_role, "propose", pid, to="proposed", target=target, operation=operation,
-           risk=risk, source=source, summary=preview["summary"], changes=preview["changes"])
-    return get(session, pid)
+           risk=risk, source=source, summary=preview["summary"], changes=preview["changes"],
+           eligible_approvers=view.eligible_approvers, approval_note=view.approval_note)
+    return view
 
 
 def _transition(session: Session, row: RowMapping, status: str, now: dt.datetime, reason: str | None = None,
@@ -286,18 +342,22 @@ class DueEscalation:
 def sweep(session: Session, tenant_id: uuid.UUID, now: dt.datetime | None = None,
           settings: Settings | None = None) -> tuple[int, list[DueEscalation]]:
     """Expire the tenant's proposals past their expiry (audited) and list those due for escalation: the n-th
-    escalation is due n × escalate_after after the proposal, while the chain has an n-th approver."""
+    escalation is due n × escalate_after after the proposal, while its chain (`chain_for`) has an n-th
+    approver; a proposal nobody can approve is due once, to report that."""
     at = _now(now)
     pol = policy(session, tenant_id, settings)
     rows = list(session.execute(text("SELECT * FROM operation_proposals WHERE status = 'proposed' FOR UPDATE"))
                 .mappings())
+    chain = approvers(session)
+    decided = _approvals(session, [r["id"] for r in rows])
     expired, due = 0, []
     for row in rows:
         if _expire_if_due(session, row, at):
             expired += 1
             continue
         level = int(row["escalation_level"]) + 1
-        if level <= len(pol.chain) and row["created_at"] + level * pol.escalate_after <= at:
+        eligible = chain_for(chain, row["proposer"], [a["approver"] for a in decided.get(row["id"], [])])
+        if level <= max(len(eligible), 1) and row["created_at"] + level * pol.escalate_after <= at:
             due.append(DueEscalation(tenant_id, row["id"], level))
     return expired, due
 
@@ -307,44 +367,59 @@ Sender = Callable[[dict[str, Any], str, str, dict[str, Any]], list[tuple[str, st
 
 def escalate(session: Session, tenant_id: uuid.UUID, proposal_id: uuid.UUID, level: int, send: Sender,
              now: dt.datetime | None = None, settings: Settings | None = None) -> list[str]:
-    """Notify the chain's `level`-th approver (webhooks + e-mail through `send`, monitoring.dispatch.send) about a
-    proposal still waiting, and record it (audited). Returns "channel:delivered|dead_letter" per target; nothing
-    when the proposal was decided meanwhile or this level was already sent."""
+    """Notify the `level`-th approver of the proposal's chain (e-mail, and the tenant's escalation webhooks, through
+    `send`, monitoring.dispatch.send) about a proposal still waiting, and record it (audited). With nobody left
+    who may approve it, the webhooks are told that instead and the escalation is audited as a failure with
+    the reason. Returns "channel:delivered|dead_letter" per target; nothing when the proposal was decided
+    meanwhile or this level was already sent."""
     at = _now(now)
     row = _row(session, proposal_id, lock=True)
     if row["status"] != OPEN or int(row["escalation_level"]) >= level:
         return []
     pol = policy(session, tenant_id, settings)
-    if level > len(pol.chain):
+    chain = chain_for(approvers(session), row["proposer"],
+                      [a["approver"] for a in _approvals(session, [row["id"]]).get(row["id"], [])])
+    if level > max(len(chain), 1):
         return []
-    approver = pol.chain[level - 1]
+    approver = chain[level - 1] if chain else None
     preview = row["preview"] or {}
-    title = f"[APPROVAL NEEDED] {preview.get('summary', row['operation'])}"
+    summary = preview.get("summary", row["operation"])
+    title = f"[APPROVAL NEEDED] {summary}" if approver else f"[NO APPROVER] {summary}"
     waited = int((at - row["created_at"]).total_seconds() // 60)
+    nobody = ("" if approver else "\n\nNobody can approve it: no active user other than the proposer holds the "
+              "approver permission. A tenant admin must grant it (PATCH /v1/admin/users/{id}) before it expires.")
     body = (f"{title}\n\nProposed by {row['proposer']} {waited} minutes ago ({row['risk']} risk, "
             f"{row['required_approvals']} approval(s) needed); expires {row['expires_at'].isoformat()}.\n"
             f"Changes: " + "; ".join(f"{c.get('field')}: {c.get('current')} → {c.get('new')}"
                                      for c in preview.get("changes", [])) +
-            f"\n\nApprove or reject: POST /v1/operations/{proposal_id}/approve (or /reject).")
-    payload = {"title": title, "text": body, "severity": "warning",
+            f"\n\nApprove or reject: POST /v1/operations/{proposal_id}/approve (or /reject).{nobody}")
+    payload = {"title": title, "text": body, "severity": "warning" if approver else "critical",
                "operation": {"id": str(proposal_id), "target": row["target"], "operation": row["operation"],
                              "risk": row["risk"], "proposer": row["proposer"], "escalation_level": level,
-                             "approver": approver.get("name"), "expires_at": row["expires_at"].isoformat()}}
-    channels = {"webhooks": list(approver.get("webhooks", [])), "emails": list(approver.get("emails", []))}
-    results = send(channels, title, body, payload)
+                             "approver": approver.username if approver else None,
+                             "expires_at": row["expires_at"].isoformat()}}
+    emails = [approver.email] if approver and approver.email else []
+    results = send({"webhooks": list(pol.webhooks), "emails": emails}, title, body, payload)
     session.execute(text("UPDATE operation_proposals SET escalation_level = :l, escalated_at = :now, updated_at = :now "
                          "WHERE id = :i"), {"l": level, "now": at, "i": str(proposal_id)})
-    _audit(session, tenant_id, "operations", "system", "escalate", proposal_id, level=level,
-           approver=approver.get("name"),
+    reason = None if approver else "no_eligible_approver"
+    if approver and not emails:
+        reason = "approver_has_no_email"
+    _audit(session, tenant_id, "operations", "system", "escalate", proposal_id,
+           outcome="success" if reason is None else "failure", level=level,
+           approver=approver.username if approver else None, reason=reason,
            deliveries=[{"channel": c, "delivered": ok, "attempts": n, "error": err} for c, _t, ok, n, err in results])
     return [f"{c}:{'delivered' if ok else 'dead_letter'}" for c, _t, ok, _n, _e in results]
 
 
 def set_policy(tenant_id: uuid.UUID, cfg: dict[str, Any], *, actor: str, actor_role: str) -> dict[str, Any]:
-    """A tenant's escalation chain and timings (audited)."""
+    """A tenant's escalation timings and webhooks (audited). The approvers are not set here: they are the users a
+    tenant admin grants the approver permission."""
     from identity.tenancy import set_tenant_setting
 
-    for i, entry in enumerate(cfg.get("escalation", [])):
-        if not isinstance(entry, dict) or not (entry.get("webhooks") or entry.get("emails")):
-            raise InvalidInput(f"escalation[{i}] needs webhooks or emails", code="invalid_escalation")
+    if "escalation" in cfg:
+        raise InvalidInput("the escalation chain is not configured here: it is the users holding the approver "
+                           "permission (grant it with PATCH /v1/admin/users/{id})", code="invalid_escalation")
+    if not all(isinstance(w, str) for w in cfg.get("webhooks", [])):
+        raise InvalidInput("webhooks must be URLs", code="invalid_escalation")
     return set_tenant_setting(tenant_id, "operations", cfg, actor=actor, actor_role=actor_role)

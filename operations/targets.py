@@ -278,7 +278,16 @@ def _stock(client: Any, material: str, plant: str) -> tuple[Decimal, str | None]
 
 
 def _read_requisition(cfg: dict[str, Any], p: RequisitionIn) -> Current:
-    qty, unit = _stock(_sap(cfg), p.material, p.plant)
+    client = _sap(cfg)
+    # SAP refuses a requisition in another unit than the material's base unit: say so now, not after approval.
+    product = _sap_call(lambda: client.products(p.material), f"material {p.material}").records
+    if not product:
+        raise InvalidInput(f"SAP has no material {p.material!r}", code="unknown_record")
+    base = product[0].base_unit
+    if p.unit.upper() != base.upper():
+        raise InvalidInput(f"{p.unit} is not the base unit of {p.material}: SAP keeps it in {base}; propose the "
+                           f"quantity in {base}", code="unit_mismatch", details={"base_unit": base})
+    qty, unit = _stock(client, p.material, p.plant)
     values = {"material": p.material, "plant": p.plant, "unrestricted_stock": str(qty), "stock_unit": unit}
     return Current(values, {"values": values})
 

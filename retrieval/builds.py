@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -46,7 +47,7 @@ class Candidate:
     version: int
     generation: int
     kind: str
-    config: dict
+    config: dict[str, Any]
 
 
 def tenants() -> list[tuple[uuid.UUID, str]]:
@@ -119,7 +120,7 @@ def start(tenant_id: uuid.UUID, kind: str, reason: str, config: BuildConfig | No
     return Candidate(tenant_id, version, generation, kind, cfg)
 
 
-def _indexed_documents(tenant_id: uuid.UUID) -> dict[str, dict]:
+def _indexed_documents(tenant_id: uuid.UUID) -> dict[str, dict[str, Any]]:
     with tenant_session(tenant_id) as s:
         rows = s.execute(select(Document.id, Document.indexed_hash, Document.filename, Document.title,
                                 Document.storage_path, Document.classification, Document.acl_groups,
@@ -129,7 +130,7 @@ def _indexed_documents(tenant_id: uuid.UUID) -> dict[str, dict]:
                         "acl": list(r[6]), "doc_version": r[7] or 1} for r in rows}
 
 
-def _rebuild_documents(cand: Candidate, docs: dict[str, dict]) -> tuple[int, dict[str, str]]:
+def _rebuild_documents(cand: Candidate, docs: dict[str, dict[str, Any]]) -> tuple[int, dict[str, str]]:
     """Process documents from their original bytes with the candidate's configuration and write
     them into its generation. Returns (chunks written, failures)."""
     build = BuildConfig.from_dict(cand.config)
@@ -158,7 +159,7 @@ def _rebuild_documents(cand: Candidate, docs: dict[str, dict]) -> tuple[int, dic
     return written, failures
 
 
-def build_generation(cand: Candidate) -> dict:
+def build_generation(cand: Candidate) -> dict[str, Any]:
     """Fill a rebuild candidate's generation with every indexed document of the tenant."""
     t0 = time.perf_counter()
     docs = _indexed_documents(cand.tenant_id)
@@ -170,7 +171,7 @@ def build_generation(cand: Candidate) -> dict:
             "manifest": {k: v["hash"] for k, v in docs.items()}}
 
 
-def finish(cand: Candidate, stats: dict) -> None:
+def finish(cand: Candidate, stats: dict[str, Any]) -> None:
     manifest = stats.pop("manifest", None)
     with system_session() as s:
         row = s.get(IndexVersion, (cand.tenant_id, cand.version))
@@ -192,7 +193,7 @@ def fail(cand: Candidate, error: str) -> None:
     drop_unused_generations(cand.tenant_id)
 
 
-def record_evaluation(tenant_id: uuid.UUID, version: int, evaluation: dict) -> None:
+def record_evaluation(tenant_id: uuid.UUID, version: int, evaluation: dict[str, Any]) -> None:
     """Store the gate's verdict; a failed gate rejects the candidate (the active version keeps serving)."""
     with system_session() as s:
         row = s.get(IndexVersion, (tenant_id, version))
@@ -229,14 +230,14 @@ def _catch_up(cand: Candidate, manifest: dict[str, str]) -> dict[str, str]:
     return {k: v["hash"] for k, v in docs.items()}
 
 
-def _documents_now(s: Session, tenant_id: uuid.UUID) -> dict[str, str]:
+def _documents_now(s: Session, tenant_id: uuid.UUID) -> dict[str, str | None]:
     return {str(r[0]): r[1] for r in s.execute(
         select(Document.id, Document.indexed_hash).where(Document.tenant_id == tenant_id,
                                                          Document.status == DocumentStatus.indexed)).all()}
 
 
 def _switch(cand: Candidate, manifest: dict[str, str], from_status: str, action: str, attempts: int,
-            own_generation: bool) -> dict | None:
+            own_generation: bool) -> dict[str, Any] | None:
     """Make `cand` the active version: catch its generation up with the documents (when it has a
     generation of its own), then flip the pointer in one transaction under the exclusive index lock.
     The version it replaces keeps, as its manifest, the documents its generation held at the flip."""
@@ -276,7 +277,7 @@ def _switch(cand: Candidate, manifest: dict[str, str], from_status: str, action:
                       f"{attempts} catch-up attempts")
 
 
-def promote(tenant_id: uuid.UUID, attempts: int = 3) -> dict | None:
+def promote(tenant_id: uuid.UUID, attempts: int = 3) -> dict[str, Any] | None:
     """Promote the tenant's evaluated candidate (None if there is nothing to promote)."""
     with system_session() as s:
         row = s.execute(select(IndexVersion).where(IndexVersion.tenant_id == tenant_id,
@@ -289,7 +290,7 @@ def promote(tenant_id: uuid.UUID, attempts: int = 3) -> dict | None:
                    own_generation=cand.kind == "rebuild")
 
 
-def rollback(tenant_id: uuid.UUID, attempts: int = 3) -> dict:
+def rollback(tenant_id: uuid.UUID, attempts: int = 3) -> dict[str, Any]:
     """Serve the version the active one replaced again (its generation is kept for this), caught up
     with the documents indexed or removed since, in its own configuration. Not gated: it served
     before. A pending candidate is left alone (the gate compares it with whatever is active)."""
@@ -333,7 +334,7 @@ def drop_unused_generations(tenant_id: uuid.UUID) -> int:
         return len(drop)
 
 
-def versions(tenant_id: uuid.UUID, limit: int = 20) -> list[dict]:
+def versions(tenant_id: uuid.UUID, limit: int = 20) -> list[dict[str, Any]]:
     with tenant_session(tenant_id) as s:
         rows = s.execute(select(IndexVersion).order_by(IndexVersion.version.desc()).limit(limit)).scalars().all()
         return [{"version": r.version, "status": r.status, "kind": r.kind, "reason": r.reason,

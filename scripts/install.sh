@@ -26,6 +26,10 @@ command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr tesseract-ocr-eng)
 command -v xmlsec1 >/dev/null 2>&1 || need+=(xmlsec1)  # SAML signature checks (identity/saml.py, pysaml2)
 # Browser tests (tests/browser, Playwright) drive Debian's Chromium: `playwright install` downloads, so never.
 if [ "${1:-}" = "--dev" ] && [ ! -x /usr/bin/chromium ]; then need+=(chromium); fi
+# Deploy tier: the Helm chart rendered offline (deploy/helm/render: Go text/template + sprig from Debian).
+if [ "${1:-}" = "--dev" ] && [ ! -d /usr/share/gocode/src/github.com/Masterminds/sprig ]; then
+  need+=(golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev golang-gopkg-yaml.v3-dev)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian packages: ${need[*]}"

@@ -2,8 +2,9 @@
 
 document_intake: finds queued documents, adds one dynamic partition per new document and launches
 batched runs (one run per contiguous range of new partitions: up to `ingest_batch_size` small
-documents each, every document of `ingest_large_bytes` or more in a run of its own, small batches
-first); re-queued documents (a changed re-upload, a dead run's documents) get runs of their own.
+documents each, more for a large backlog, up to `ingest_batch_max` (`_batch_size`); every document
+of `ingest_large_bytes` or more in a run of its own, small batches first);
+re-queued documents (a changed re-upload, a dead run's documents) get runs of their own.
 The cursor remembers which document versions were requested, and by which request, so a tick never
 requests one twice. Each tick first looks for documents whose run died (failed, canceled, unknown,
 or its heartbeat stopped) and requeues them — after EAP_INGEST_MAX_ATTEMPTS they fail with the reason.
@@ -50,6 +51,18 @@ def _split_by_size(docs: list[recovery.Pending], size: int, large_bytes: int) ->
         else:
             batches.append([d])
     return batches + [[d] for d in docs if d.size_bytes >= large_bytes]
+
+
+# The backlog is cut into about this many runs (twice dagster.yaml's max_concurrent_runs: both run slots
+# stay busy, and the run that finishes first finds the next one queued).
+BACKLOG_RUNS = 4
+
+
+def _batch_size(backlog: int, base: int, largest: int) -> int:
+    """Documents per run: `ingest_batch_size` for a small backlog (the first documents are indexed soon);
+    a large backlog in about BACKLOG_RUNS runs of at most `ingest_batch_max` documents each, because every
+    run pays a process start, the imports and the model load before its first document."""
+    return max(1, min(max(base, largest), max(base, -(-backlog // BACKLOG_RUNS))))
 
 
 def _contiguous(docs: list[recovery.Pending], order: dict[str, int], size: int,
@@ -192,7 +205,8 @@ def document_intake(context: dg.SensorEvaluationContext, db: PlatformDatabase) -
     new = [d for d in todo if d.id not in order]
     again = [d for d in todo if d.id in order]
     large = settings.ingest_large_bytes
-    batches = _split_by_size(new, settings.ingest_batch_size, large)
+    batches = _split_by_size(new, _batch_size(len(new), settings.ingest_batch_size, settings.ingest_batch_max),
+                             large)
     new = [d for b in batches for d in b]  # partitions are added in batch order: each batch is one range
     runs = []
     for batch in batches + _contiguous(again, order, settings.ingest_batch_size, large):

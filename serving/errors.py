@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from compliance import audit
+from compliance import audit, holds
 from core.errors import PlatformError
 from core.security import Principal
 
@@ -104,6 +104,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PlatformError)
     async def _platform(req: Request, exc: PlatformError) -> JSONResponse:
         await audit_denial(req.scope, exc.status_code, exc.code)
+        if isinstance(exc, holds.HeldError) and (who := _principal_of(req.scope)) is not None:
+            # 409 `held`: a delete or erasure a destruction hold refused is an audit record too (compliance/holds.py).
+            await anyio.to_thread.run_sync(functools.partial(
+                holds.record_refusal, exc, tenant_id=who.tenant_id, actor=who.subject, actor_role=who.role.value,
+                resource_id=f"{req.scope.get('method', '')} {str(req.scope.get('path', ''))[:300]}"))
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         if exc.status_code == 429 and "retry_after_s" in exc.details:
             headers = {"Retry-After": str(exc.details["retry_after_s"])}

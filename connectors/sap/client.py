@@ -7,8 +7,8 @@
     client.update_reservation_item("0000000001", "0001", ReservationItemChange(quantity=5), if_match=item.etag)
 
 pyodata parses each service's `$metadata` (fetched once per client) and builds the requests; a
-`requests` session carries Basic auth, the SAP session cookie, a timeout on every request and the
-`sap-client`. Every response is validated into the pydantic models of connectors/sap/models.py:
+`requests` session (connectors/sap/session.py) carries Basic auth, the SAP session cookie, a timeout on
+every request and the `sap-client`. Every response is validated into the pydantic models of connectors/sap/models.py:
 garbage, an HTML logon page, a partial page (fewer records than `__count`) or a record with a missing or
 mistyped property is an error (SAPBadResponse), never data.
 
@@ -17,27 +17,31 @@ retried blindly: a write that timed out or got a 5xx has an unknown outcome and 
 `sap_write_unknown` (the write workflow decides, with its idempotency key). The only automatic retry of a
 write is after SAP rejected its CSRF token (403 `X-CSRF-Token: Required`, nothing was written): the
 token is fetched again (`X-CSRF-Token: Fetch`) and the write sent once more. A changed record (ETag
-mismatch, 412) is SAPPreconditionFailed.
+mismatch, 412) is SAPPreconditionFailed. The errors are in connectors/sap/errors.py (importable from here).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
-import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pyodata
 import requests
 from pydantic import ValidationError
 from pyodata.exceptions import HttpError, PyODataException
 
+from connectors.sap.errors import (
+    SAPAuthFailed,
+    SAPBadResponse,
+    SAPError,
+    SAPNotFound,
+    SAPPreconditionFailed,
+    SAPRejected,
+)
 from connectors.sap.models import (
     CostCenter,
     MaterialStock,
@@ -55,101 +59,13 @@ from connectors.sap.models import (
     SAPRecord,
 )
 from connectors.sap.schema import SERVICE_ROOT
-from core.errors import PlatformError
+from connectors.sap.session import SAPConfig, SAPSession, odata_error_message
+
+__all__ = ["SAPAuthFailed", "SAPBadResponse", "SAPClient", "SAPConfig", "SAPError", "SAPNotFound",
+           "SAPPreconditionFailed", "SAPRejected", "odata_error_message"]
 
 R = TypeVar("R", bound=SAPRecord)
 X = TypeVar("X")
-
-
-class SAPError(PlatformError):
-    """SAP could not be reached or did not answer in time (after the retries)."""
-
-    code = "sap_unavailable"
-    status_code = 502
-
-
-class SAPBadResponse(SAPError):
-    code = "sap_bad_response"
-
-
-class SAPAuthFailed(SAPError):
-    code = "sap_auth_failed"
-
-
-class SAPRejected(SAPError):
-    """SAP refused the request (4xx with an OData error message): not retried."""
-
-    code = "sap_rejected"
-    status_code = 422
-
-
-class SAPNotFound(SAPRejected):
-    code = "sap_not_found"
-    status_code = 404
-
-
-class SAPPreconditionFailed(SAPRejected):
-    """The record changed since it was read (ETag mismatch): the write was not applied."""
-
-    code = "sap_precondition_failed"
-    status_code = 409
-
-
-@dataclass(frozen=True)
-class SAPConfig:
-    base_url: str
-    username: str
-    password: str = field(repr=False)
-    sap_client: str | None = None
-    timeout_s: float = 10.0
-    retries: int = 2
-    backoff_s: float = 0.2
-    max_pages: int = 200  # a server that pages forever is an error, not a hang
-
-    @classmethod
-    def from_tenant(cls, cfg: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> SAPConfig:
-        """From a tenant's `sap` settings. The password is never stored there: `password_env` names the
-        environment variable (a deployment secret) that holds it (default EAP_SAP_PASSWORD)."""
-        env = os.environ if environ is None else environ
-        var = str(cfg.get("password_env") or "EAP_SAP_PASSWORD")
-        password = env.get(var)
-        if not cfg.get("base_url") or not cfg.get("username"):
-            raise SAPError("the tenant's SAP connection needs base_url and username", code="sap_not_configured")
-        if password is None:
-            raise SAPError(f"the SAP password variable {var} is not set", code="sap_not_configured")
-        return cls(base_url=str(cfg["base_url"]).rstrip("/"), username=str(cfg["username"]), password=password,
-                   sap_client=str(cfg["sap_client"]) if cfg.get("sap_client") else None,
-                   timeout_s=float(cfg.get("timeout_s", 10)), retries=int(cfg.get("retries", 2)),
-                   backoff_s=float(cfg.get("backoff_s", 0.2)))
-
-
-class _Session(requests.Session):
-    """A requests session with a timeout on every request and the sap-client on every URL (pyodata
-    passes its own query string, which would replace session-level params)."""
-
-    def __init__(self, timeout_s: float, sap_client: str | None) -> None:
-        super().__init__()
-        self.timeout_s, self.sap_client = timeout_s, sap_client
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self.timeout_s)
-        method = method.decode() if isinstance(method, bytes) else method
-        url = url.decode() if isinstance(url, bytes) else url
-        if self.sap_client and "sap-client=" not in url:
-            parts = urlsplit(url)
-            query = "&".join(p for p in (parts.query, urlencode({"sap-client": self.sap_client})) if p)
-            url = urlunsplit(parts._replace(query=query))
-        return super().request(method, url, *args, **kwargs)
-
-
-def odata_error_message(resp: Any) -> str:
-    """The message of an OData v2 error body, or the start of the body."""
-    try:
-        body = json.loads(resp.content)
-        return str(body["error"]["message"]["value"])[:300]
-    except (ValueError, KeyError, TypeError):
-        text = (resp.content or b"")[:200].decode("utf-8", "replace").strip()
-        return text or f"HTTP {resp.status_code}"
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -178,7 +94,7 @@ class SAPClient:
 
     def __init__(self, config: SAPConfig) -> None:
         self.config = config
-        self.session = _Session(config.timeout_s, config.sap_client)
+        self.session = SAPSession(config.timeout_s, config.sap_client)
         self.session.auth = (config.username, config.password)
         self.session.headers.update({"Accept": "application/json"})
         self._services: dict[str, Any] = {}

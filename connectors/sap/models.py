@@ -19,6 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 ALLOWED_UNITS = frozenset({"PC", "KG", "G", "L", "M", "M2", "M3", "EA", "ST", "BOX", "PAL", "ROL", "H"})
 Key = Annotated[str, Field(min_length=1, max_length=40)]
 Quantity = Annotated[Decimal, Field(allow_inf_nan=False)]
+# What a write may send: a four-character plant/storage location, a positive quantity SAP can store
+# (13 digits, 3 decimals), a unit of at most three characters.
+Code4 = Annotated[str, Field(min_length=4, max_length=4)]
+QuantityIn = Annotated[Decimal, Field(gt=0, allow_inf_nan=False, max_digits=13, decimal_places=3)]
+UnitIn = Annotated[str, Field(min_length=1, max_length=3)]
 
 
 class SAPRecord(BaseModel):
@@ -109,14 +114,19 @@ class CostCenter(SAPRecord):
 # ------------------------------------------------------------------------------------------- writes
 
 
-class PurchaseRequisitionItemIn(BaseModel):
-    """One item of a purchase requisition to create."""
+class ItemIn(BaseModel):
+    """What every item of a document to create has: a material at a plant, a quantity and its unit."""
 
     model_config = ConfigDict(extra="forbid")
     material: Key
-    plant: Annotated[str, Field(min_length=4, max_length=4)]
-    quantity: Annotated[Decimal, Field(gt=0, allow_inf_nan=False, max_digits=13, decimal_places=3)]
-    unit: Annotated[str, Field(min_length=1, max_length=3)]
+    plant: Code4
+    quantity: QuantityIn
+    unit: UnitIn
+
+
+class PurchaseRequisitionItemIn(ItemIn):
+    """One item of a purchase requisition to create."""
+
     delivery_date: dt.date | None = None
     text: Annotated[str, Field(max_length=40)] | None = None
     purchasing_group: Annotated[str, Field(max_length=3)] | None = None
@@ -155,13 +165,8 @@ class PurchaseRequisition(SAPRecord):
     items: list[PurchaseRequisitionItem]
 
 
-class ReservationItemIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    material: Key
-    plant: Annotated[str, Field(min_length=4, max_length=4)]
-    storage_location: Annotated[str, Field(min_length=4, max_length=4)]
-    quantity: Annotated[Decimal, Field(gt=0, allow_inf_nan=False, max_digits=13, decimal_places=3)]
-    unit: Annotated[str, Field(min_length=1, max_length=3)]
+class ReservationItemIn(ItemIn):
+    storage_location: Code4
     requirement_date: dt.date | None = None
 
 
@@ -172,7 +177,7 @@ class ReservationIn(BaseModel):
     movement_type: Annotated[str, Field(pattern=r"^(201|261|311)$")] = "201"
     cost_center: Annotated[str, Field(min_length=1, max_length=10)] | None = None
     recipient: Annotated[str, Field(max_length=12)] = ""
-    plant: Annotated[str, Field(min_length=4, max_length=4)]
+    plant: Code4
     items: Annotated[list[ReservationItemIn], Field(min_length=1, max_length=50)]
 
 
@@ -202,7 +207,7 @@ class ReservationItemChange(BaseModel):
     """The fields of a reservation item a write may change."""
 
     model_config = ConfigDict(extra="forbid")
-    quantity: Annotated[Decimal, Field(gt=0, allow_inf_nan=False, max_digits=13, decimal_places=3)] | None = None
+    quantity: QuantityIn | None = None
     requirement_date: dt.date | None = None
 
 

@@ -1,6 +1,7 @@
 import { Alert, Badge, Button, Group, Modal, Paper, SimpleGrid, Stack, Table, Text, TextInput, Title } from "@mantine/core";
 import { useCallback, useEffect, useState } from "react";
 import { api, ApiError, type Me } from "./api";
+import { ownSubjects } from "./auth";
 import { SEVERITY_COLORS } from "./common";
 
 interface AlertOut {
@@ -29,16 +30,35 @@ interface GoalOut {
   updated_at: string;
 }
 
+interface Change {
+  field: string;
+  current: unknown;
+  new: unknown;
+}
+
+interface Decision {
+  approver?: string;
+  decision?: string;
+  reason?: string | null;
+}
+
 interface ProposalOut {
   id: string;
+  target: string;
+  operation: string;
   title: string;
   summary: string;
+  payload: Record<string, unknown>;
+  preview: { changes?: Change[]; subject?: string };
   risk: string;
   proposer: string;
   status: string;
+  status_reason: string | null;
+  approval_note?: string | null; // why nobody (or not enough people) can approve it yet
   required_approvals: number;
-  approvals: { by?: string }[];
+  approvals: Decision[];
   expires_at: string;
+  created_at: string;
 }
 
 interface EvalOut {
@@ -105,47 +125,103 @@ function Alerts({ canOperate }: { canOperate: boolean }) {
   );
 }
 
+const shown = (v: unknown) => (v === null || v === undefined || v === "" ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
+
+const STATUS_COLORS: Record<string, string> = {
+  proposed: "blue", approved: "teal", executing: "teal", executed: "green", rejected: "red", failed: "red",
+  expired: "gray", cancelled: "gray",
+};
+
+function Proposal({ p, me, busy, onDecide }: {
+  p: ProposalOut; me: Me; busy: boolean; onDecide(p: ProposalOut, d: "approve" | "reject", reason: string): void;
+}) {
+  const [reason, setReason] = useState("");
+  const own = ownSubjects(me.subject).has(p.proposer);
+  const mayApprove = (me.permissions ?? []).includes("approver");
+  const approvals = p.approvals.filter((a) => a.decision === "approve");
+  const changes = p.preview.changes ?? [];
+  const labelId = `proposal-${p.id}`;
+  return (
+    <Paper withBorder p="sm" data-testid="proposal" data-status={p.status} component="article" aria-labelledby={labelId}>
+      <Group gap={6}>
+        <Text fw={600} size="sm" id={labelId}>{p.title}</Text>
+        <Badge color={p.risk === "high" ? SEVERITY_COLORS.critical : SEVERITY_COLORS.info}>risk: {p.risk}</Badge>
+        <Badge variant="outline" color={STATUS_COLORS[p.status] ?? "gray"} data-testid="proposal-status">{p.status}</Badge>
+      </Group>
+      <Text size="sm">{p.summary}</Text>
+      <Text size="xs" mt={4}>What it will do in {p.target.toUpperCase()} ({p.operation}):</Text>
+      <Table withTableBorder={false} data-testid="proposal-changes" fz="xs" verticalSpacing={2}>
+        <Table.Thead><Table.Tr><Table.Th scope="col">Field</Table.Th><Table.Th scope="col">Now</Table.Th><Table.Th scope="col">After</Table.Th></Table.Tr></Table.Thead>
+        <Table.Tbody>
+          {changes.map((c) => (
+            <Table.Tr key={c.field}><Table.Td>{c.field}</Table.Td><Table.Td>{shown(c.current)}</Table.Td><Table.Td>{shown(c.new)}</Table.Td></Table.Tr>
+          ))}
+          {changes.length === 0 && Object.entries(p.payload).map(([k, v]) => (
+            <Table.Tr key={k}><Table.Td>{k}</Table.Td><Table.Td>—</Table.Td><Table.Td>{shown(v)}</Table.Td></Table.Tr>
+          ))}
+        </Table.Tbody>
+      </Table>
+      <Text size="xs">Proposed by {p.proposer}; {approvals.length} of {p.required_approvals} approval(s)
+        {p.status === "proposed" ? `; expires ${new Date(p.expires_at).toLocaleString()}` : ""}.</Text>
+      {p.approvals.map((a, i) => (
+        <Text size="xs" key={i} data-testid="proposal-decision">{a.decision === "reject" ? "Rejected" : "Approved"} by {a.approver}{a.reason ? `: ${a.reason}` : ""}</Text>
+      ))}
+      {p.status === "proposed" && p.approval_note && <Text size="xs" fw={600} data-testid="approval-note">Note: {p.approval_note}</Text>}
+      {p.status !== "proposed" && p.status_reason && <Text size="xs" data-testid="proposal-reason">{p.status_reason}</Text>}
+      {p.status === "proposed" && (own ? <Text size="xs" data-testid="own-proposal">Your own proposal: someone else must approve it.</Text>
+        : !mayApprove ? <Text size="xs">Approving needs the approver permission (ask an administrator).</Text> : (
+          <Group gap={6} mt={6} align="flex-end">
+            <TextInput label="Reason" description="Required to reject; the proposer sees it" size="xs" value={reason} style={{ flex: 1 }}
+              onChange={(e) => setReason(e.currentTarget.value)} />
+            <Button size="compact-sm" loading={busy} onClick={() => onDecide(p, "approve", reason)}>Approve</Button>
+            <Button size="compact-sm" variant="default" disabled={busy || !reason.trim()} onClick={() => onDecide(p, "reject", reason)}>Reject</Button>
+          </Group>
+        ))}
+    </Paper>
+  );
+}
+
 function Approvals({ me }: { me: Me }) {
   const [items, setItems] = useState<ProposalOut[]>([]);
-  const [reason, setReason] = useState<Record<string, string>>({});
+  const [busy, setBusy] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [note, setNote] = useState<string | null>(null);
   const load = useCallback(() => {
-    api<ProposalOut[]>("/v1/operations?status=proposed&limit=100").then(setItems).catch((e) => setError(words(e)));
+    api<ProposalOut[]>("/v1/operations?limit=50").then(setItems).catch((e) => setError(words(e)));
   }, []);
   useEffect(load, [load]);
 
-  async function decide(p: ProposalOut, decision: "approve" | "reject") {
+  async function decide(p: ProposalOut, decision: "approve" | "reject", reason: string) {
     setError(null);
+    setNote(null);
+    setBusy(p.id);
     try {
-      await api(`/v1/operations/${p.id}/${decision}`, { json: { reason: reason[p.id]?.trim() || null } });
+      const out = await api<ProposalOut>(`/v1/operations/${p.id}/${decision}`, { json: { reason: reason.trim() || null } });
+      setNote(`${out.title}: ${out.status}${out.status === "proposed" ? " (waits for another approval)" : ""}.`);
       load();
     } catch (e) {
       setError(words(e));
+    } finally {
+      setBusy(null);
     }
   }
 
+  const pending = items.filter((p) => p.status === "proposed");
+  const recent = items.filter((p) => p.status !== "proposed").slice(0, 10);
   return (
     <Paper withBorder p="md" radius="md" component="section" aria-labelledby="approvals-title">
-      <Title order={2} size="h4" id="approvals-title" mb="xs">Pending write proposals</Title>
+      <Title order={2} size="h4" id="approvals-title" mb="xs">Write proposals</Title>
       {error && <Alert color="red" role="alert" mb="sm">{error}</Alert>}
-      {items.length === 0 ? <Text size="sm">Nothing waits for approval.</Text> : (
-        <Stack gap="sm">
-          {items.map((p) => (
-            <Paper key={p.id} withBorder p="sm" data-testid="proposal">
-              <Group gap={6}><Text fw={600} size="sm">{p.title}</Text>
-                <Badge color={p.risk === "high" ? SEVERITY_COLORS.critical : SEVERITY_COLORS.info}>risk: {p.risk}</Badge></Group>
-              <Text size="sm">{p.summary}</Text>
-              <Text size="xs">Proposed by {p.proposer}; {p.approvals.length} of {p.required_approvals} approval(s); expires {new Date(p.expires_at).toLocaleString()}.</Text>
-              {p.proposer !== me.subject ? (
-                <Group gap={6} mt={6} align="flex-end">
-                  <TextInput label="Reason (optional)" size="xs" value={reason[p.id] ?? ""} style={{ flex: 1 }}
-                    onChange={(e) => { const v = e.currentTarget.value; setReason((r) => ({ ...r, [p.id]: v })); }} />
-                  <Button size="compact-sm" onClick={() => void decide(p, "approve")}>Approve</Button>
-                  <Button size="compact-sm" variant="default" onClick={() => void decide(p, "reject")}>Reject</Button>
-                </Group>
-              ) : <Text size="xs">Your own proposal: someone else approves it.</Text>}
-            </Paper>
-          ))}
+      {note && <Text size="sm" role="status" mb="sm">{note}</Text>}
+      <Stack gap="sm" data-testid="pending-proposals">
+        <Title order={3} size="h5">Waiting for approval</Title>
+        {pending.length === 0 && <Text size="sm">Nothing waits for approval.</Text>}
+        {pending.map((p) => <Proposal key={p.id} p={p} me={me} busy={busy === p.id} onDecide={(q, d, r) => void decide(q, d, r)} />)}
+      </Stack>
+      {recent.length > 0 && (
+        <Stack gap="sm" mt="md" data-testid="decided-proposals">
+          <Title order={3} size="h5">Recently decided</Title>
+          {recent.map((p) => <Proposal key={p.id} p={p} me={me} busy={false} onDecide={() => undefined} />)}
         </Stack>
       )}
     </Paper>

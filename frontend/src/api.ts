@@ -119,6 +119,7 @@ export interface Me {
   tenant: string;
   role: "viewer" | "operator" | "admin";
   groups: string[];
+  permissions?: string[]; // approver, steward, compliance_officer
 }
 
 export interface Citation {

@@ -5,6 +5,7 @@ const TOKEN_KEY = "eap.token";
 const PKCE_KEY = "eap.pkce";
 
 export interface Claims {
+  iss?: string;
   sub?: string;
   exp?: number;
   role?: string;
@@ -40,6 +41,16 @@ export function claimsOf(token: string): Claims | null {
   } catch {
     return null;
   }
+}
+
+/** The names the platform may record this user under: /v1/me's subject, and for an identity provider's token
+ * the platform's `oidc:<issuer>#<subject>` (how proposals, audit records and conversations name IdP users). */
+export function ownSubjects(displayed: string): Set<string> {
+  const names = new Set([displayed]);
+  const token = loadToken();
+  const c = token ? claimsOf(token) : null;
+  if (c?.iss && c.sub) names.add(`oidc:${c.iss}#${c.sub}`);
+  return names;
 }
 
 /** Seconds until the token expires (negative when it has), or null without an exp claim. */
@@ -108,18 +119,33 @@ export async function finishOidc(cfg: OidcConfig, params: URLSearchParams): Prom
   if (params.get("state") !== state) throw new Error("the sign-in answer does not match the request (state); start again");
   const code = params.get("code");
   if (!code || !cfg.token_endpoint || !cfg.client_id) throw new Error("the identity provider sent no code");
-  const resp = await fetch(cfg.token_endpoint, {
-    method: "POST",
-    headers: { "Content-Type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({
-      grant_type: "authorization_code",
-      code,
-      redirect_uri: redirectUri(),
-      client_id: cfg.client_id,
-      code_verifier: verifier,
-    }),
-  });
-  if (!resp.ok) throw new Error(`the identity provider did not issue a token (HTTP ${resp.status})`);
+  let resp: Response;
+  try {
+    resp = await fetch(cfg.token_endpoint, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({
+        grant_type: "authorization_code",
+        code,
+        redirect_uri: redirectUri(),
+        client_id: cfg.client_id,
+        code_verifier: verifier,
+      }),
+    });
+  } catch (e) {
+    throw new Error(`the identity provider's token endpoint could not be reached (${e instanceof Error ? e.message : String(e)}); ask your administrator to check the single sign-on settings`);
+  }
+  if (!resp.ok) {
+    // RFC 6749 §5.2: {"error": "...", "error_description": "..."}; say what the IdP said.
+    let said = "";
+    try {
+      const err = (await resp.json()) as { error?: string; error_description?: string };
+      said = [err.error, err.error_description].filter(Boolean).join(": ");
+    } catch {
+      // not JSON: the status is all there is
+    }
+    throw new Error(`the identity provider did not issue a token (HTTP ${resp.status}${said ? `, ${said}` : ""}). Start the sign-in again.`);
+  }
   const body = (await resp.json()) as { access_token?: string };
   if (!body.access_token) throw new Error("the identity provider's answer has no access token");
   return body.access_token;

@@ -9,8 +9,9 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from agents.specialists import SPECIALISTS
 from core.models import Role
 from core.settings import get_settings
 from identity import api_keys, oidc_mapping, tenant_admin
@@ -200,11 +201,30 @@ class PolicyIn(BaseModel):
     self_grant_requires_second_admin: bool = False
 
 
+class TierPolicyIn(BaseModel):
+    """Tier names are checked by core.llm.tiers (unknown → 422 `unknown_tier`, not offered by the platform →
+    422 `tier_not_offered`, outside `allowed` → 422 `tier_not_allowed`, unknown specialist → 422
+    `unknown_specialist`), so each refusal has its own code."""
+
+    model_config = ConfigDict(extra="forbid")
+    allowed: list[Annotated[str, Field(max_length=20)]] = Field(min_length=1, max_length=6)
+    default: Annotated[str | None, Field(max_length=20)] = None
+    specialists: dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=20)]] = Field(
+        default_factory=dict, max_length=50)
+    on_disallowed: Literal["refuse", "downgrade"] = "refuse"
+
+
+class OfferedTier(BaseModel):
+    tier: str
+    model: str
+
+
 class SettingsPatch(BaseModel):
     rate_limit_per_minute: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
     budgets: BudgetsIn | None = None
     alert_thresholds: dict[Annotated[str, Field(max_length=100)], Annotated[float, Field(gt=0)]] | None = None
     identity_policy: PolicyIn | None = None
+    model_tiers: TierPolicyIn | None = None
 
 
 class SettingsOut(BaseModel):
@@ -212,17 +232,22 @@ class SettingsOut(BaseModel):
     budgets: dict[str, Any]
     alert_thresholds: dict[str, float]
     identity_policy: dict[str, Any]
+    model_tiers: dict[str, Any]  # the policy as it applies now (every offered tier when none is stored)
+    offered_tiers: list[OfferedTier]  # what the platform offers (EAP_LLM_TIERS) and each tier's model
 
 
 @router.get("/settings", response_model=SettingsOut)
 def get_tenant_settings(principal: PrincipalDep, db: TenantSessionDep) -> SettingsOut:
-    return SettingsOut(**tenant_admin.current(db, principal.tenant_id))
+    return SettingsOut(**tenant_admin.current(db, principal.tenant_id, get_settings()))
 
 
 @router.patch("/settings", response_model=SettingsOut)
 def patch_tenant_settings(body: SettingsPatch, principal: PrincipalDep, db: TenantSessionDep) -> SettingsOut:
     """Change the sections present in the body: the tenant's request rate limit per minute, token budgets,
-    alert rule thresholds (by rule name), identity policy. Each change is audited with before and after."""
-    changes = {k: (v.model_dump(exclude_none=True) if isinstance(v, BaseModel) else v)
+    alert rule thresholds (by rule name), identity policy, model tiers (`allowed` within `offered_tiers`,
+    `default`, per-`specialists` defaults, `on_disallowed`: refuse or downgrade a request for another tier).
+    Each change is audited with before and after; each refusal too."""
+    changes = {k: (v.model_dump(exclude_none=k != "model_tiers") if isinstance(v, BaseModel) else v)
                for k, v in ((k, getattr(body, k)) for k in body.model_fields_set) if v is not None}
-    return SettingsOut(**tenant_admin.update(db, principal, changes))
+    return SettingsOut(**tenant_admin.update(db, principal, changes, platform=get_settings(),
+                                             specialists=list(SPECIALISTS)))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
@@ -30,12 +30,16 @@ class Channels(BaseModel):
     emails: list[Email] = Field(default_factory=list, max_length=50)
 
 
+RuleKind = Literal["downtime_minutes", "defect_rate", "inventory_below_min"]
+Severity = Literal["info", "warning", "critical"]
+
+
 class RuleIn(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=100)]
-    kind: Literal["downtime_minutes", "defect_rate", "inventory_below_min"]
+    kind: RuleKind
     threshold: Annotated[float, Field(gt=0)]
     scope: Annotated[str | None, Field(max_length=100)] = None
-    severity: Literal["info", "warning", "critical"] = "warning"
+    severity: Severity = "warning"
     channels: Channels = Field(default_factory=Channels)
     enabled: bool = True
 
@@ -70,9 +74,9 @@ class AlertOut(BaseModel):
     value: float | None
     message: str
     root_cause: str | None
-    evidence: dict
+    evidence: dict[str, Any]
     notify_count: int
-    deliveries: list[dict]
+    deliveries: list[dict[str, Any]]
     opened_at: dt.datetime
     acknowledged_by: str | None
     resolved_by: str | None
@@ -85,7 +89,8 @@ class MESIntegrationIn(BaseModel):
 
 
 def _rule_out(r: AlertRule) -> RuleOut:
-    return RuleOut(id=r.id, name=r.name, kind=r.kind, threshold=r.threshold, scope=r.scope, severity=r.severity,
+    return RuleOut(id=r.id, name=r.name, kind=cast(RuleKind, r.kind), threshold=r.threshold, scope=r.scope,
+                   severity=cast(Severity, r.severity),
                    channels=Channels(**r.channels), enabled=r.enabled)
 
 
@@ -120,32 +125,32 @@ def list_alerts(db: TenantSessionDep,
                      acknowledged_by=a.acknowledged_by, resolved_by=a.resolved_by) for a in alerts]
 
 
-async def _transition(alert_id: uuid.UUID, principal: Principal, status: str) -> dict:
+async def _transition(alert_id: uuid.UUID, principal: Principal, status: str) -> dict[str, Any]:
     a = await run_in_threadpool(set_alert_status, principal.tenant_id, alert_id, status, actor=principal.subject,
                                 actor_role=principal.role.value)
     return {"id": str(a.id), "status": a.status}
 
 
 @router.post("/alerts/{alert_id}/acknowledge", dependencies=[require_role(Role.operator)])
-async def acknowledge(alert_id: uuid.UUID, principal: PrincipalDep) -> dict:
+async def acknowledge(alert_id: uuid.UUID, principal: PrincipalDep) -> dict[str, Any]:
     """Acknowledge an open alert (audited)."""
     return await _transition(alert_id, principal, "acknowledged")
 
 
 @router.post("/alerts/{alert_id}/resolve", dependencies=[require_role(Role.operator)])
-async def resolve(alert_id: uuid.UUID, principal: PrincipalDep) -> dict:
+async def resolve(alert_id: uuid.UUID, principal: PrincipalDep) -> dict[str, Any]:
     """Resolve an alert (audited). A later breach of the same rule opens a new alert."""
     return await _transition(alert_id, principal, "resolved")
 
 
 @router.get("/integrations/mes", dependencies=[require_role(Role.admin)])
-def get_mes(principal: PrincipalDep, db: TenantSessionDep) -> dict:
+def get_mes(principal: PrincipalDep, db: TenantSessionDep) -> dict[str, Any]:
     """This tenant's MES endpoint, if configured."""
     return {"mes": tenants.settings(db, principal.tenant_id).get("mes")}
 
 
 @router.put("/integrations/mes", dependencies=[require_role(Role.admin)])
-def put_mes(body: MESIntegrationIn, principal: PrincipalDep) -> dict:
+def put_mes(body: MESIntegrationIn, principal: PrincipalDep) -> dict[str, Any]:
     """Point this tenant's monitoring at its MES REST endpoint (polled by the Dagster MES sensors)."""
     cfg = configure_mes(principal.tenant_id, body.model_dump(mode="json"), actor=principal.subject,
                         actor_role=principal.role.value)
@@ -166,13 +171,13 @@ class SAPIntegrationIn(BaseModel):
 
 
 @router.get("/integrations/sap", dependencies=[require_role(Role.admin)])
-def get_sap(principal: PrincipalDep, db: TenantSessionDep) -> dict:
+def get_sap(principal: PrincipalDep, db: TenantSessionDep) -> dict[str, Any]:
     """This tenant's SAP connection, if configured."""
     return {"sap": tenants.settings(db, principal.tenant_id).get("sap")}
 
 
 @router.put("/integrations/sap", dependencies=[require_role(Role.admin)])
-def put_sap(body: SAPIntegrationIn, principal: PrincipalDep) -> dict:
+def put_sap(body: SAPIntegrationIn, principal: PrincipalDep) -> dict[str, Any]:
     """Connect this tenant to its SAP Gateway (OData v2): the extracts (Dagster job sap_extracts) and the agents'
     live reads use it."""
     cfg = configure_sap(principal.tenant_id, body.model_dump(mode="json", exclude_none=True),

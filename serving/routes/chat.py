@@ -31,6 +31,9 @@ class ChatIn(BaseModel):
     message: Annotated[str, Field(min_length=1, max_length=4000)]
     conversation_id: uuid.UUID | None = None
     k: Annotated[int, Field(ge=1, le=20)] = 6
+    # A model tier (LIGHT / STANDARD / HEAVY) to answer on instead of the one the platform picks; one the
+    # tenant may not use is refused (403 tier_not_allowed) or downgraded, as its tier policy says.
+    tier: Annotated[str | None, Field(max_length=20)] = None
 
 
 class CitationOut(chat_case.CitationView):
@@ -66,8 +69,18 @@ def _check_conversation(principal: Principal, conversation_id: uuid.UUID) -> Non
         chat_case.check_conversation(s, principal, conversation_id)
 
 
+def _check_tier(principal: Principal, tier: str) -> None:
+    """Refuse a tier the tenant may not use before a stream starts (403 / 422); the run applies it again."""
+    from core.llm import tiers
+    from core.repos import tenants
+    from core.settings import get_settings
+
+    with tenant_session(principal.tenant_id) as s:
+        tiers.stored(tenants.settings(s, principal.tenant_id), get_settings()).resolve(tier)
+
+
 def _chat_sync(principal: Principal, body: ChatIn, model: Model) -> ChatOut:
-    res = chat_case.ask(_open_deps(principal, model), body.message, body.conversation_id, k=body.k)
+    res = chat_case.ask(_open_deps(principal, model), body.message, body.conversation_id, k=body.k, tier=body.tier)
     return ChatOut(**res.as_dict())
 
 
@@ -80,7 +93,8 @@ async def _chat_stream(principal: Principal, body: ChatIn, model: Model) -> Asyn
     replace when the verified answer differs from what was shown), then citations and done. The work runs to
     the end (stored, audited, usage recorded) even when the client disconnects mid-stream."""
     yield _sse("start", {"model": chat_case.start_model(), "ai_disclosure": chat_case.AI_DISCLOSURE})
-    relay = chat_case.stream_answer(_open_deps(principal, model), body.message, body.conversation_id, k=body.k)
+    relay = chat_case.stream_answer(_open_deps(principal, model), body.message, body.conversation_id, k=body.k,
+                                    tier=body.tier)
     finished = False
     try:
         while True:
@@ -119,6 +133,8 @@ async def chat(body: ChatIn, principal: PrincipalDep, model: ModelDep,
     if accept and "text/event-stream" in accept:
         if body.conversation_id is not None:  # a bad conversation id is a 404 before the stream starts
             await run_in_threadpool(_check_conversation, principal, body.conversation_id)
+        if body.tier is not None:  # so is a tier the tenant may not use (403) or that does not exist (422)
+            await run_in_threadpool(_check_tier, principal, body.tier)
         return StreamingResponse(_chat_stream(principal, body, model), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return await run_in_threadpool(_chat_sync, principal, body, model)

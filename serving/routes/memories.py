@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
 
-from agents import learning, memory
+from agents import memory
+from agents.learning.extraction import extract_rules
 from compliance import audit, holds
 from core.models import Memory
 from retrieval.search import Caller
@@ -58,10 +59,10 @@ class ForgetOut(BaseModel):
 
 
 def _out(m: Memory) -> MemoryOut:
-    return MemoryOut(id=m.id, type=m.memory_type, key=m.key, content=m.content, importance=round(m.importance, 4),
-                     access_count=m.access_count, merged_count=m.merged_count, classification=m.classification,
-                     origin=m.origin, message_id=m.message_id, created_at=m.created_at, updated_at=m.updated_at,
-                     last_accessed_at=m.last_accessed_at)
+    return MemoryOut(id=m.id, type=cast(MemoryType, m.memory_type), key=m.key, content=m.content,
+                     importance=round(m.importance, 4), access_count=m.access_count, merged_count=m.merged_count,
+                     classification=m.classification, origin=m.origin, message_id=m.message_id,
+                     created_at=m.created_at, updated_at=m.updated_at, last_accessed_at=m.last_accessed_at)
 
 
 @router.get("", response_model=MemoryPage)
@@ -80,7 +81,7 @@ def add_memory(body: MemoryIn, principal: PrincipalDep, db: TenantSessionDep, se
                embedder: EmbedderDep) -> MemoryOut:
     """Tell the platform something to remember. A preference it recognises ("short answers", "bullet
     points", "answer in German", "metric units") is stored under its key and replaces the earlier value."""
-    known = [i for i in learning.extract_rules(body.content) if i.type == "PREFERENCE"] \
+    known = [i for i in extract_rules(body.content) if i.type == "PREFERENCE"] \
         if body.type == "PREFERENCE" else []
     key, value = (known[0].key, known[0].value) if known else (None, None)
     w = memory.remember(db, principal.tenant_id, principal.subject, body.type,

@@ -5,7 +5,10 @@ Same use case as `POST /v1/chat` (agents/chat.py): routing, retrieval with the c
 the guards, storage and the audit record (channel "openai"). Authentication is the platform's own: the
 client's API key is a platform token (or API key), sent as `Authorization: Bearer`.
 
-- Models: "auto" (the router picks the specialist) and one model per specialist key (routing skipped).
+- Models: "auto" (the router picks the specialist) and one model per specialist key (routing skipped);
+  either with `@<tier>` ("auto@HEAVY", or `{"eap": {"tier": ...}}`) answers on that model tier, within the
+  tenant's tier policy (a tier it may not use: 403 `tier_not_allowed`, or downgraded when the policy says
+  so; `eap.model_tier` is the tier used). The tiers a tenant may use: `GET /v1/admin/settings`.
 - The question is the last user message. The platform keeps conversation history itself: earlier messages
   of the request are not replayed; to continue a conversation pass `{"eap": {"conversation_id": ...}}`
   (the SDK's `extra_body`).
@@ -32,12 +35,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents import chat as chat_case
 from agents.specialists import SPECIALISTS
 from core.errors import InvalidInput, PlatformError
-from core.llm import Model
+from core.llm import Model, tiers
 from core.security import Principal
 from serving.deps import ModelDep, PrincipalDep
 from serving.errors import error_body
 from serving.ratelimit import RateLimit
-from serving.routes.chat import _check_conversation, _open_deps
+from serving.routes.chat import _check_conversation, _check_tier, _open_deps
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
@@ -61,6 +64,7 @@ class ChatMessageIn(BaseModel):
 class EapIn(BaseModel):
     conversation_id: uuid.UUID | None = None
     k: Annotated[int, Field(ge=1, le=20)] = 6
+    tier: Annotated[str | None, Field(max_length=20)] = None
 
 
 class CompletionIn(BaseModel):
@@ -139,9 +143,22 @@ def list_models(principal: PrincipalDep) -> ModelList:
     return ModelList(data=data)
 
 
+def _tier(body: CompletionIn) -> str | None:
+    """The model tier the request asks for (`model` "<name>@<tier>" or `eap.tier`), or None — or a 422."""
+    _, at, suffix = body.model.partition("@")
+    asked = [tiers.tier_name(suffix, field_name="model")] if at else []
+    if body.eap.tier is not None:
+        asked.append(tiers.tier_name(body.eap.tier, field_name="eap.tier"))
+    if len(set(asked)) > 1:
+        raise InvalidInput("the model's @tier and eap.tier differ", code="conflicting_tier",
+                           details={"tiers": asked})
+    return asked[0] if asked else None
+
+
 def _question(body: CompletionIn) -> tuple[str, str | None]:
     """(the last user message, the specialist asked for or None for auto) — or a 400."""
-    if body.model != AUTO and body.model not in SPECIALISTS:
+    name = body.model.partition("@")[0]
+    if name != AUTO and name not in SPECIALISTS:
         raise InvalidInput(f"unknown model {body.model!r}; GET /v1/models lists them", code="model_not_found",
                            details={"models": [AUTO, *SPECIALISTS]})
     user = [m for m in body.messages if m.role == "user"]
@@ -154,7 +171,7 @@ def _question(body: CompletionIn) -> tuple[str, str | None]:
         raise InvalidInput("the last user message has no text", code="empty_message")
     if len(text) > MAX_QUESTION:
         raise InvalidInput(f"the last user message exceeds {MAX_QUESTION} characters", code="message_too_long")
-    return text, None if body.model == AUTO else body.model
+    return text, None if name == AUTO else name
 
 
 def _usage(res: chat_case.ChatResult) -> UsageOut:
@@ -174,7 +191,7 @@ def _eap(res: chat_case.ChatResult) -> EapOut:
 def _complete(principal: Principal, body: CompletionIn, model: Model, question: str,
               specialist: str | None) -> CompletionOut:
     res = chat_case.ask(_open_deps(principal, model), question, body.eap.conversation_id, k=body.eap.k,
-                        channel="openai", specialist=specialist)
+                        channel="openai", specialist=specialist, tier=_tier(body))
     return CompletionOut(id=f"chatcmpl-{res.message_id}", created=int(time.time()), model=body.model,
                          choices=[ChoiceOut(message=MessageOut(content=res.answer))], usage=_usage(res), eap=_eap(res))
 
@@ -190,7 +207,8 @@ async def _stream(principal: Principal, body: CompletionIn, model: Model, questi
     cid = f"chatcmpl-{uuid.uuid4()}"
     yield _chunk(cid, body.model, {"role": "assistant", "content": ""})
     relay = chat_case.stream_answer(_open_deps(principal, model), question, body.eap.conversation_id, k=body.eap.k,
-                                    channel="openai", policy=chat_case.HOLD, specialist=specialist)
+                                    channel="openai", policy=chat_case.HOLD, specialist=specialist,
+                                    tier=_tier(body))
     finished = False
     try:
         while True:
@@ -222,8 +240,11 @@ async def _stream(principal: Principal, body: CompletionIn, model: Model, questi
 async def chat_completions(body: CompletionIn, principal: PrincipalDep, model: ModelDep) -> Any:
     """OpenAI's chat completion, answered by the platform's chat use case (grounded, cited, verified)."""
     question, specialist = _question(body)
+    tier = _tier(body)
     if body.eap.conversation_id is not None:
         await run_in_threadpool(_check_conversation, principal, body.eap.conversation_id)
+    if tier is not None:  # a tier the tenant may not use is refused before a stream starts
+        await run_in_threadpool(_check_tier, principal, tier)
     if body.stream:
         return StreamingResponse(_stream(principal, body, model, question, specialist), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AnyHttpUrl, BaseModel, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from core.models import Role
 from operations import proposals, targets
@@ -19,7 +19,6 @@ from serving.deps import PrincipalDep, TenantSessionDep, require_role
 router = APIRouter(prefix="/v1", tags=["operations"])
 
 Status = Literal["proposed", "approved", "rejected", "expired", "cancelled", "executing", "executed", "failed"]
-Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
 
 
 class ProposeIn(BaseModel):
@@ -40,17 +39,15 @@ class OperationOut(BaseModel):
     payload_schema: dict[str, Any]
 
 
-class Approver(BaseModel):
-    name: Annotated[str, Field(min_length=1, max_length=100)]
-    webhooks: list[AnyHttpUrl] = Field(default_factory=list, max_length=10)
-    emails: list[Email] = Field(default_factory=list, max_length=20)
-
-
 class OperationsSettingsIn(BaseModel):
+    """Timings and webhooks only: the approvers notified in turn are the users holding the approver permission
+    (granted with PATCH /v1/admin/users/{id}), never a list typed in here."""
+
+    model_config = ConfigDict(extra="forbid")
     escalate_after_minutes: Annotated[float | None, Field(gt=0, le=7 * 24 * 60)] = None
     expiry_hours: Annotated[float | None, Field(gt=0, le=24 * 30)] = None
-    escalation: list[Approver] = Field(default_factory=list, max_length=10,
-                                       description="approvers notified in turn while a proposal waits")
+    webhooks: list[AnyHttpUrl] = Field(default_factory=list, max_length=10,
+                                       description="posted to at every escalation (next to the approver's e-mail)")
 
 
 @router.get("/operations/catalog", response_model=list[OperationOut])
@@ -100,12 +97,14 @@ def cancel(proposal_id: uuid.UUID, body: DecisionIn, principal: PrincipalDep, db
 def get_settings_(principal: PrincipalDep, db: TenantSessionDep) -> dict[str, Any]:
     pol = proposals.policy(db, principal.tenant_id)
     return {"escalate_after_minutes": pol.escalate_after.total_seconds() / 60,
-            "expiry_hours": pol.expiry.total_seconds() / 3600, "escalation": pol.chain}
+            "expiry_hours": pol.expiry.total_seconds() / 3600, "webhooks": pol.webhooks,
+            "approvers": [{"username": a.username, "email": a.email, "display_name": a.display_name}
+                          for a in proposals.approvers(db)]}
 
 
 @router.put("/operations-settings", dependencies=[require_role(Role.admin)])
 async def put_settings(body: OperationsSettingsIn, principal: PrincipalDep) -> dict[str, Any]:
-    """The escalation chain and timings of this tenant's write proposals (audited)."""
+    """The escalation timings and webhooks of this tenant's write proposals (audited)."""
     cfg = body.model_dump(mode="json", exclude_none=True)
     return await run_in_threadpool(proposals.set_policy, principal.tenant_id, cfg, actor=principal.subject,
                                    actor_role=principal.role.value)

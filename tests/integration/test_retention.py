@@ -148,7 +148,7 @@ def test_retention_purges_and_anonymises_except_under_holds(client, make_tenant)
                                  "AND action = 'retention.applied'"), {"t": t.id}).scalar_one()
     assert applied["affected"]["conversations"] == 1 and applied["held"]["conversations"] == 2
 
-    # A hold blocks deletes too, until released (placing and releasing are audit records).
+    # A hold blocks deletes too, until released (placing, the refusal and releasing are audit records).
     alice = _h(t, "alice")
     r = client.delete(f"/v1/memories/{alice_old['memory']}", headers=alice)
     assert r.status_code == 409 and r.json()["error"]["code"] == "held"
@@ -160,7 +160,7 @@ def test_retention_purges_and_anonymises_except_under_holds(client, make_tenant)
     with system_session() as s:
         acts = s.execute(text("SELECT action FROM audit_events WHERE tenant_id = :t AND action LIKE 'hold.%' "
                               "ORDER BY seq"), {"t": t.id}).scalars().all()
-    assert acts == ["hold.placed", "hold.placed", "hold.released"]
+    assert acts == ["hold.placed", "hold.placed", "hold.blocked", "hold.released"]  # the refused delete too
 
 
 def test_audit_trail_purge_keeps_the_chain_verifiable(client, make_tenant, scratch_tenants):
@@ -199,3 +199,70 @@ def test_audit_trail_purge_keeps_the_chain_verifiable(client, make_tenant, scrat
         eng.dispose()
     v = client.get("/v1/audit/verify", headers=_officer(t)).json()
     assert v["ok"] is False and "anchor_invalid" in [b["reason"] for b in v["breaks"]]
+
+
+_SAP_INSERTS = {
+    "sap_stock": ("material, plant, storage_location, stock_type, quantity, unit",
+                  ":m, '1000', '0001', 'unrestricted', 5, 'PC'"),
+    "sap_materials": ("material, plant, description, product_type, product_group, base_unit, reorder_point, "
+                      "safety_stock", ":m, '1000', 'bolt', 'ROH', 'G1', 'PC', 1, 1"),
+    "sap_open_po_items": ("purchase_order, item, supplier, supplier_name, material, plant, text, quantity, received, "
+                          "open_quantity, unit, net_price, currency, order_date, delivery_date",
+                          ":m, '10', 'S1', 'Acme', :m, '1000', 'bolts', 10, 0, 10, 'PC', 1.5, 'EUR', :at, :at"),
+    "sap_cost_centers": ("controlling_area, cost_center, name, description, category, responsible, currency, "
+                         "planned_costs, actual_costs", "'A000', :m, 'n', 'd', 'E', 'r', 'EUR', 1, 1"),
+    "sap_extracts": ("extract, rows, pages, source, duration_ms", "'inventory', 1, 1, 'http://127.0.0.1/sap', 1.0"),
+}
+
+
+def _sap_rows(s, t, when: dt.datetime, tag: str) -> dict[str, uuid.UUID]:
+    """One row in each SAP extract table (migration 0018), extracted at `when`."""
+    assert set(_SAP_INSERTS) == set(retention.SAP_TABLES)
+    ids = {tb: uuid.uuid4() for tb in retention.SAP_TABLES}
+    for table, (cols, values) in _SAP_INSERTS.items():
+        s.execute(text(f"INSERT INTO {table} (id, tenant_id, extracted_at, {cols}) VALUES (:i, :t, :at, {values})"),
+                  {"i": ids[table], "t": t.id, "at": when, "m": f"MAT-{tag}"})
+    return ids
+
+
+def test_sap_extracts_are_in_the_schedule_and_purged_unless_held(client, make_tenant):
+    """SAP extract copies (stock history, material master, open PO items, cost centres, extract log) past their
+    period are purged by the nightly Dagster job; a tenant hold keeps them; both are in the report and audited."""
+    free, held = make_tenant("sapret"), make_tenant("sapheld")
+    pol = client.get("/v1/retention/policies", headers=_officer(free)).json()
+    assert pol["sap_extracts"]["action"] == "purge" and pol["sap_extracts"]["minimum_days"] >= 90
+    r = client.put("/v1/retention/policies/sap_extracts", json={"days": 30}, headers=_officer(free))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "below_legal_minimum"
+    assert client.put("/v1/retention/policies/sap_extracts", json={"days": 120},
+                      headers=_officer(free)).status_code == 200
+    now = dt.datetime.now(dt.UTC)
+    with system_session() as s:
+        free_old = _sap_rows(s, free, now - dt.timedelta(days=200), "old")  # past 120 days, within the default 365
+        free_new = _sap_rows(s, free, now - dt.timedelta(days=3), "new")
+        held_old = _sap_rows(s, held, OLD, "old")
+    assert client.post("/v1/holds", json={"scope": "tenant", "reason": "tax audit 2026"},
+                       headers=_officer(held)).status_code == 201
+
+    import definitions
+
+    res = definitions.defs.resolve_job_def("apply_retention").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), resources={"db": definitions.defs.resources["db"]})
+    assert res.success
+    (mat,) = res.get_asset_materialization_events()
+    reports = {rep["tenant_id"]: {x["record_type"]: x for x in rep["types"]}
+               for rep in mat.materialization.metadata["report"].value}
+    with system_session() as s:
+        for table in retention.SAP_TABLES:
+            assert not _exists(s, table, free_old[table]), table
+            assert _exists(s, table, free_new[table]), table
+            assert _exists(s, table, held_old[table]), table
+    done, kept = reports[str(free.id)]["sap_extracts"], reports[str(held.id)]["sap_extracts"]
+    assert done["days"] == 120 and done["affected"] == len(retention.SAP_TABLES) and done["held"] == 0
+    assert set(done["affected_ids"]) == {f"{tb}/{i}" for tb, i in free_old.items()}
+    assert kept["affected"] == 0 and set(kept["held_ids"]) == {f"{tb}/{i}" for tb, i in held_old.items()}
+    with system_session() as s:
+        audited = {str(r.tenant_id): r.details for r in s.execute(text(
+            "SELECT tenant_id, details FROM audit_events WHERE action = 'retention.applied' AND tenant_id IN (:a, :b)"),
+            {"a": free.id, "b": held.id})}
+    assert audited[str(free.id)]["affected"]["sap_extracts"] == len(retention.SAP_TABLES)
+    assert audited[str(held.id)]["held"]["sap_extracts"] == len(retention.SAP_TABLES)

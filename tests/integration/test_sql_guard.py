@@ -228,3 +228,65 @@ def test_an_empty_answer_over_mes_data_never_collected_says_so(client, make_tena
     res = post_chat(client, t, "otto", "Which machines are down right now?")
     assert "No machine status data has been recorded for this tenant yet" in res["answer"]
     assert "No machine is DOWN" not in res["answer"]
+
+
+def _markers_resolve(out):
+    """Every [n] of the answer has at least one citation with that number."""
+    import re
+
+    marks = {int(m) for m in re.findall(r"\[(\d{1,2})\]", out["answer"])}
+    assert marks, out["answer"]
+    assert marks <= {c["n"] for c in out["citations"]}, (out["answer"], out["citations"])
+
+
+def test_sql_and_calculator_answers_cite_the_query_and_the_formula(plant, client):
+    a, _, _ = plant
+    r = client.post("/v1/chat", json={"message": "How many machines are down on each line right now?"},
+                    headers=bearer(a, "ana", Role.viewer))
+    out = r.json()
+    _markers_resolve(out)
+    q = next(c for c in out["citations"] if c["kind"] == "query")
+    step = next(s for s in out["trace"] if s.get("tool") == "sql_query")
+    assert q["system"] == "MES" and q["entity"] == "reporting.machine_status"
+    assert q["query"] == step["result"]["sql"] and "reporting.machine_status" in q["query"]
+    assert q["rows"] == step["result"]["rows"] >= 1 and q["as_of"] and q["author"] == "template"
+
+    r = client.post("/v1/chat", json={"message": "What is 12.5 * 4 + 3?"}, headers=bearer(a, "ana", Role.viewer))
+    out = r.json()
+    assert "= 53" in out["answer"], out["answer"]
+    _markers_resolve(out)
+    calc = next(c for c in out["citations"] if c["kind"] == "calculation")
+    assert calc["formula"].replace(" ", "") == "12.5*4+3" and calc["inputs"] == [12.5, 4, 3]
+    assert calc["result"] == 53
+
+    # A refused model-written query is cited too: the refused SQL and the reason behind the [n].
+    attack = "SELECT machine_id FROM machine_status UNION SELECT username FROM users LIMIT 50"
+    with scripted_chat(client.app, [attack, "The query was refused [1]."]):
+        out = client.post("/v1/chat", json={"message": "Which machines are down at the moment?"},
+                          headers=bearer(a, "ana", Role.viewer)).json()
+    n = len([c for c in out["citations"] if c["kind"] == "document"])
+    cited = [c for c in out["citations"] if c["kind"] == "query"]
+    assert cited and cited[0]["refused"] == "set_operation" and cited[0]["query"] == attack and n == 0
+
+
+def test_a_permitted_but_slow_query_hits_the_statement_timeout(plant, client, monkeypatch):
+    """A query the guard accepts (one SELECT over allowed views, LIMIT 1) but that multiplies the rows of a view
+    eight times over: the statement timeout cancels it, the user gets an answer saying so (no 500), and the
+    failure is audited with its reason."""
+    a, _, _ = plant
+    monkeypatch.setattr(sqlguard, "STATEMENT_TIMEOUT_MS", 150)
+    slow = "SELECT count(*) AS n FROM " + " CROSS JOIN ".join(f"quality_reports AS q{i}" for i in range(8)) + " LIMIT 1"
+    sqlguard.check(slow, "viewer")  # permitted: nothing but the timeout stops it
+    with scripted_chat(client.app, [slow, "The query timed out [1]."]):
+        r = client.post("/v1/chat", json={"message": "Which machines are down at the moment?"},
+                        headers=bearer(a, "ana", Role.viewer))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    step = next(s for s in out["trace"] if s.get("tool") == "sql_query")
+    assert step["denied"] == "statement_timeout" and "0.15 s statement timeout" in step["reason"]
+    cited = next(c for c in out["citations"] if c["kind"] == "query")
+    assert cited["refused"] == "statement_timeout" and cited["query"] == slow
+    failed = [x for x in _audit(a) if x.outcome == "failure" and x.details.get("sql") == slow]
+    assert failed and failed[-1].details["reason"] == "statement_timeout"
+    assert "statement timeout" in failed[-1].details["message"]
+

@@ -97,6 +97,7 @@ def test_chat_proposal_approved_by_a_second_user_is_executed_by_dagster(env, pla
     assert "I have not changed anything" in out["answer"] and pid in out["answer"]
     assert "executed" not in out["answer"].lower().replace("not executed", "")
     assert out["outcome"] == "proposed"
+    assert "nobody can approve this proposal" in out["answer"]  # no user of this tenant holds the grant yet
     assert sim.applied_writes == writes0 and len(sim.state.work_orders) == orders0  # nothing written yet
     view = c.get(f"/v1/operations/{pid}", headers=_h(t, "adam")).json()
     assert view["status"] == "proposed" and view["risk"] == "medium" and view["source"] == "chat"
@@ -110,8 +111,12 @@ def test_chat_proposal_approved_by_a_second_user_is_executed_by_dagster(env, pla
     # Without the approver permission: refused.
     r = c.post(f"/v1/operations/{pid}/approve", json={}, headers=_h(t, "victor"))
     assert r.status_code == 403 and r.json()["error"]["code"] == "approver_required"
-    r = c.post(f"/v1/operations/{pid}/approve", json={"reason": "pump seal is leaking"},
-               headers=_h(t, "adam", roles=("approver",)))
+    # The approver permission as a customer grants it: a tenant admin on the user's record (no token claim).
+    r = c.post(f"/v1/operations/{pid}/approve", json={}, headers=_h(t, "adam"))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "approver_required"
+    _user(c, t, "adam", "adam@plant.local")
+    assert c.get(f"/v1/operations/{pid}", headers=_h(t, "adam")).json()["eligible_approvers"] == ["adam"]
+    r = c.post(f"/v1/operations/{pid}/approve", json={"reason": "pump seal is leaking"}, headers=_h(t, "adam"))
     assert r.status_code == 200 and r.json()["status"] == "approved", r.text
 
     runs = [(rr, res) for rr, res in _tick(env) if pid in rr.run_key]
@@ -127,9 +132,10 @@ def test_chat_proposal_approved_by_a_second_user_is_executed_by_dagster(env, pla
     # Next tick: nothing to run again.
     assert [rr for rr, _ in _tick(env) if pid in rr.run_key] == []
     assert [a for a, _, _ in _transitions(t, pid)] == [
-        "operation.propose", "operation.approve", "operation.approve", "operation.approve",
+        "operation.propose", "operation.approve", "operation.approve", "operation.approve", "operation.approve",
         "operation.execute_start", "operation.executed"]
-    assert [o for a, _, o in _transitions(t, pid) if a == "operation.approve"] == ["denied", "denied", "success"]
+    assert [o for a, _, o in _transitions(t, pid) if a == "operation.approve"] == [
+        "denied", "denied", "denied", "success"]
 
 
 def test_high_risk_needs_two_approvers_and_a_changed_record_fails_with_the_reason(env, plant):
@@ -187,29 +193,50 @@ def test_a_crash_between_the_write_and_its_recording_does_not_write_twice(env, p
     assert details["replayed"] is True
 
 
+def _user(c, t, username, email=None, permissions=("approver",)):
+    r = c.post("/v1/admin/users", headers=_h(t, "root", "admin"),
+               json={"username": username, "role": "operator", "permissions": list(permissions), "email": email})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
 def test_undecided_proposal_escalates_then_expires_on_a_simulated_clock(env, plant):
+    """The chain is the users holding the approver permission in the database (oldest first, without the
+    proposer); it is not configuration text."""
     t, c, hook, sink = plant, env["client"], env["hook"], env["sink"]
     r = c.put("/v1/operations-settings", headers=_h(t, "root", "admin"), json={
         "escalate_after_minutes": 30, "expiry_hours": 2,
-        "escalation": [{"name": "shift manager", "webhooks": [hook.url], "emails": ["shift.manager@plant.local"]},
-                       {"name": "plant manager", "emails": ["plant.manager@plant.local"]}]})
+        "escalation": [{"name": "shift manager", "emails": ["shift.manager@plant.local"]}]})
+    assert r.status_code == 422  # a chain typed into settings is refused
+    r = c.put("/v1/operations-settings", headers=_h(t, "root", "admin"),
+              json={"escalate_after_minutes": 30, "expiry_hours": 2, "webhooks": [hook.url]})
     assert r.status_code == 200, r.text
+    _user(c, t, "olga", "olga@plant.local")  # the proposer holds the permission too: never her own approver
+    _user(c, t, "shift", "shift.manager@plant.local")
+    plant_id = _user(c, t, "plantmgr", "plant.manager@plant.local")
+    _user(c, t, "victor", "victor@plant.local", permissions=())  # no grant: not in the chain
+    got = c.get("/v1/operations-settings", headers=_h(t, "root", "admin")).json()
+    assert [a["username"] for a in got["approvers"]] == ["olga", "shift", "plantmgr"]
+
     p = _propose(env, t, "olga", "create_work_order", {"machine_id": "M-6", "description": "check the spindle noise"})
     pid, created = p["id"], dt.datetime.fromisoformat(p["created_at"])
+    assert p["eligible_approvers"] == ["shift", "plantmgr"] and p["approval_note"] is None
     posts, mails = len(hook.posts), len(sink.messages)
 
     assert [rr for rr, _ in _tick(env, created + dt.timedelta(minutes=20)) if pid in rr.run_key] == []
     first = [(rr, res) for rr, res in _tick(env, created + dt.timedelta(minutes=31)) if pid in rr.run_key]
     assert [rr.run_key for rr, _ in first] == [f"escalate:{pid}:1"] and first[0][1].success
     assert len(hook.posts) == posts + 1 and pid in hook.posts[-1]["text"]
-    assert hook.posts[-1]["operation"]["approver"] == "shift manager"
+    assert hook.posts[-1]["operation"]["approver"] == "shift"
     assert len(sink.messages) == mails + 1 and sink.messages[-1].rcpt_tos == ["shift.manager@plant.local"]
     # Same time again: that level is not sent twice.
     assert [rr for rr, _ in _tick(env, created + dt.timedelta(minutes=32)) if pid in rr.run_key] == []
     second = [(rr, res) for rr, res in _tick(env, created + dt.timedelta(minutes=61)) if pid in rr.run_key]
     assert [rr.run_key for rr, _ in second] == [f"escalate:{pid}:2"]
-    assert sink.messages[-1].rcpt_tos == ["plant.manager@plant.local"] and len(hook.posts) == posts + 1
+    assert sink.messages[-1].rcpt_tos == ["plant.manager@plant.local"] and len(hook.posts) == posts + 2
     assert _proposal(t, pid)["escalation_level"] == 2
+    # The chain is exhausted: no third escalation.
+    assert [rr for rr, _ in _tick(env, created + dt.timedelta(minutes=95)) if pid in rr.run_key] == []
 
     assert [rr for rr, _ in _tick(env, created + dt.timedelta(hours=2, minutes=1)) if pid in rr.run_key] == []
     row = _proposal(t, pid)
@@ -218,6 +245,38 @@ def test_undecided_proposal_escalates_then_expires_on_a_simulated_clock(env, pla
     assert r.status_code == 409 and r.json()["error"]["code"] == "proposal_not_open"
     assert [a for a, _, _ in _transitions(t, pid)] == [
         "operation.propose", "operation.escalate", "operation.escalate", "operation.expire", "operation.approve"]
+
+    # A high-risk proposal (two approvals) with one other approver left after a grant is revoked: it says so.
+    assert c.patch(f"/v1/admin/users/{plant_id}", headers=_h(t, "root", "admin"),
+                   json={"permissions": []}).status_code == 200
+    p = _propose(env, t, "olga", "hold_machine", {"machine_id": "M-6", "reason": "spindle bearing worn"})
+    assert p["required_approvals"] == 2 and p["eligible_approvers"] == ["shift"]
+    assert "only 1 other user(s) hold the approver permission" in p["approval_note"]
+    c.post(f"/v1/operations/{p['id']}/cancel", json={}, headers=_h(t, "olga"))
+
+
+def test_a_proposal_nobody_can_approve_says_so_and_its_escalation_reports_it(env, plant):
+    t, c, hook = plant, env["client"], env["hook"]
+    c.put("/v1/operations-settings", headers=_h(t, "root", "admin"),
+          json={"escalate_after_minutes": 30, "expiry_hours": 2, "webhooks": [hook.url]})
+    _user(c, t, "olga", "olga@plant.local")  # the only approver is the proposer herself
+    r = c.post("/v1/chat", json={"message": "Create a maintenance work order for M-1: replace the drive belt"},
+               headers=_h(t, "olga", roles=("approver",)))
+    assert r.status_code == 200, r.text
+    pid = next(s for s in r.json()["trace"] if s.get("tool") == "propose_operation")["result"]["proposal_id"]
+    assert "nobody can approve this proposal" in r.json()["answer"]
+    view = c.get(f"/v1/operations/{pid}", headers=_h(t, "olga")).json()
+    assert view["eligible_approvers"] == [] and "a tenant admin must grant it" in view["approval_note"]
+    posts = len(hook.posts)
+    created = dt.datetime.fromisoformat(view["created_at"])
+    runs = [(rr, res) for rr, res in _tick(env, created + dt.timedelta(minutes=31)) if pid in rr.run_key]
+    assert [rr.run_key for rr, _ in runs] == [f"escalate:{pid}:1"] and runs[0][1].success
+    assert len(hook.posts) == posts + 1 and hook.posts[-1]["title"].startswith("[NO APPROVER]")
+    assert [rr for rr, _ in _tick(env, created + dt.timedelta(minutes=95)) if pid in rr.run_key] == []
+    with tenant_session(t.id) as s:
+        esc = s.execute(text("SELECT outcome, details FROM audit_events WHERE resource_id = :i AND "
+                             "action = 'operation.escalate'"), {"i": pid}).one()
+    assert esc.outcome == "failure" and esc.details["reason"] == "no_eligible_approver"
 
 
 def test_proposals_are_tenant_isolated_and_cancellable_by_the_proposer(env, plant, make_tenant):
@@ -298,6 +357,13 @@ def test_sap_writes_go_through_the_sap_client_with_etag_and_csrf(env, plant, mon
         assert _proposal(t, p["id"])["status"] == "executed"
         item = next(i for r in sap.reservations() for i in r["items"] if r["Reservation"] == "0000000001")
         assert Decimal(str(item["ResvnItmRequiredQtyInBaseUnit"])) == Decimal(4)
+
+        # A requisition in another unit than the material's base unit is refused at once, not after approval.
+        r = c.post("/v1/operations", headers=_h(t, "olga"), json={
+            "target": "sap", "operation": "create_purchase_requisition",
+            "payload": {"material": "RM-1001", "plant": "1010", "quantity": "40", "unit": "PC"}})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "unit_mismatch", r.text
+        assert "KG" in r.json()["error"]["message"]
 
         # A purchase requisition asked for in chat: a proposal first, then created in SAP with the proposal's
         # reference in its description.
