@@ -17,6 +17,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -30,7 +31,15 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 documents_partitions = dg.DynamicPartitionsDefinition(name="documents")
 GROUP = "ingestion"
-_COMMON = dict(partitions_def=documents_partitions, backfill_policy=dg.BackfillPolicy.single_run(), group_name=GROUP)
+
+
+def _document_asset(description: str, deps: list[dg.AssetsDefinition] | None = None
+                    ) -> Callable[[Callable[..., dg.MaterializeResult[Any]]], dg.AssetsDefinition]:
+    """One asset of the pipeline: partitioned by document, a range of partitions is one run."""
+    return dg.asset(partitions_def=documents_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+                    group_name=GROUP, deps=deps, description=description)
+
+
 _SKIP_STATUSES = {"failed", "rejected"}
 
 
@@ -51,7 +60,7 @@ def _private_umask() -> Iterator[None]:
 
 def _run_stage(
     context: dg.AssetExecutionContext, stage: str, fn: Callable[[store.DocumentJob], object], needs: str | None
-) -> tuple[dict, list[store.DocumentJob]]:
+) -> tuple[dict[str, Any], list[store.DocumentJob]]:
     keys = list(context.partition_keys)
     jobs = store.load_jobs(keys, run_id=context.run_id)
     ok, failed, skipped = [], {}, []
@@ -76,7 +85,7 @@ def _run_stage(
                 # (a parser's or the database's message), so the UI gets the stage and error class only.
                 failed[key] = f"{stage}: {type(exc).__name__}"
                 context.log.warning(f"document {key} failed at {stage}: {failed[key]}")
-    meta = {
+    meta: dict[str, Any] = {
         "documents": len(keys),
         "succeeded": len(ok),
         "failed": len(failed),
@@ -88,8 +97,8 @@ def _run_stage(
     return meta, ok
 
 
-@dg.asset(**_COMMON, description="Original bytes from the content-addressed store, checked against their hash.")
-def document_raw(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+@_document_asset(description="Original bytes from the content-addressed store, checked against their hash.")
+def document_raw(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult[Any]:
     only_queued = REQUEST_TAG in context.run.tags
 
     def raw(job: store.DocumentJob) -> object:
@@ -99,12 +108,12 @@ def document_raw(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.
     return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset(**_COMMON, deps=[document_raw],
+@_document_asset(deps=[document_raw],
           description="Structured elements (titles, text, lists, tables) with pages and sections; OCR for scans.")
-def document_parsed(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+def document_parsed(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult[Any]:
     stats = {"elements": 0, "ocr_pages": 0}
 
-    def parse(job: store.DocumentJob) -> object:
+    def parse(job: store.DocumentJob) -> None:
         doc = stages.stage_parse(job)
         stats["elements"] += len(doc.elements)
         stats["ocr_pages"] += len(doc.ocr_pages)
@@ -113,12 +122,12 @@ def document_parsed(context: dg.AssetExecutionContext, db: PlatformDatabase) -> 
     return dg.MaterializeResult(metadata={**meta, **stats, "ocr_engine": "tesseract"})
 
 
-@dg.asset(**_COMMON, deps=[document_parsed],
+@_document_asset(deps=[document_parsed],
           description="Class I–IV: declared label checked by marker, export-control and PII-density detectors.")
-def document_classified(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+def document_classified(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult[Any]:
     raised: dict[str, str] = {}
 
-    def run(job: store.DocumentJob) -> object:
+    def run(job: store.DocumentJob) -> None:
         res = stages.stage_classify(job)
         if res["final"] > res["declared"]:
             raised[str(job.id)] = f"{res['declared']}→{res['final']}"
@@ -129,13 +138,13 @@ def document_classified(context: dg.AssetExecutionContext, db: PlatformDatabase)
     )
 
 
-@dg.asset(**_COMMON, deps=[document_classified],
+@_document_asset(deps=[document_classified],
           description="PII replaced by typed placeholders (mandatory for Class III/IV).")
-def document_sanitised(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+def document_sanitised(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult[Any]:
     totals: dict[str, int] = {}
     sanitise_all = get_settings().pii_sanitise_all
 
-    def run(job: store.DocumentJob) -> object:
+    def run(job: store.DocumentJob) -> None:
         res = stages.stage_sanitise(job, sanitise_all)
         for k, v in res["counts"].items():
             totals[k] = totals.get(k, 0) + v
@@ -144,21 +153,21 @@ def document_sanitised(context: dg.AssetExecutionContext, db: PlatformDatabase) 
     return dg.MaterializeResult(metadata={**meta, "pii_replaced": dg.MetadataValue.json(totals)})
 
 
-@dg.asset(**_COMMON, deps=[document_sanitised],
+@_document_asset(deps=[document_sanitised],
           description="Structure-aware chunks (~220 word pieces, overlap) with page, section and hash.")
-def document_chunks(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult:
+def document_chunks(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult[Any]:
     n = {"chunks": 0}
 
-    def run(job: store.DocumentJob) -> object:
+    def run(job: store.DocumentJob) -> None:
         n["chunks"] += len(stages.stage_chunk(job))
 
     meta, _ = _run_stage(context, "chunk", run, needs="sanitised.json")
     return dg.MaterializeResult(metadata={**meta, **n})
 
 
-@dg.asset(**_COMMON, deps=[document_chunks], description="Chunk embeddings through the embedding seam.")
+@_document_asset(deps=[document_chunks], description="Chunk embeddings through the embedding seam.")
 def document_embeddings(context: dg.AssetExecutionContext, db: PlatformDatabase,
-                        embedder: EmbedderResource) -> dg.MaterializeResult:
+                        embedder: EmbedderResource) -> dg.MaterializeResult[Any]:
     keys = list(context.partition_keys)
     jobs = [j for j in store.load_jobs(keys, run_id=context.run_id).values()
             if j.status not in _SKIP_STATUSES and j.held and store.Stages(j).has("chunks.json")]
@@ -255,9 +264,11 @@ def _review(context: dg.AssetExecutionContext, config: IndexConfig, key: str) ->
                          "the next pipeline run indexes it") from None
 
 
-@dg.asset(**_COMMON, deps=[document_embeddings],
-          description="Chunks written atomically to pgvector HNSW + BM25 postings; Class III/IV wait for a steward.")
-def search_index(context: dg.AssetExecutionContext, config: IndexConfig, db: PlatformDatabase) -> dg.MaterializeResult:
+@_document_asset(deps=[document_embeddings],
+          description="Chunks written atomically to pgvector HNSW + BM25 postings; Class III/IV wait for a "
+                      "steward.")
+def search_index(context: dg.AssetExecutionContext, config: IndexConfig,
+                 db: PlatformDatabase) -> dg.MaterializeResult[Any]:
     keys = list(context.partition_keys)
     t0 = time.perf_counter()
     reviewing = (config.decision is not None or config.reason is not None or config.approval_token is not None

@@ -1,7 +1,7 @@
 """ORM models. Every tenant-scoped table carries `tenant_id` and is protected by FORCE'd
 row-level security (see core/db/rls.py and the migrations).
 
-One module on purpose (about 490 lines): the tables share one declarative base and reference each
+One module on purpose (about 550 lines): the tables share one declarative base and reference each
 other by foreign key, and the migrations are checked against this one schema; splitting it by
 aggregate would scatter a schema that is read as a whole."""
 

@@ -10,13 +10,13 @@ person holding the `approver` permission; high-risk operations need two approval
 executed by the Dagster job `execute_operation` (operations/executor.py). A proposal nobody decided
 escalates every `escalate_after_minutes` to the next approver of its chain and expires at its expiry.
 
-The chain of approvers is not configuration text: it is the tenant's active users a tenant admin granted
-the `approver` permission (identity/users.py, users.permissions), in the order they were granted an
-account, without the proposer and without anyone who already decided. Each escalation e-mails the next of
-them and posts to the tenant's escalation webhooks (tenant settings "operations": timings and webhooks
+The chain of approvers (operations/approvers.py) is not configuration text: it is the tenant's active users a
+tenant admin granted the `approver` permission (identity/users.py, users.permissions), in the order they were
+granted an account, without the proposer and without anyone who already decided. Each escalation e-mails the
+next of them and posts to the tenant's escalation webhooks (tenant settings "operations": timings and webhooks
 only). A proposal nobody can approve (no eligible approver, or fewer than its risk requires) says so in its
-view and in the chat answer, and its escalation reports it instead of notifying a person. Every transition
-is an audit record (`operation.*`) in the same transaction.
+view and in the chat answer, and its escalation reports it instead of notifying a person. Every transition is
+an audit record (`operation.*`) in the same transaction.
 
 Functions taking a Session run in the caller's transaction under the tenant's RLS; `now` is a parameter
 everywhere time matters, so tests drive a simulated clock.
@@ -38,11 +38,20 @@ from sqlalchemy.orm import Session
 
 from compliance import audit
 from core.enums import Permission, Role
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.errors import Conflict, Forbidden, NotFound
 from core.repos import tenants
 from core.security import Principal
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from operations import targets
+
+# The approver chain and the policy live in operations/approvers.py; re-exported for the routes and executor.
+from operations.approvers import Approver as Approver
+from operations.approvers import OperationsPolicy as OperationsPolicy
+from operations.approvers import _note
+from operations.approvers import approvers as approvers
+from operations.approvers import chain_for as chain_for
+from operations.approvers import policy as policy
+from operations.approvers import set_policy as set_policy
 
 OPEN = "proposed"
 TERMINAL = frozenset({"rejected", "expired", "cancelled", "executed", "failed"})
@@ -77,60 +86,6 @@ class ProposalView(BaseModel):
     created_at: dt.datetime
     updated_at: dt.datetime
     executed_at: dt.datetime | None
-
-
-@dataclass(frozen=True)
-class OperationsPolicy:
-    """A tenant's escalation timings and webhooks (tenant settings "operations", defaults from Settings). The
-    approvers themselves come from the users' grants (`approvers`)."""
-
-    escalate_after: dt.timedelta
-    expiry: dt.timedelta
-    webhooks: list[str]
-
-
-def policy(session: Session, tenant_id: uuid.UUID, settings: Settings | None = None) -> OperationsPolicy:
-    s = settings or get_settings()
-    cfg = tenants.settings(session, tenant_id).get("operations") or {}
-    return OperationsPolicy(
-        escalate_after=dt.timedelta(minutes=float(cfg.get("escalate_after_minutes")
-                                                  or s.operations_escalate_after_minutes)),
-        expiry=dt.timedelta(hours=float(cfg.get("expiry_hours") or s.operations_expiry_hours)),
-        webhooks=[str(w) for w in cfg.get("webhooks", []) if isinstance(w, str)])
-
-
-@dataclass(frozen=True)
-class Approver:
-    """A user of the tenant holding the approver permission (granted by a tenant admin)."""
-
-    username: str
-    email: str | None
-    display_name: str | None
-
-
-def approvers(session: Session) -> list[Approver]:
-    """The tenant's approver chain from the database grants: active users holding the approver permission, in
-    the order their accounts were created (RLS: the session's tenant only)."""
-    rows = session.execute(text("SELECT username, email, display_name FROM users WHERE is_active "
-                                "AND :p = ANY(permissions) ORDER BY created_at, username"),
-                           {"p": Permission.approver.value}).all()
-    return [Approver(r.username, r.email, r.display_name) for r in rows]
-
-
-def chain_for(chain: Sequence[Approver], proposer: str, decided: Sequence[str]) -> list[Approver]:
-    """Who may still approve a proposal: the chain without its proposer and without those who decided."""
-    return [a for a in chain if a.username != proposer and a.username not in decided]
-
-
-def _note(eligible: int, missing: int) -> str | None:
-    if missing <= 0 or eligible >= missing:
-        return None
-    if eligible == 0:
-        return ("nobody can approve this proposal: no active user other than the proposer holds the approver "
-                "permission — a tenant admin must grant it (PATCH /v1/admin/users/{id}, permissions: approver) "
-                "before it expires")
-    return (f"it needs {missing} more approval(s) but only {eligible} other user(s) hold the approver permission — "
-            "a tenant admin must grant it to more users before it expires")
 
 
 def _now(now: dt.datetime | None) -> dt.datetime:
@@ -410,16 +365,3 @@ def escalate(session: Session, tenant_id: uuid.UUID, proposal_id: uuid.UUID, lev
            approver=approver.username if approver else None, reason=reason,
            deliveries=[{"channel": c, "delivered": ok, "attempts": n, "error": err} for c, _t, ok, n, err in results])
     return [f"{c}:{'delivered' if ok else 'dead_letter'}" for c, _t, ok, _n, _e in results]
-
-
-def set_policy(tenant_id: uuid.UUID, cfg: dict[str, Any], *, actor: str, actor_role: str) -> dict[str, Any]:
-    """A tenant's escalation timings and webhooks (audited). The approvers are not set here: they are the users a
-    tenant admin grants the approver permission."""
-    from identity.tenancy import set_tenant_setting
-
-    if "escalation" in cfg:
-        raise InvalidInput("the escalation chain is not configured here: it is the users holding the approver "
-                           "permission (grant it with PATCH /v1/admin/users/{id})", code="invalid_escalation")
-    if not all(isinstance(w, str) for w in cfg.get("webhooks", [])):
-        raise InvalidInput("webhooks must be URLs", code="invalid_escalation")
-    return set_tenant_setting(tenant_id, "operations", cfg, actor=actor, actor_role=actor_role)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from connectors.mes import MachineDetail, MESClient, MESError
+from connectors.sap.models import QuantityIn, UnitIn
 from core.errors import InvalidInput, PlatformError
 
 
@@ -197,14 +198,14 @@ register(OperationSpec(
 class ReservationChangeIn(BaseModel):
     reservation: str = Field(pattern=r"^[0-9A-Za-z]{1,10}$")
     item: str = Field(pattern=r"^[0-9]{1,4}$")
-    quantity: Decimal = Field(gt=0, allow_inf_nan=False, max_digits=13, decimal_places=3)
+    quantity: QuantityIn
 
 
 class RequisitionIn(BaseModel):
     material: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     plant: str = Field(pattern=r"^[A-Za-z0-9]{4}$")
-    quantity: Decimal = Field(gt=0, allow_inf_nan=False, max_digits=13, decimal_places=3)
-    unit: str = Field(min_length=1, max_length=3)
+    quantity: QuantityIn  # SAP's quantity and unit constraints, as the client validates them
+    unit: UnitIn
     text: str | None = Field(default=None, max_length=40)
 
 

@@ -32,14 +32,19 @@ class SearchIn(BaseModel):
     filters: FiltersIn = Field(default_factory=FiltersIn)
 
 
-class HitOut(BaseModel):
+class PassageFields(BaseModel):
+    """An indexed passage as the API shows it (a search hit, a citation opened with GET /v1/passages/{id})."""
+
     chunk_id: uuid.UUID
     document_id: uuid.UUID
     title: str
     text: str
     page: int | None
     section: str | None
-    classification: str
+    classification: str  # I | II | III | IV
+
+
+class HitOut(PassageFields):
     score: float
     dense_rank: int | None
     lexical_rank: int | None

@@ -36,6 +36,7 @@ from core.repos import chunks
 from core.settings import Settings
 from serving.deps import PrincipalDep, SettingsDep, TenantSessionDep
 from serving.errors import error_body
+from serving.routes.search import PassageFields
 
 router = APIRouter(prefix="/v1", tags=["web"])
 
@@ -80,14 +81,7 @@ def auth_config(settings: SettingsDep) -> AuthConfigOut:
         token_paste=settings.accept_platform_tokens and settings.env != "prod")
 
 
-class PassageOut(BaseModel):
-    chunk_id: uuid.UUID
-    document_id: uuid.UUID
-    title: str
-    text: str
-    page: int | None
-    section: str | None
-    classification: str  # I | II | III | IV
+class PassageOut(PassageFields):
     classification_label: str  # General | Confidential | Critical | Restricted
 
 
