@@ -1,4 +1,4 @@
-import { Accordion, ActionIcon, Alert, Box, Button, Grid, Group, Loader, Modal, NavLink, Paper, ScrollArea, Stack, Text, Textarea, Title } from "@mantine/core";
+import { Accordion, ActionIcon, Alert, Box, Button, Grid, Group, Loader, Modal, NavLink, Paper, ScrollArea, Stack, Table, Text, Textarea, Title } from "@mantine/core";
 import { useCallback, useEffect, useRef, useState, type FormEvent, type KeyboardEvent } from "react";
 import { flushSync } from "react-dom";
 import { api, ApiError, streamChat, type Citation, type ConversationView, type DoneEvent, type Me, type Passage, type TraceView } from "./api";
@@ -31,21 +31,62 @@ function Thumb({ down }: { down?: boolean }) {
   );
 }
 
+function show(v: unknown): string {
+  return typeof v === "string" ? v : JSON.stringify(v);
+}
+
+/** A system record (SAP/MES), a SQL Guard query or a calculation: what the answer's [n] rests on. */
+function NonDocumentSource({ citation: c }: { citation: Citation }) {
+  const rows: [string, string][] = [];
+  const add = (label: string, v: unknown) => {
+    if (v !== null && v !== undefined && v !== "") rows.push([label, show(v)]);
+  };
+  add("Kind", c.kind ?? "record");
+  add("System", c.system);
+  add("Entity", c.entity);
+  add("Key", c.key);
+  add("Rows", c.rows);
+  add("Written by", c.author);
+  add("Refused", c.refused);
+  add("Formula", c.formula);
+  add("Inputs", c.inputs);
+  add("Result", c.result);
+  add("Data as of", c.as_of);
+  add("Read from", c.source === "extract" ? "nightly extract" : c.source);
+  return (
+    <Stack gap="xs" data-testid="record-source">
+      <Table withRowBorders={false} verticalSpacing={2}>
+        <Table.Tbody>
+          {rows.map(([k, v]) => (
+            <Table.Tr key={k}><Table.Th scope="row" w={120}>{k}</Table.Th><Table.Td>{v}</Table.Td></Table.Tr>
+          ))}
+        </Table.Tbody>
+      </Table>
+      {c.query && (
+        <Paper withBorder p="sm" component="pre" m={0} style={{ whiteSpace: "pre-wrap" }} data-testid="record-query">
+          {c.query}
+        </Paper>
+      )}
+    </Stack>
+  );
+}
+
 function PassageModal({ citation, onClose }: { citation: Citation | null; onClose(): void }) {
   const [passage, setPassage] = useState<Passage | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
     setPassage(null);
     setError(null);
-    if (!citation) return;
+    if (!citation || !citation.chunk_id) return;  // records, queries and calculations carry what they cite
     api<Passage>(`/v1/passages/${citation.chunk_id}`).then(setPassage)
       .catch((e) => setError(e instanceof ApiError ? e.words : String(e)));
   }, [citation]);
   return (
     <Modal opened={citation !== null} onClose={onClose} size="lg"
       title={citation ? `Source [${citation.n}]: ${citation.title}` : ""}>
+      {citation && !citation.chunk_id && <NonDocumentSource citation={citation} />}
       {error && <Alert color="red" role="alert">{error}</Alert>}
-      {!passage && !error && <Loader size="sm" aria-label="Loading the passage" />}
+      {citation?.chunk_id && !passage && !error && <Loader size="sm" aria-label="Loading the passage" />}
       {passage && (
         <Stack gap="xs" data-testid="passage">
           <Group gap="xs">
@@ -154,9 +195,9 @@ function AssistantTurn({ turn, onCite }: { turn: Turn; onCite(c: Citation): void
         {turn.citations.length > 0 && (
           <Group gap={6} aria-label="Sources" role="group">
             {turn.citations.map((c) => (
-              <Button key={`${c.n}-${c.chunk_id}`} size="compact-sm" variant="light" radius="xl" data-testid="citation"
-                onClick={() => onCite(c)} title={`Open source ${c.n}: ${c.title}${c.page !== null ? `, page ${c.page}` : ""}`}>
-                [{c.n}] {c.title}{c.page !== null ? ` p. ${c.page}` : ""}
+              <Button key={`${c.n}-${c.chunk_id ?? c.kind}`} size="compact-sm" variant="light" radius="xl" data-testid="citation"
+                onClick={() => onCite(c)} title={`Open source ${c.n}: ${c.title}${c.page != null ? `, page ${c.page}` : ""}`}>
+                [{c.n}] {c.title}{c.page != null ? ` p. ${c.page}` : ""}
               </Button>
             ))}
           </Group>

@@ -124,12 +124,26 @@ export interface Me {
 
 export interface Citation {
   n: number;
-  document_id: string;
+  // "document": an indexed passage (opened with GET /v1/passages/{chunk_id}); the others carry what they cite.
+  kind?: "document" | "record" | "query" | "calculation";
+  document_id: string | null;
   title: string;
-  chunk_id: string;
+  chunk_id: string | null;
   page: number | null;
   section: string | null;
-  score: number;
+  score: number | null;
+  system?: string | null;
+  entity?: string | null;
+  key?: string | null;
+  as_of?: string | null;
+  source?: "live" | "extract" | null;
+  query?: string | null;
+  rows?: number | null;
+  author?: string | null;
+  refused?: string | null;
+  formula?: string | null;
+  inputs?: unknown[] | null;
+  result?: unknown;
 }
 
 export interface Passage {

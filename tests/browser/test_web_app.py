@@ -285,3 +285,22 @@ def test_chat_and_documents_pages_pass_axe_in_light_and_dark_at_desktop_and_tabl
     assert not (bad := axe(page)), ("chat page (tablet)", bad)
     web.shot("tablet-chat")
     assert not web.foreign_requests()
+
+
+def test_a_calculation_citation_opens_its_formula_not_a_passage(web, plant):
+    """A [n] that cites the calculator (or a system record, or a SQL Guard query) has no passage behind it: the
+    chip opens what it cites, and the page never asks for /v1/passages/null."""
+    page = web.page
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    web.sign_in(token(plant, "calc-user"))
+    ask(page, "What is 12.5 * 4 + 3?")
+    expect(page.get_by_test_id("answer").last).to_contain_text("53")
+    page.get_by_test_id("citation").last.click()
+    dialog = page.get_by_role("dialog")
+    source = dialog.get_by_test_id("record-source")
+    expect(source).to_contain_text("calculation")
+    expect(source).to_contain_text("Formula")
+    expect(source).to_contain_text("53")
+    web.shot("calculation-citation")
+    assert not [u for u in asked if "/v1/passages/" in u]

@@ -1,0 +1,109 @@
+"""deploy/compose.yaml run for real (issue 16, item 4) with podman-compose: PostgreSQL + pgvector from the
+platform image, the migrations service, the API, the Dagster code server, webserver and daemon, on the
+compose file's `internal` network (no route out of the stack; containers reach each other by service name).
+The operator's steps as RUNBOOK.md gives them (.env, `up -d`, `eap seed`, `eap token`), then a client on the
+same network uploads a document, waits for the daemon's ingestion run, gets a cited chat answer, reads the
+Dagster UI's server info and /metrics, and fails to reach an outside address. Skips when the image is
+absent (.ci/run builds it with deploy/build-image.sh before running tests/deploy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = "localhost/eap:latest"
+PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+ENV = dict(os.environ, CONTAINERS_CONF=str(REPO / "deploy" / "podman" / "containers.conf"))
+COMPOSE = Path(sys.executable).parent / "podman-compose"
+
+
+def _image_present() -> bool:
+    try:
+        return subprocess.run(["podman", "image", "exists", IMAGE], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+pytestmark = [pytest.mark.container, pytest.mark.timeout(2400),
+              pytest.mark.skipif(not _image_present(), reason=f"image {IMAGE} missing: deploy/build-image.sh "
+                                                               "builds it (.ci/run does, then runs tests/deploy)")]
+
+
+def run(args: list[str], *, check: bool = True, timeout: float = 600, cwd: Path | None = None,
+        ) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(args[:6])}… failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def test_compose_stack_runs_air_gapped_and_answers_with_citations(tmp_path: Path) -> None:
+    assert COMPOSE.exists(), "podman-compose (dev extra) is needed"
+    project = f"eapc{uuid.uuid4().hex[:8]}"
+    for name in ("compose.yaml", "litellm_config.yaml", "litellm_local.yaml"):
+        shutil.copy(REPO / "deploy" / name, tmp_path / name)
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"POSTGRES_PASSWORD={secrets.token_urlsafe(18)}\n"
+                        f"EAP_APP_DB_PASSWORD={secrets.token_urlsafe(18)}\n"
+                        f"EAP_JWT_SECRET={secrets.token_urlsafe(48)}\n")
+    env_file.chmod(0o600)
+    compose = [str(COMPOSE), "--podman-args", "--runtime runc --cgroup-manager cgroupfs", "-p", project]
+    network = f"{project}_eap"
+
+    def cname(service: str) -> str:
+        return f"{project}_{service}_1"
+
+    def logs(*services: str) -> dict[str, str]:
+        return {s: run([*PODMAN, "logs", "--tail", "25", cname(s)], check=False).stderr[-2500:] for s in services}
+
+    try:
+        run(compose + ["up", "-d"], cwd=tmp_path, timeout=900)
+        info = json.loads(run([*PODMAN, "network", "inspect", network]).stdout)[0]
+        assert info["internal"] is True, info               # no route out of the stack
+        # The migrations service retries until PostgreSQL accepts connections, then exits 0.
+        deadline = time.monotonic() + 600
+        while True:
+            state = json.loads(run([*PODMAN, "inspect", cname("migrate")]).stdout)[0]["State"]
+            if state["Status"] == "exited" and state["ExitCode"] == 0:
+                break
+            assert time.monotonic() < deadline, (state, logs("db", "migrate"))
+            time.sleep(5)
+        run([*PODMAN, "exec", cname("api"), "eap", "seed", "--tenant", "default"], timeout=600)
+        token = run([*PODMAN, "exec", cname("api"), "eap", "token", "--tenant", "default", "--role", "admin"],
+                    timeout=300).stdout.strip()
+        client = REPO / "tests" / "deploy" / "smoke_client.py"
+        r = run([*PODMAN, "run", "--rm", "--network", network, "-v", f"{client}:/tmp/smoke_client.py:ro,Z",
+                 "--entrypoint", "/opt/eap/bin/python", IMAGE, "/tmp/smoke_client.py", token,
+                 "http://api:8000", "http://dagster-webserver:3000"], check=False, timeout=2000)
+        assert r.returncode == 0 and "SMOKE OK" in r.stdout, (
+            r.stdout[-3000:], r.stderr[-3000:], logs("api", "dagster-daemon", "code-server"))
+        assert "OUTSIDE BLOCKED" in r.stdout and "DOCUMENT indexed" in r.stdout
+        answer = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("ANSWER "))[7:])
+        assert answer["cited"] and answer["answer"]
+        # Migrations really applied (not only "the API started"): `eap db check` exits 0 only when current.
+        check = run([*PODMAN, "exec", cname("api"), "eap", "db", "check"], check=False, timeout=300)
+        assert check.returncode == 0, (check.stdout, check.stderr)
+    finally:
+        run(compose + ["down", "-v", "-t", "10"], check=False, cwd=tmp_path, timeout=600)
+        run([*PODMAN, "network", "rm", "-f", network], check=False)
+
+
+def test_image_entrypoint_runs_the_dagster_commands_of_dagsters_helm_chart() -> None:
+    """Dagster's chart passes `dagster api grpc …` / `dagster code-server start …` as container args and the
+    K8sRunLauncher's run pods `dagster api execute_run …` (deploy/helm/dagster-values.yaml): the image's
+    entrypoint runs those, and everything else as `eap ARGS`."""
+    dagster = run([*PODMAN, "run", "--rm", "--network", "none", IMAGE, "dagster", "code-server", "start", "--help"],
+                  check=False, timeout=300)
+    assert dagster.returncode == 0 and "--module-name" in dagster.stdout, (dagster.stdout[-2000:], dagster.stderr)
+    eap = run([*PODMAN, "run", "--rm", "--network", "none", IMAGE, "--help"], check=False, timeout=300)
+    assert eap.returncode == 0 and "serve" in eap.stdout and "seed" in eap.stdout, eap.stdout
