@@ -4,13 +4,16 @@ written owner-only."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import os
 import shutil
 import threading
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +116,26 @@ def heartbeat(run_id: str) -> int:
                         .where(Document.ingest_run_id == run_id, Document.status == DocumentStatus.parsing)
                         .values(ingest_heartbeat_at=func.now()))
         return rowcount(res)
+
+
+@contextlib.contextmanager
+def embedding_slot() -> Iterator[float]:
+    """One run embeds at a time on this host: an exclusive flock on EAP_HOME/embedding.lock, held while a run's
+    chunks go through the model (yields the seconds spent waiting for it). Two runs embedding at once each ran
+    torch with one thread per core on the same cores and together reached half the throughput of one
+    (benchmarks/ingest.py, 1,000 documents: ratio 0.55); with the slot, the other run parses, classifies and
+    chunks meanwhile. The lock dies with its process, so a killed run worker never holds it."""
+    import fcntl
+
+    path = get_settings().home / "embedding.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield time.perf_counter() - t0
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 class Heartbeat:

@@ -53,6 +53,10 @@ def _split_by_size(docs: list[recovery.Pending], size: int, large_bytes: int) ->
     return batches + [[d] for d in docs if d.size_bytes >= large_bytes]
 
 
+# While this many ingest runs wait for a slot (dagster.yaml max_concurrent_runs), new documents are not cut
+# into runs yet: the next tick after a slot frees takes them all, in runs sized to the backlog.
+QUEUED_RUNS_ENOUGH = 2
+
 # The backlog is cut into about this many runs (twice dagster.yaml's max_concurrent_runs: both run slots
 # stay busy, and the run that finishes first finds the next one queued).
 BACKLOG_RUNS = 4
@@ -201,6 +205,14 @@ def document_intake(context: dg.SensorEvaluationContext, db: PlatformDatabase) -
     if not todo:
         return dg.SkipReason(f"no new documents ({len(queued)} queued, all already requested)"
                              + (f"; recovered from dead runs: {note}" if note else ""))
+    waiting = context.instance.get_runs_count(dg.RunsFilter(
+        job_name=ingest_job.name, statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]))
+    if waiting >= QUEUED_RUNS_ENOUGH:
+        # Runs already wait for a free slot: cutting the documents that keep arriving into more runs now would
+        # only make them small. The tick after a slot frees sizes runs to the whole backlog (`_batch_size`).
+        return dg.SensorResult(cursor=json.dumps(requested), skip_reason=(
+            f"{len(todo)} new documents wait: {waiting} ingest runs are still queued"
+            + (f"; recovered from dead runs: {note}" if note else "")))
     order = {k: i for i, k in enumerate(context.instance.get_dynamic_partitions(str(documents_partitions.name)))}
     new = [d for d in todo if d.id not in order]
     again = [d for d in todo if d.id in order]

@@ -282,3 +282,26 @@ def test_eap_ingest_stops_when_nothing_moves_and_lists_what_is_stuck(pipeline, m
     assert "docs/s" in out and "ETA" in out
     assert "nothing moved for 1 s (--idle-timeout). What is stuck:" in out
     assert "never picked up by a run" in out
+
+
+def test_documents_arriving_while_runs_wait_are_taken_later_in_one_larger_run(pipeline, make_tenant):
+    """Uploads keep arriving while earlier runs wait for a slot: the sensor does not cut them into more small
+    runs then; the tick after the queue drains takes them all, in runs sized to the backlog."""
+    from sensors.ingestion import QUEUED_RUNS_ENOUGH
+
+    t = make_tenant("queue-wait")
+    job = pipeline.defs.resolve_job_def("ingest_documents")
+    # NOT_STARTED counts as waiting too (created, not yet picked up); QUEUED runs need a code location here.
+    waiting = [pipeline.instance.create_run_for_job(job, status=dg.DagsterRunStatus.NOT_STARTED)
+               for _ in range(QUEUED_RUNS_ENOUGH)]
+    ids = [_submit(t, f"note-{i}.txt", f"Queue note {i}: torque the flange bolts to 40 Nm.".encode())
+           for i in range(3)]
+    held = pipeline.tick()
+    assert isinstance(held, dg.SensorResult) and not held.run_requests
+    assert "3 new documents wait" in (held.skip_reason.skip_message or "")
+    assert {_doc(t, d)["status"] for d in ids} == {"queued"}
+    for run in waiting:  # the queue drains (here: the waiting runs are cancelled)
+        pipeline.instance.report_run_canceled(run)
+    results = pipeline.run()
+    assert len(results) == 1 and all(r.success for r in results)
+    assert {_doc(t, d)["status"] for d in ids} == {"indexed"}
