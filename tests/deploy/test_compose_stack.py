@@ -78,6 +78,10 @@ def test_compose_stack_runs_air_gapped_and_answers_with_citations(tmp_path: Path
                 break
             assert time.monotonic() < deadline, (state, logs("db", "migrate"))
             time.sleep(5)
+        # The API may have started before the migrations and exited (its restart policy brings it back).
+        while json.loads(run([*PODMAN, "inspect", cname("api")]).stdout)[0]["State"]["Status"] != "running":
+            assert time.monotonic() < deadline, logs("api", "migrate")
+            time.sleep(3)
         run([*PODMAN, "exec", cname("api"), "eap", "seed", "--tenant", "default"], timeout=600)
         token = run([*PODMAN, "exec", cname("api"), "eap", "token", "--tenant", "default", "--role", "admin"],
                     timeout=300).stdout.strip()
