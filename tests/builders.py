@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from core.models import Role
@@ -596,3 +599,23 @@ def new_plant(prefix: str):
     from identity.tenancy import create_tenant
 
     return index_plant(create_tenant(f"{prefix}-{uuid.uuid4().hex[:10]}")[0])
+
+
+@contextlib.contextmanager
+def settings_env(env: dict[str, str]) -> Iterator[None]:
+    """EAP_* (or other) variables set for a block wider than one test (module fixtures cannot use monkeypatch),
+    with the settings cache cleared on the way in and out; the previous values come back after."""
+    from core.settings import get_settings
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import secrets
 import uuid
@@ -22,7 +21,7 @@ from sqlalchemy import text
 
 from core.db.database import tenant_session
 from core.models import Role
-from tests.builders import bearer, index_plant
+from tests.builders import bearer, index_plant, settings_env
 
 pytestmark = pytest.mark.browser
 
@@ -36,7 +35,6 @@ def idp(web_server):
     """The IdP on loopback, with the web app registered as a public client, and the platform configured to use it
     (the EAP_* variables an operator sets) for this module."""
     from core import security
-    from core.settings import get_settings
     from tests.support.oidc_idp import LocalIdP
 
     server = LocalIdP(audience=AUDIENCE).start()
@@ -44,18 +42,10 @@ def idp(web_server):
     env = {"EAP_OIDC_CLIENT_ID": CLIENT_ID, "EAP_OIDC_AUTHORIZATION_ENDPOINT": server.authorization_endpoint,
            "EAP_OIDC_TOKEN_ENDPOINT": server.token_endpoint, "EAP_JWKS_URL": server.jwks_url,
            "EAP_OIDC_ISSUER": server.issuer, "EAP_OIDC_AUDIENCE": AUDIENCE}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
     try:
-        yield server
+        with settings_env(env):
+            yield server
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
         security._jwks.cache_clear()
         server.stop()
 

@@ -32,19 +32,8 @@ def local_model(platform_db, tmp_path_factory):
 def real_model(local_model):
     """The platform's model settings point at the proxy and model-server calls are allowed, for the module."""
     from core.llm.testing import allow_model_requests
-    from core.settings import get_settings
+    from tests.builders import settings_env
 
     env = local_model.platform_env()
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    try:
-        with allow_model_requests():
-            yield local_model
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+    with settings_env(env), allow_model_requests():
+        yield local_model
