@@ -37,51 +37,8 @@ pytestmark = [pytest.mark.container, pytest.mark.timeout(1800),
               pytest.mark.skipif(not _image_present(), reason=f"image {IMAGE} missing: deploy/build-image.sh "
                                                                "builds it (.ci/run does, then runs tests/deploy)")]
 
-CLIENT = r"""
-import json, socket, sys, time, urllib.request, uuid
-token = sys.argv[1]
-H = {"Authorization": "Bearer " + token}
-
-def call(method, url, body=None, headers=None, ctype=None):
-    req = urllib.request.Request(url, data=body, method=method, headers={**H, **(headers or {})})
-    if ctype:
-        req.add_header("Content-Type", ctype)
-    with urllib.request.urlopen(req, timeout=120) as r:
-        return r.status, json.loads(r.read() or b"{}")
-
-try:
-    socket.create_connection(("1.1.1.1", 53), timeout=3)
-    print("OUTSIDE REACHABLE"); sys.exit(3)
-except OSError as exc:
-    print("OUTSIDE BLOCKED", type(exc).__name__)
-data = open("/app/samples/qr-2026-044-weld-porosity.txt", "rb").read()
-boundary = uuid.uuid4().hex
-body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"qr-2026-044.txt\"\r\n"
-        "Content-Type: text/plain\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-API = "http://127.0.0.1:8000"
-status, doc = call("POST", API + "/v1/documents", body, ctype=f"multipart/form-data; boundary={boundary}")
-doc_id = doc["document_id"]
-print("UPLOADED", status, doc_id)
-deadline = time.time() + 900
-while True:
-    _, d = call("GET", f"{API}/v1/documents/{doc_id}")
-    if d["status"] in ("indexed", "failed", "rejected", "awaiting_approval"):
-        break
-    assert time.time() < deadline, d
-    time.sleep(3)
-print("DOCUMENT", d["status"])
-assert d["status"] == "indexed", d
-question = json.dumps({"message": "What caused the weld porosity?"}).encode()
-_, ans = call("POST", API + "/v1/chat", question, ctype="application/json")
-cited = {c["document_id"] for c in ans["citations"]}
-print("ANSWER", json.dumps({"answer": ans["answer"][:300], "cited": sorted(cited)}))
-assert doc_id in cited, ans
-with urllib.request.urlopen("http://127.0.0.1:3000/server_info", timeout=30) as r:
-    print("DAGSTER UI", r.status)
-with urllib.request.urlopen("http://127.0.0.1:8000/metrics", timeout=30) as r:
-    assert b"eap_chat_answers_total" in r.read()
-print("SMOKE OK")
-"""
+# The client both air-gapped stack tests run inside the stack (here as a container of the pod, on its loopback).
+CLIENT = (Path(__file__).parent / "smoke_client.py").read_text()
 
 
 def podman(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -135,7 +92,7 @@ def test_air_gapped_pod_ingests_and_answers_with_citations(tmp_path):
                                                   for n in ("api", "webserver", "code", "daemon")}
             time.sleep(5)
         r = podman("run", "--rm", "--pod", pod, "--entrypoint", "/opt/eap/bin/python", IMAGE, "-c", CLIENT, token,
-                   check=False, timeout=1200)
+                   "http://127.0.0.1:8000", "http://127.0.0.1:3000", check=False, timeout=1200)
         logs = {n: podman("logs", "--tail", "30", f"{pod}-{n}", check=False).stderr for n in ("daemon", "code", "api")}
         assert r.returncode == 0 and "SMOKE OK" in r.stdout, (r.stdout[-3000:], r.stderr[-3000:], logs)
         assert "OUTSIDE BLOCKED" in r.stdout and "DOCUMENT indexed" in r.stdout
