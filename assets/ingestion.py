@@ -23,6 +23,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.resources import EmbedderResource, PlatformDatabase
+from core.embedding import ServiceEmbedder
 from core.settings import get_settings
 from ingestion import stages, store
 
@@ -197,6 +198,10 @@ def document_embeddings(context: dg.AssetExecutionContext, db: PlatformDatabase,
         "model_load_seconds": round(t_load - t0, 3), "embed_seconds": round(embed_secs, 3),
         "embedding_slot_wait_seconds": round(waited, 3),
         "chunks_per_second": round(total / embed_secs, 1) if embed_secs > 0 else 0.0,
+        # Through `eap up`'s long-lived embedding process (eap/embedding_service.py), or in this run's process;
+        # fallbacks: calls done here because the service could not be reached.
+        "embedding_service": isinstance(model, ServiceEmbedder),
+        "embedding_fallbacks": getattr(model, "fallbacks", 0),
     })
 
 

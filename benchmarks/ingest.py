@@ -63,6 +63,9 @@ MANUALS = (Path("/usr/share/doc/postgresql-doc-15/html"), Path("/usr/share/doc/p
 DEFAULT_FOLDER = next((m for m in MANUALS if m.is_dir()), MANUALS[-1])
 STAGES = ["document_raw", "document_parsed", "document_classified", "document_sanitised", "document_chunks",
           "document_embeddings", "search_index"]
+# The embedding step's metadata (assets/ingestion.py document_embeddings): how long the model took to load,
+# how long the run waited for another run's embedding, how long it embedded and how many chunks.
+EMBED_FIELDS = ("chunks", "model_load_seconds", "embedding_slot_wait_seconds", "embed_seconds")
 SETTLED = {"indexed", "awaiting_approval", "rejected", "failed"}
 BENCH_TENANT = "bench"
 # Settings the benchmark passes through to the platform (the model/backend under test, batch sizes);
@@ -277,7 +280,8 @@ def _runs_of(inst: Any, bench_ids: set[str], since: float) -> dict[str, Any]:
     records = inst.get_run_records(dg.RunsFilter(job_name="ingest_documents"), limit=10_000)
     stage = dict.fromkeys(STAGES, 0.0)
     out: dict[str, Any] = {"runs": 0, "run_statuses": {}, "wall": 0.0, "steps": 0.0, "launch": [], "walls": [],
-                           "first_create": None, "last_end": None, "stage": stage}
+                           "first_create": None, "last_end": None, "stage": stage,
+                           "embed": dict.fromkeys(EMBED_FIELDS, 0.0)}
     for rec in records:
         tags = rec.dagster_run.tags
         key = tags.get("dagster/partition") or tags.get(RANGE_START)
@@ -307,6 +311,10 @@ def _runs_of(inst: Any, bench_ids: set[str], since: float) -> dict[str, Any]:
             secs = mat.metadata.get("seconds")
             if secs is not None and name in stage:
                 stage[name] += float(secs.value)
+            if name == "document_embeddings":  # the embedding step's split: model load, slot wait, embedding
+                for k in EMBED_FIELDS:
+                    if k in mat.metadata:
+                        out["embed"][k] += float(mat.metadata[k].value)
     return out
 
 
@@ -506,6 +514,14 @@ def main() -> int:
         for k in STAGES:
             secs = real["stage"][k]
             print(f"    {k:<22} {secs:8.1f}s  ({100 * secs / wall if wall else 0:5.1f}%)")
+        emb = real["embed"]
+        if emb["embed_seconds"]:
+            # Where the embedding ceiling is lost: the embedder idle (no run had chunks ready) or slower than raw
+            # (other stages and processes competing for the cores while it embeds).
+            print(f"  embedding inside the runs: {emb['chunks']:.0f} chunks in {emb['embed_seconds']:.1f}s = "
+                  f"{emb['chunks'] / emb['embed_seconds']:.1f} chunks/s; embedder busy "
+                  f"{100 * emb['embed_seconds'] / e2e:.0f}% of the wall time; model loads "
+                  f"{emb['model_load_seconds']:.1f}s, slot waits {emb['embedding_slot_wait_seconds']:.1f}s (sums)")
     print(f"raw embedding, same model, same run: before {raw_before:.1f}, after {raw_after:.1f}, "
           f"mean {raw:.1f} chunks/s")
     print(f"RATIO real path chunks/s / raw embedding: {cps / raw:.2f}   (target >= 0.8)")

@@ -85,6 +85,7 @@ class LiteLLMEmbedder:
     def __init__(self, model: str, api_base: str | None, dim: int, batch_size: int = 64,
                  api_key: str | None = None) -> None:
         self.name, self.api_base, self.dim, self.batch_size = model, api_base, dim, batch_size
+        self.call_model = model  # what LiteLLM is asked for (ServiceEmbedder: the provider-prefixed name)
         # On-prem vLLM/Ollama endpoints ignore the key, but the OpenAI client refuses to send
         # a request without one; "EMPTY" is the value vLLM documents for that case.
         self.api_key = api_key or "EMPTY"
@@ -95,7 +96,7 @@ class LiteLLMEmbedder:
         vectors: list[list[float]] = []
         for i in range(0, len(texts), self.batch_size):
             try:
-                resp = litellm.embedding(model=self.name, input=texts[i : i + self.batch_size],
+                resp = litellm.embedding(model=self.call_model, input=texts[i : i + self.batch_size],
                                          api_base=self.api_base, api_key=self.api_key, timeout=60)
             except Exception as exc:  # noqa: BLE001 - provider errors vary; report one line
                 raise EmbeddingError(f"embedding endpoint {self.api_base or self.name} failed: {exc}") from None
@@ -108,6 +109,50 @@ class LiteLLMEmbedder:
         return normalised
 
 
+class ServiceEmbedder(LiteLLMEmbedder):
+    """The local model computed by `eap up`'s long-lived embedding process (eap/embedding_service.py),
+    called through LiteLLM like every model call. Its vectors are the local model's, so it carries the local
+    model's name. When the process cannot be reached the model is loaded here instead (the work is done
+    either way; `fallbacks` counts it and the log says why)."""
+
+    def __init__(self, name: str, url: str, key: str) -> None:
+        # Requests of 256 texts: the service encodes each in batches of 64 sorted by length.
+        super().__init__(name, url.rstrip("/") + "/v1", LOCAL_DIM, batch_size=256, api_key=key)
+        self.call_model = "openai/" + name
+        self.fallbacks = 0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # Sent shortest first, so each request holds texts of similar length (little padding, as when the
+        # model sorts one large call itself), and put back in the caller's order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        try:
+            vectors = super().embed([texts[i] for i in order])
+            out = np.empty_like(vectors)
+            out[order] = vectors
+            return out
+        except EmbeddingError as exc:
+            import logging
+
+            logging.getLogger(__name__).warning("embedding service unavailable (%s): embedding in this process",
+                                                str(exc)[:200])
+            self.fallbacks += 1
+            return _build(self.name, None, None, None, in_process=True).embed(texts)
+
+
+def _service() -> tuple[str, str] | None:
+    """The embedding service's URL and key when this process was given one (Dagster processes of `eap up`)."""
+    s = get_settings()
+    if not s.embedding_service_url or not s.embedding_service_key_file:
+        return None
+    try:
+        key = s.embedding_service_key_file.read_text().strip()
+    except OSError:
+        return None
+    return (s.embedding_service_url, key) if key else None
+
+
 def local_model_name(backend: str | None = None) -> str:
     """The name the local model's vectors carry on the given (default: configured) backend."""
     backend = backend or get_settings().embedding_backend
@@ -115,8 +160,19 @@ def local_model_name(backend: str | None = None) -> str:
 
 
 def local_embedder(backend: str) -> Embedder:
-    """The local model on an explicit backend ("torch", "onnx", "onnx-int8"), cached per backend."""
-    return _build("local", None, None, None, backend)
+    """The local model on an explicit backend ("torch", "onnx", "onnx-int8"), cached per backend, computed
+    in this process (never through the embedding service)."""
+    return _build("local", None, None, None, backend, in_process=True)
+
+
+def local_embedder_named(name: str) -> Embedder:
+    """The local model in this process for a local model name (the precision the name pins)."""
+    return local_embedder(_local_backend(name, None))
+
+
+@functools.lru_cache(maxsize=4)
+def _service_embedder(name: str, url: str, key: str) -> ServiceEmbedder:
+    return ServiceEmbedder(name, url, key)
 
 
 _BUILD_LOCK = threading.Lock()
@@ -140,11 +196,14 @@ def _local_backend(model: str, backend: str | None) -> str:
 
 
 def _build(model: str, api_base: str | None, dim: int | None, api_key: str | None,
-           backend: str | None = None) -> Embedder:
+           backend: str | None = None, in_process: bool = False) -> Embedder:
     # One build at a time: two threads loading the model at once (API worker threads, concurrent
     # in-process runs) break torch's lazy initialisation ("Cannot copy out of meta tensor").
     if model in LOCAL_ALIASES:
         backend = _local_backend(model, backend)
+        service = None if in_process else _service()
+        if service is not None:
+            return _service_embedder(LOCAL_INT8_NAME if backend == "onnx-int8" else LOCAL_MODEL_NAME, *service)
         model, api_base, dim, api_key = "local", None, None, None
     else:
         backend = None

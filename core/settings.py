@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     embedding_api_key: SecretStr | None = None
     # The local model's runtime: sentence-transformers, or ONNX Runtime fp32 / int8 (core/onnx_embedding.py).
     embedding_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    # `eap up` computes the local model in one long-lived process (eap/embedding_service.py) and gives the
+    # Dagster processes its URL and key file: ingest runs embed there instead of loading the model each.
+    # EAP_EMBEDDING_SERVICE=false: no such process, every run loads the model itself.
+    embedding_service: bool = True
+    embedding_service_url: str | None = None
+    embedding_service_key_file: Path | None = None
     # LLM (through LiteLLM). Unset model: the grounded extractive responder.
     llm_model: str | None = None
     llm_api_base: str | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -197,6 +198,36 @@ def _wait_ready(children: list[Child], checks: dict[str, str], timeout_s: float,
         time.sleep(0.5)
 
 
+def _wait_port(children: list[Child], name: str, host: str, port: int, timeout_s: float,
+               stopping: Callable[[], bool]) -> None:
+    """Wait until a child listens on host:port (the code server opens its port once the definitions are
+    loaded); fail with its log when it exits first."""
+    deadline = time.monotonic() + timeout_s
+    child = next(c for c in children if c.name == name)
+    while not stopping():
+        if child.proc.poll() is not None:
+            raise ChildFailed(f"{name} exited with code {child.proc.returncode} during start-up; last log lines "
+                              f"({child.log_path}):\n{child.tail()}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            print(f"  {name} ready", flush=True)
+            return
+        if time.monotonic() > deadline:
+            raise ChildFailed(f"timed out after {timeout_s:.0f}s waiting for: {name}")
+        time.sleep(0.3)
+
+
+def embedding_service_key(settings: Settings) -> Path:
+    """A fresh random key for this start's embedding service, in a 0600 file the Dagster children read."""
+    settings.secrets_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.secrets_dir, 0o700)
+    path = settings.secrets_dir / "embedding_service.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(32))
+    os.chmod(path, 0o600)
+    return path
+
+
 def prepare_dagster_home(dagster_home: Path) -> Path:
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
@@ -371,20 +402,41 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
                 children.append(_spawn(name, cmd, cenv, logs))
             llm_env, ready = lm.platform_env(), lm.checks()
             print(f"  local model: SmolLM2 (llama.cpp) at {lm.model_url}, LiteLLM proxy at {lm.proxy_url}", flush=True)
+        from core.embedding import LOCAL_ALIASES
+        from eap.local_model import free_port
+        from eap.serve import workspace_yaml
+
         env = {**child_env(settings, urls), **llm_env}
+        if settings.embedding_service and settings.embedding_model in LOCAL_ALIASES:
+            # The local model loaded once, for every ingest run (eap/embedding_service.py); runs that start
+            # before it is ready, or find it gone, embed in their own process.
+            emb_port = free_port()
+            key_file = embedding_service_key(settings)
+            children.append(_spawn("embedding-service",
+                                   [sys.executable, "-m", "eap.embedding_service", "--host", "127.0.0.1",
+                                    "--port", str(emb_port)],
+                                   {**env, "EAP_EMBEDDING_SERVICE_KEY_FILE": str(key_file)}, logs))
+            env.update({"EAP_EMBEDDING_SERVICE_URL": f"http://127.0.0.1:{emb_port}",
+                        "EAP_EMBEDDING_SERVICE_KEY_FILE": str(key_file)})
+            ready["embedding-service"] = f"http://127.0.0.1:{emb_port}/health"
+        # One long-lived gRPC code server that the webserver and the daemon share, as in the compose file and
+        # Dagster's Helm chart: with a `python_module` workspace each of them started its own code server and
+        # the daemon replaced its one every minute, importing the definitions again each time.
+        code_port = free_port()
+        children.append(_spawn("code-server",
+                               [str(bindir / "dagster"), "api", "grpc", "-h", "127.0.0.1", "-p", str(code_port),
+                                "-m", "definitions", "--location-name", "eap"], env, logs))
+        _wait_port(children, "code-server", "127.0.0.1", code_port, timeout_s=120, stopping=lambda: stop_requested)
+        workspace = str(workspace_yaml(settings.dagster_home, f"127.0.0.1:{code_port}"))
         children.append(
             _spawn(
                 "dagster-webserver",
-                [str(bindir / "dagster-webserver"), "-h", host, "-p", str(settings.dagster_port),
-                 "-w", str(REPO_ROOT / "workspace.yaml")],
+                [str(bindir / "dagster-webserver"), "-h", host, "-p", str(settings.dagster_port), "-w", workspace],
                 env,
                 logs,
             )
         )
-        children.append(
-            _spawn("dagster-daemon", [str(bindir / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
-                   env, logs)
-        )
+        children.append(_spawn("dagster-daemon", [str(bindir / "dagster-daemon"), "run", "-w", workspace], env, logs))
         children.append(
             _spawn(
                 "api",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import urllib.request
 
 import pytest
 
@@ -34,6 +35,7 @@ def test_two_instances_side_by_side_then_clean_shutdown(tmp_path):
             assert status == 200, body
             assert json.loads(body)["role"] == "admin" and json.loads(body)["tenant"] == "default"
             assert (inst.home / "dagster_home" / "dagster.yaml").exists()
+        _samples_embedded_by_the_service(a)
         # Separate EAP_HOMEs are separate platforms: one's token means nothing to the other.
         status, body = http_get(f"http://127.0.0.1:{b.api_port}/v1/me", a.token)
         assert status == 401 and json.loads(body)["error"]["code"] == "invalid_token"
@@ -49,6 +51,29 @@ def test_two_instances_side_by_side_then_clean_shutdown(tmp_path):
             time.sleep(0.5)
         assert not pid_file.exists(), "embedded PostgreSQL still running"
         assert any(line.startswith("stopped") for line in inst.lines)
+
+
+def _samples_embedded_by_the_service(inst: Instance) -> None:
+    """The sample documents `eap up` submits are ingested by daemon-launched runs that embed through the
+    long-lived embedding process (eap/embedding_service.py), read from the run's metadata in Dagster's GraphQL."""
+    api, deadline = f"http://127.0.0.1:{inst.api_port}", time.monotonic() + 240
+    while True:
+        docs = json.loads(http_get(f"{api}/v1/documents", inst.token)[1])["items"]
+        if docs and all(d["status"] == "indexed" for d in docs):
+            break
+        assert time.monotonic() < deadline, [d["status"] for d in docs]
+        time.sleep(1)
+    query = ('{ assetOrError(assetKey: {path: ["document_embeddings"]}) { ... on Asset { assetMaterializations('
+             'limit: 1) { metadataEntries { label ... on BoolMetadataEntry { boolValue } '
+             '... on IntMetadataEntry { intValue } } } } } }')
+    req = urllib.request.Request(f"http://127.0.0.1:{inst.dagster_port}/graphql", method="POST",
+                                 data=json.dumps({"query": query}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - loopback URL built here
+        mats = json.loads(r.read())["data"]["assetOrError"]["assetMaterializations"]
+    meta = {e["label"]: e.get("boolValue", e.get("intValue")) for e in mats[0]["metadataEntries"]}
+    assert meta["embedding_service"] is True and meta["embedding_fallbacks"] == 0, meta
+    assert (inst.home / "logs" / "embedding-service.log").exists()
 
 
 def test_restart_reuses_the_database(tmp_path):
