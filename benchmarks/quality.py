@@ -51,6 +51,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 HELDOUT = ROOT / "benchmarks" / "data" / "heldout_python_docs.json"
 PY_DOCS = Path("/usr/share/doc/python3.11/html")
+# The DEVELOPMENT set: the one to look at and tune on (questions over another manual, written in session 7).
+DEV = ROOT / "benchmarks" / "data" / "dev_postgresql_manual.json"
+PG_DOCS = Path("/usr/share/doc/postgresql-doc-15/html")
 
 
 def _doc_ranking(chunk_ids: Iterable[uuid.UUID], doc_title: dict) -> list[str]:
@@ -110,24 +113,26 @@ def chat_scores(tenant: Any, questions: list[dict], name_of: dict[str, str], *, 
             "p50": statistics.median(lat), "p95": _pct(lat, 0.95), "models": sorted(models), "rows": rows}
 
 
-def heldout(args: argparse.Namespace) -> tuple[dict, dict]:
-    """Ingest the Python docs into their own tenant and score the held-out set through the chat path."""
+def heldout(args: argparse.Namespace, qfile: Path = HELDOUT, docs_folder: str | None = None,
+            tenant_name: str = "heldout-python-docs") -> tuple[dict, dict]:
+    """Ingest a manual into its own tenant and score a question set over it through the chat path (the held-out
+    set over the Python docs; with --dev-only the development set over the PostgreSQL manual)."""
     from sqlalchemy import text
 
     from benchmarks.common import ingest_in_process
     from core.db.database import tenant_session
     from identity.tenancy import create_tenant
 
-    data = json.loads(HELDOUT.read_text())
+    data = json.loads(qfile.read_text())
     questions = data["questions"][: args.heldout_limit or None]
-    docs = Path(args.docs)
+    docs = Path(docs_folder or args.docs)
     every = sorted(p for p in docs.rglob("*.html") if "_static" not in p.parts)
     wanted = {p for q in questions for p in q["expected_pages"]}
     others = [p for p in every if str(p.relative_to(docs)) not in wanted]
     random.Random(11).shuffle(others)
     if args.heldout_pages:
         others = others[:args.heldout_pages]
-    tenant, _ = create_tenant("heldout-python-docs")
+    tenant, _ = create_tenant(tenant_name)
     t0 = time.perf_counter()
     # The expected pages first, then the distractors in batches; with --ingest-budget, no new batch starts
     # once the budget is spent (the corpus line says how many distractors made it).
@@ -163,8 +168,8 @@ def _print_chat_table(sets: list[tuple[str, dict]]) -> None:
               f"{', '.join(r['models'])}")
 
 
-def _print_heldout(res: dict, info: dict) -> None:
-    print(f"\nheld-out set {info['version']}: corpus {info['corpus']} of {PY_DOCS} → {info['chunks']} chunks in "
+def _print_heldout(res: dict, info: dict, label: str = "held-out set") -> None:
+    print(f"\n{label} {info['version']}: corpus {info['corpus']} → {info['chunks']} chunks in "
           f"{info['runs']} runs, ingested in {info['ingest_s']:.0f} s; documents by status {info['status']}")
     if info["expected_not_indexed"]:
         print(f"expected pages not searchable (not indexed): {info['expected_not_indexed']}")
@@ -183,6 +188,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--k", type=int, default=6)
     ap.add_argument("--heldout-only", action="store_true", help="only the held-out Python docs set")
+    ap.add_argument("--dev-only", action="store_true",
+                    help="only the development set over the PostgreSQL manual (postgresql-doc-15): tune on this one")
     ap.add_argument("--skip-heldout", action="store_true", help="only the golden set")
     ap.add_argument("--docs", default=str(PY_DOCS), help="the Python 3.11 html folder (python3.11-doc)")
     ap.add_argument("--heldout-pages", type=int, default=0,
@@ -198,6 +205,15 @@ def main() -> int:
     if not args.skip_heldout and not Path(args.docs).is_dir():
         print(f"{args.docs} is missing: apt-get install python3.11-doc, or pass --skip-heldout", file=sys.stderr)
         return 2
+    if args.dev_only:
+        from core.db.database import bootstrap, stop_embedded
+
+        bootstrap()
+        res, info = heldout(args, DEV, str(PG_DOCS), "dev-postgresql-manual")
+        stop_embedded()
+        _print_chat_table([(f"development: PostgreSQL manual ({info['corpus'].split(' (')[0]})", res)])
+        _print_heldout(res, info, "development set")
+        return 0
     if args.heldout_only:
         from core.db.database import bootstrap, stop_embedded
 

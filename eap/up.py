@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # imported lazily at run time: the supervisor stays light
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GRACE_S = 15.0
+# Niceness of the Dagster code server and so of every run worker it starts (see run_up): on a small host the
+# embedding of ingestion is the bottleneck, and the embedding process keeps the normal priority.
+RUN_NICENESS = 10
 
 
 class PortInUse(ConfigurationError):
@@ -423,9 +426,12 @@ def run_up(api_port: int | None = None, dagster_port: int | None = None, mes_sim
         # Dagster's Helm chart: with a `python_module` workspace each of them started its own code server and
         # the daemon replaced its one every minute, importing the definitions again each time.
         code_port = free_port()
+        # The run workers are its children and inherit its priority (nice RUN_NICENESS): parsing and indexing
+        # take the cycles the embedding process (normal priority) leaves; the API and the UI keep theirs.
         children.append(_spawn("code-server",
-                               [str(bindir / "dagster"), "api", "grpc", "-h", "127.0.0.1", "-p", str(code_port),
-                                "-m", "definitions", "--location-name", "eap"], env, logs))
+                               ["nice", "-n", str(RUN_NICENESS), str(bindir / "dagster"), "api", "grpc",
+                                "-h", "127.0.0.1", "-p", str(code_port), "-m", "definitions", "--location-name",
+                                "eap"], env, logs))
         _wait_port(children, "code-server", "127.0.0.1", code_port, timeout_s=120, stopping=lambda: stop_requested)
         workspace = str(workspace_yaml(settings.dagster_home, f"127.0.0.1:{code_port}"))
         children.append(

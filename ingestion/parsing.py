@@ -349,6 +349,15 @@ _HEADING_TAG = re.compile(r"<h[1-6][\s>]", re.IGNORECASE)
 _INLINE_PRE = re.compile(r"<pre>([^<\n]{1,200})</pre>")
 
 
+_NAV_WORDS = {"prev", "previous", "next", "up", "home", "contents", "index", "search", "top", "back"}
+
+
+def _is_nav_row(cells: list[str]) -> bool:
+    """A table row of navigation links: at least two cells that are navigation words, every cell short."""
+    words = [c.strip().lower().rstrip(" »«›‹→←") for c in cells if c.strip()]
+    return sum(w in _NAV_WORDS for w in words) >= 2 and all(len(w.split()) <= 8 for w in words)
+
+
 # ARIA landmarks that are never the document's content.
 _SKIP_ROLES = {"navigation", "banner", "contentinfo", "search", "complementary", "menu", "menubar"}
 
@@ -395,12 +404,15 @@ def _parse_html(data: bytes) -> ParsedDocument:
                     out.append(Element("\n".join(items), "list", None, sections.path))
             elif name == "table":
                 flush_loose()
-                rows = []
+                rows, nav = [], False
                 for tr in child.find_all("tr"):
                     cells = [text_of(c) for c in tr.find_all(["th", "td"])]
+                    nav = nav or _is_nav_row(cells)
                     if any(cells):
                         rows.append(" | ".join(cells))
-                if rows:
+                # A layout table holding a "Prev | Up | Home | Next" bar (DocBook's navheader/navfooter, as in
+                # the PostgreSQL manual) is navigation, not content.
+                if rows and not (nav and len(rows) <= 3):
                     out.append(Element("\n".join(rows), "table", None, sections.path))
             elif name in _BLOCK_TAGS:
                 flush_loose()

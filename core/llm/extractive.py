@@ -100,13 +100,115 @@ def _is_heading(s: str, header: str) -> bool:
     return s[-1] not in ".!?;:)" and len(s.split()) <= 5 and not any(c.isdigit() for c in s)
 
 
-def _sentences(src: Source) -> list[tuple[int, str]]:
-    out = []
-    for part in _SPLIT.split(src.text):
-        s = part.strip(" -•\t")
-        if len(s) >= 12 and sum(c.isalpha() for c in s) >= 6 and not _is_heading(s, src.header):
-            out.append((src.n, s))
+@dataclass(frozen=True)
+class _Sentence:
+    n: int  # the source's number
+    text: str
+    line: int  # the line (paragraph, list item, definition) of the source it stands in
+    pos: int  # its place among the source's sentences (document order)
+    term: str | None  # the definition term right above its line ("autovacuum_naptime ( integer )", "-j njobs")
+    line_text: str = ""  # that line, and where the sentence starts in it (quotations are cut from it verbatim)
+    start: int = 0
+    entry: int = 0  # the definition entry: lines after one term up to the next share it (else: its own line)
+
+
+# A line that names what the next line defines: short, no sentence end, and shaped like a term (a
+# parameter or option name, a signature, a value in parentheses) rather than a section heading.
+_TERMISH = re.compile(r"[(_=/]|^-{1,2}\w|^\S+$")
+
+
+def _unbullet(line: str) -> str:
+    """A line without its list bullet (a definition list may reach the responder rendered as a list)."""
+    line = line.strip()
+    return line[2:].strip() if line.startswith(("- ", "• ")) else line
+
+
+def _is_term(line: str) -> bool:
+    line = _unbullet(line)
+    return (0 < len(line) <= 100 and len(line.split()) <= 12 and line[-1] not in ".!?:;,"
+            and bool(_TERMISH.search(line)))
+
+
+def _sentences(src: Source) -> list[_Sentence]:
+    out: list[_Sentence] = []
+    lines = src.text.split("\n")
+    entry, in_entry = 0, False
+    for li, line in enumerate(lines):
+        is_term = _is_term(line)
+        term = _unbullet(lines[li - 1]) if li and _is_term(lines[li - 1]) and not is_term else None
+        if is_term:  # a term opens an entry; the lines after it belong to it until the next term
+            entry, in_entry = li, True
+        elif not in_entry:
+            entry = li
+        cursor = 0
+        for part in _SPLIT.split(line):
+            s = part.strip(" -•\t")
+            at = line.find(s, cursor) if s else -1
+            cursor = at + len(s) if at >= 0 else cursor
+            if len(s) >= 12 and sum(c.isalpha() for c in s) >= 6 and not _is_heading(s, src.header):
+                out.append(_Sentence(src.n, s, li, len(out), term, line, max(at, 0), entry))
     return out
+
+
+# What kind of fact a question asks for. A question about a default wants the sentence that states the
+# default; one about a quantity wants a number. The sentence that matches the question best is often the
+# one that defines the thing ("Specifies the minimum delay between autovacuum runs"), and the fact is the
+# next sentence of the same entry ("The default is one minute (1min)."): both are quoted, with the entry's
+# term, so the answer carries the fact with its context (benchmarks/quality.py --dev-only).
+_ASKS_DEFAULT = re.compile(
+    r"\bdefaults?\b|\bout of the box\b|\b(if|when) (i|you|we) (do not|don't|never) (configure|set|change|say|"
+    r"specify|pass|give)|\bwithout (saying|setting|specifying|passing|configuring|giving)|\bunless (i|you) ", re.I)
+_ASKS_VALUE = re.compile(
+    r"\bhow (many|much|long|big|large|often|far|old|high|low)\b|\b(maximum|minimum|max|min|limit|size|length|"
+    r"number of|timeout|value|version)\b", re.I)
+_HAS_NUMBER = re.compile(r"\d|\b(zero|one|two|three|four|five|six|seven|eight|nine|ten|twelve|twenty|hundred|"
+                         r"thousand|million|billion|half|twice|once)\b", re.I)
+_HAS_DEFAULT = re.compile(r"\bdefault", re.I)
+DEFAULT_BONUS = 0.15
+NUMBER_BONUS = 0.05
+MAX_SPAN = 5  # sentences one quotation may run over (the chosen one, its entry's fact and what stands between)
+
+
+def _carries(s: str, asks_default: bool, asks_value: bool) -> bool:
+    """Whether a sentence states the kind of fact the question asks for."""
+    if asks_default:
+        return bool(_HAS_DEFAULT.search(s))
+    return asks_value and bool(_HAS_NUMBER.search(s))
+
+
+def _with_context(i: int, all_sents: list[_Sentence], asks_default: bool,
+                  asks_value: bool) -> list[list[_Sentence]]:
+    """A chosen sentence with what makes it an answer, as quotations (each one contiguous in one line): for a
+    question asking for a default or a quantity, the sentence of the same entry that states it (same line:
+    one quotation; a later paragraph of the entry: a second one), and the line's first sentence when the
+    chosen one is the fact itself (what "The default is 50 tuples." is the default of)."""
+    me = all_sents[i]
+    defined = next((x for x in all_sents if x.n == me.n and x.line == me.line + 1 and x.term == me.text), None)
+    if defined is not None:  # a definition term on its own says nothing: quote its definition
+        me = defined
+    if not (asks_default or asks_value):
+        return [[me]]
+    same = [x for x in all_sents if x.n == me.n and x.line == me.line]
+    if _carries(me.text, asks_default, asks_value):
+        group = [same[0], me] if same and same[0].pos < me.pos else [me]
+        return [group] if group[-1].pos - group[0].pos < MAX_SPAN else [[me]]
+    entry = [x for x in all_sents if x.n == me.n and x.entry == me.entry and x.pos > me.pos]
+    carrier = next((x for x in entry if _carries(x.text, asks_default, asks_value)), None)
+    if carrier is None:
+        return [[me]]
+    if carrier.line == me.line and carrier.pos - me.pos < MAX_SPAN:
+        return [[me, carrier]]
+    return [[me], [carrier]]  # too far apart for one quotation: each verbatim
+
+
+def _quote(group: list[_Sentence]) -> str:
+    """One entry's sentences as one quotation, cut verbatim from its line (the sentences between them
+    included), with the entry's term in front when the quotation starts the line right after it."""
+    first, last = group[0], group[-1]
+    span = first.line_text[first.start : last.start + len(last.text)] if last.start >= first.start else first.text
+    before = first.line_text[: first.start]
+    lead = f"{first.term} {before.strip()} ".replace("  ", " ") if first.term and not before.strip(" -•\t") else ""
+    return _defang(lead + span)
 
 
 def _question(messages: list[dict[str, Any]]) -> str:
@@ -133,13 +235,16 @@ def compose(messages: list[dict[str, Any]]) -> str:
     length = prefs.get("answer_length")
     most = {"short": SHORT_SENTENCES, "detailed": DETAILED_SENTENCES}.get(length or "", MAX_SENTENCES)
     context = {src.n: set(tokenize(_HEADER_PREFIX.sub("", src.header))) for src in sources}
-    sents = [s for src in sources for s in _sentences(src)]
-    if not question.strip() or not sents:
+    every = [s for src in sources for s in _sentences(src)]
+    if not question.strip() or not every:
         return NO_ANSWER
+    sents = every
     q_terms = set(tokenize(question))
     # Term overlap counts the passage's title and section too: questions often name the document or
-    # section ("corrective actions of QR-2026-044") rather than words of the answering sentence.
-    overlap = np.array([len(q_terms & (set(tokenize(s)) | context[n])) / max(1, len(q_terms)) for n, s in sents])
+    # section ("corrective actions of QR-2026-044") rather than words of the answering sentence; and the
+    # definition term above the sentence ("autovacuum_naptime ( integer )"), which names what it defines.
+    overlap = np.array([len(q_terms & (set(tokenize(x.text)) | set(tokenize(x.term or "")) | context[x.n]))
+                        / max(1, len(q_terms)) for x in sents])
     if len(sents) > MAX_CANDIDATES:
         # Long pages: embedding every sentence of every source per question was most of an answer's time
         # (1.6-2 s for a manual's pages). Only the sentences with the most question terms (ties: earlier
@@ -149,9 +254,12 @@ def compose(messages: list[dict[str, Any]]) -> str:
         sents, overlap = [sents[i] for i in keep], overlap[keep]
     emb = get_embedder()
     q = emb.embed([question])[0]
-    sv = _sentence_vectors(emb, [s for _, s in sents])
+    sv = _sentence_vectors(emb, [x.text for x in sents])
     cos = sv @ q
-    score = 0.75 * cos + 0.25 * overlap
+    asks_default, asks_value = bool(_ASKS_DEFAULT.search(question)), bool(_ASKS_VALUE.search(question))
+    bonus = np.array([(DEFAULT_BONUS if asks_default else NUMBER_BONUS)
+                      if _carries(x.text, asks_default, asks_value) else 0.0 for x in sents])
+    score = 0.75 * cos + 0.25 * overlap + bonus
     chosen: list[int] = []
     for i in np.argsort(-score, kind="stable"):
         if score[i] < MIN_SCORE or len(chosen) >= most:
@@ -161,7 +269,17 @@ def compose(messages: list[dict[str, Any]]) -> str:
         chosen.append(int(i))
     if not chosen:
         return NO_ANSWER
-    quoted = [f"{_defang(sents[i][1])} [{sents[i][0]}]" for i in chosen]
+    quoted: list[str] = []
+    used: set[tuple[int, int]] = set()  # (source, sentence) already quoted, as a choice or as its context
+    for i in chosen:
+        if (sents[i].n, sents[i].pos) in used:
+            continue
+        for group in _with_context(every.index(sents[i]), every, asks_default, asks_value):
+            group = [x for x in group if (x.n, x.pos) not in used]
+            if not group:  # a definition term whose definition is quoted already
+                continue
+            used.update((x.n, x.pos) for x in group)
+            quoted.append(f"{_quote(group)} [{sents[i].n}]")
     prose = prefs.get("format") == "prose" or (length == "short" and prefs.get("format") != "bullets")
     body = " ".join(quoted) if prose else "\n".join(f"- {q}" for q in quoted)
     return PREFIX + "\n" + body + "".join(f"\n{n}" for n in _preference_notes(prefs))

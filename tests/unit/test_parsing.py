@@ -101,6 +101,22 @@ def test_html_main_content_drops_navigation_and_footers_of_a_real_page():
     assert any(e.text.startswith(">>> import json\n") for e in doc.elements)
 
 
+def test_docbook_navigation_tables_of_a_real_page_are_not_content():
+    """A page of the PostgreSQL 15 manual as Debian ships it (tests/data/html/postgresql-runtime-config-autovacuum
+    .html): DocBook puts "Prev | Up | Chapter 20. … | Home | Next" in layout tables above and below the content
+    (trafilatura keeps them: they are tables); they are dropped, the parameter list stays whole."""
+    from pathlib import Path
+
+    data = (Path(__file__).parent.parent / "data" / "html" / "postgresql-runtime-config-autovacuum.html").read_bytes()
+    doc = parse("runtime-config-autovacuum.html", data)
+    full = "\n".join(e.text for e in doc.elements)
+    assert "| Home |" not in full and "Prev | Up" not in full and "Prev |" not in full
+    assert doc.elements[0].kind == "title" and doc.elements[0].text == "20.10. Automatic Vacuuming"
+    texts = [e.text for e in doc.elements]
+    i = texts.index("autovacuum_naptime ( integer )")  # the definition list: term, then its description
+    assert "The default is one minute ( 1min )." in texts[i + 1]
+
+
 def test_html_nav_bar_and_footer_of_a_plain_page_are_dropped_and_inline_code_keeps_the_sentence():
     html = b"""<html><head><title>Spindle setup | ACME Docs</title></head><body>
 <div class="topbar"><a href="/">Home</a> | <a href="p.html">Prev</a> | <a href="n.html">Next</a></div>
