@@ -619,3 +619,31 @@ def settings_env(env: dict[str, str]) -> Iterator[None]:
             else:
                 os.environ[k] = v
         get_settings.cache_clear()
+
+
+# --------------------------------------------------------------------------- podman (tests/deploy)
+
+PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+PODMAN_ENV = dict(os.environ,
+                  CONTAINERS_CONF=str(Path(__file__).resolve().parents[1] / "deploy" / "podman" / "containers.conf"))
+PODMAN_COMPOSE = Path(sys.executable).parent / "podman-compose"
+
+
+def image_present(image: str) -> bool:
+    import subprocess
+
+    try:
+        return subprocess.run(["podman", "image", "exists", image], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def run_checked(args: list[str], *, check: bool = True, timeout: float = 600, cwd: Path | None = None):
+    """A command of the container tests (podman, podman-compose) with the podman settings of these machines;
+    with `check`, a failure raises with the ends of its output."""
+    import subprocess
+
+    r = subprocess.run(args, env=PODMAN_ENV, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(args[:6])}… failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r

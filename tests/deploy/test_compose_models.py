@@ -13,51 +13,29 @@ logs show the completion requests. Nothing in the stack reaches outside. Skips w
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.builders import PODMAN, image_present
+from tests.builders import PODMAN_COMPOSE as COMPOSE
+from tests.builders import run_checked as run
+
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = ("localhost/eap:latest", "localhost/eap-litellm:latest", "localhost/eap-model:latest")
-PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
-ENV = dict(os.environ, CONTAINERS_CONF=str(REPO / "deploy" / "podman" / "containers.conf"))
-COMPOSE = Path(sys.executable).parent / "podman-compose"
 PROXY_ALIASES = {"eap-light", "eap-standard", "eap-heavy"}
 
 
-def _missing_images() -> list[str]:
-    missing = []
-    for image in IMAGES:
-        try:
-            r = subprocess.run(["podman", "image", "exists", image], capture_output=True, timeout=60)
-            found = r.returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            found = False
-        if not found:
-            missing.append(image)
-    return missing
-
-
-MISSING = _missing_images()
+MISSING = [image for image in IMAGES if not image_present(image)]
 pytestmark = [pytest.mark.container, pytest.mark.timeout(2400),
               pytest.mark.skipif(bool(MISSING), reason=f"image(s) {', '.join(MISSING)} missing: deploy/build-image.sh "
                                                        "builds them (.ci/run does, then runs tests/deploy)")]
 
-
-def run(args: list[str], *, check: bool = True, timeout: float = 600, cwd: Path | None = None,
-        ) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=timeout, cwd=cwd)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(args[:6])}… failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return r
 
 
 def _line(out: str, prefix: str) -> str:
@@ -126,7 +104,9 @@ def test_models_profile_answers_through_the_litellm_proxy_on_an_internal_network
         api_eap("seed", "--tenant", "default")  # idempotent, like `eap token`
         token = api_eap("token", "--tenant", "default", "--role", "admin").strip()
         client = REPO / "tests" / "deploy" / "models_client.py"
+        shared = REPO / "tests" / "deploy" / "smoke_client.py"  # its helpers, imported by models_client.py
         r = run([*PODMAN, "run", "--rm", "--network", network, "-v", f"{client}:/tmp/models_client.py:ro,Z",
+                 "-v", f"{shared}:/tmp/smoke_client.py:ro,Z",
                  "--entrypoint", "/opt/eap/bin/python", IMAGES[0], "/tmp/models_client.py", token,
                  "http://api:8000", "http://dagster-webserver:3000", "http://litellm:4000", master_key],
                 check=False, timeout=2000)

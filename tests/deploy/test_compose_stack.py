@@ -9,42 +9,26 @@ absent (.ci/run builds it with deploy/build-image.sh before running tests/deploy
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.builders import PODMAN, image_present
+from tests.builders import PODMAN_COMPOSE as COMPOSE
+from tests.builders import run_checked as run
+
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/eap:latest"
-PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
-ENV = dict(os.environ, CONTAINERS_CONF=str(REPO / "deploy" / "podman" / "containers.conf"))
-COMPOSE = Path(sys.executable).parent / "podman-compose"
-
-
-def _image_present() -> bool:
-    try:
-        return subprocess.run(["podman", "image", "exists", IMAGE], capture_output=True, timeout=60).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(2400),
-              pytest.mark.skipif(not _image_present(), reason=f"image {IMAGE} missing: deploy/build-image.sh "
+              pytest.mark.skipif(not image_present(IMAGE), reason=f"image {IMAGE} missing: deploy/build-image.sh "
                                                                "builds it (.ci/run does, then runs tests/deploy)")]
 
-
-def run(args: list[str], *, check: bool = True, timeout: float = 600, cwd: Path | None = None,
-        ) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=timeout, cwd=cwd)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(args[:6])}… failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return r
 
 
 def test_compose_stack_runs_air_gapped_and_answers_with_citations(tmp_path: Path) -> None:
