@@ -165,6 +165,8 @@ class Settings(BaseSettings):
     embed_max_chunks: int = Field(default=20_000, ge=1)  # chunks embedded per document
     ingest_max_attempts: int = Field(default=3, ge=1, le=20)  # runs that may die on one version
     ingest_heartbeat_s: float = Field(default=15.0, gt=0)  # a run touches its documents this often
+    # `eap serve api` started before its database or migrations waits this long for them (0: fail at once).
+    db_wait_seconds: float = Field(default=300.0, ge=0)
     ingest_stale_s: float = Field(default=300.0, gt=0)  # no heartbeat for this long: the run is dead
     pii_sanitise_all: bool = True  # Class III/IV are always sanitised; this extends it to I/II
     # Export control (compliance/export_control.py): answers drop export-controlled statements unless the caller

@@ -58,12 +58,32 @@ def status() -> DbStatus:
     return DbStatus(urls.describe(), rev, head_revision(), vec, str(version))
 
 
-def require_current() -> DbStatus:
-    st = status()
-    if not st.current:
-        raise NotMigrated(f"database {st.where} is at migration {st.revision or 'none'}, this release needs "
-                          f"{st.head}: run `eap db upgrade` first")
-    return st
+def require_current(wait_s: float = 0.0) -> DbStatus:
+    """The database is reachable and at this release's migration. With `wait_s`, a service started before its
+    database or its migrations (compose starts them together; depends_on only orders the starts) waits up to
+    that long, saying so every ~15 s, instead of exiting at once and relying on a restart policy."""
+    import time
+
+    from core.errors import DatabaseUnavailable
+
+    deadline, said = time.monotonic() + wait_s, 0.0
+    while True:
+        try:
+            st = status()
+            if st.current:
+                return st
+            problem: Exception = NotMigrated(
+                f"database {st.where} is at migration {st.revision or 'none'}, this release needs {st.head}: "
+                "run `eap db upgrade` first")
+        except DatabaseUnavailable as exc:
+            problem = exc
+        now = time.monotonic()
+        if now >= deadline:
+            raise problem
+        if now - said >= 15:
+            print(f"eap: waiting for the database ({problem}); up to {deadline - now:.0f}s more", flush=True)
+            said = now
+        time.sleep(min(3.0, max(0.1, deadline - now)))
 
 
 def run_db(command: str, folder: str | None = None) -> int:

@@ -110,7 +110,7 @@ def serve_api(host: str, port: int, workers: int) -> int:
     from eap.db import require_current
 
     check_secrets()
-    require_current()
+    require_current(wait_s=get_settings().db_wait_seconds)
     prepare_multiprocess_metrics(workers)
     from core.db.database import dispose_engines
 
