@@ -24,10 +24,9 @@ import argparse
 import hmac
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-MAX_INPUTS = 2048  # per request; LiteLLMEmbedder sends batches of 64
+MAX_INPUTS = 2048  # per request; ServiceEmbedder sends 256
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
@@ -94,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args(argv)
-    key_file = os.environ.get("EAP_EMBEDDING_SERVICE_KEY_FILE")
-    if not key_file or not Path(key_file).is_file():
+    from core.settings import get_settings
+
+    key_file = get_settings().embedding_service_key_file
+    if key_file is None or not key_file.is_file():
         print("error: EAP_EMBEDDING_SERVICE_KEY_FILE must name the service's key file", file=sys.stderr)
         return 2
-    key = Path(key_file).read_text().strip()
+    key = key_file.read_text().strip()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from core.embedding import local_embedder_named, local_model_name

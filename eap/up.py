@@ -219,16 +219,21 @@ def _wait_port(children: list[Child], name: str, host: str, port: int, timeout_s
         time.sleep(0.3)
 
 
-def embedding_service_key(settings: Settings) -> Path:
-    """A fresh random key for this start's embedding service, in a 0600 file the Dagster children read."""
+def _write_secret(settings: Settings, name: str, value: str) -> Path:
+    """A secret as a 0600 file in the 0700 secrets folder of EAP_HOME, for children to read."""
     settings.secrets_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(settings.secrets_dir, 0o700)
-    path = settings.secrets_dir / "embedding_service.key"
+    path = settings.secrets_dir / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(32))
+        fh.write(value)
     os.chmod(path, 0o600)
+    os.chmod(settings.secrets_dir, 0o700)
     return path
+
+
+def embedding_service_key(settings: Settings) -> Path:
+    """A fresh random key for this start's embedding service, in a 0600 file the Dagster children read."""
+    return _write_secret(settings, "embedding_service.key", secrets.token_urlsafe(32))
 
 
 def prepare_dagster_home(dagster_home: Path) -> Path:
@@ -243,13 +248,9 @@ def signing_key_file(settings: Settings) -> Path:
     if settings.jwt_secret is None and settings.jwt_secret_file is not None:
         return settings.jwt_secret_file
     secret = settings.jwt_signing_secret()  # the dev key lives in EAP_HOME/secrets/jwt_secret already
-    path = settings.secrets_dir / "jwt_secret"
     if settings.jwt_secret is not None:
-        path = settings.secrets_dir / "jwt_secret.from_env"
-        settings.secrets_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secret)
+        return _write_secret(settings, "jwt_secret.from_env", secret)
+    path = settings.secrets_dir / "jwt_secret"
     os.chmod(path, 0o600)
     os.chmod(settings.secrets_dir, 0o700)
     return path

@@ -647,3 +647,18 @@ def run_checked(args: list[str], *, check: bool = True, timeout: float = 600, cw
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(args[:6])}… failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r
+
+
+def wait_migrated(migrate_container: str, logs, limit_s: float = 600) -> float:
+    """Wait until a compose stack's `migrate` service exited 0 (it retries until PostgreSQL accepts connections);
+    returns the deadline the caller keeps waiting against. `logs()` gives what to show on a timeout."""
+    import json
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while True:
+        state = json.loads(run_checked([*PODMAN, "inspect", migrate_container]).stdout)[0]["State"]
+        if state["Status"] == "exited" and state["ExitCode"] == 0:
+            return deadline
+        assert time.monotonic() < deadline, (state, logs())
+        time.sleep(5)

@@ -132,10 +132,11 @@ def _is_term(line: str) -> bool:
 def _sentences(src: Source) -> list[_Sentence]:
     out: list[_Sentence] = []
     lines = src.text.split("\n")
-    entry, in_entry = 0, False
+    entry, in_entry, prev_is_term = 0, False, False
     for li, line in enumerate(lines):
         is_term = _is_term(line)
-        term = _unbullet(lines[li - 1]) if li and _is_term(lines[li - 1]) and not is_term else None
+        term = _unbullet(lines[li - 1]) if prev_is_term and not is_term else None
+        prev_is_term = is_term
         if is_term:  # a term opens an entry; the lines after it belong to it until the next term
             entry, in_entry = li, True
         elif not in_entry:
@@ -206,8 +207,8 @@ def _quote(group: list[_Sentence]) -> str:
     included), with the entry's term in front when the quotation starts the line right after it."""
     first, last = group[0], group[-1]
     span = first.line_text[first.start : last.start + len(last.text)] if last.start >= first.start else first.text
-    before = first.line_text[: first.start]
-    lead = f"{first.term} {before.strip()} ".replace("  ", " ") if first.term and not before.strip(" -•\t") else ""
+    before = first.line_text[: first.start].strip()  # nothing, or the line's bullet ("-")
+    lead = " ".join(p for p in (first.term, before) if p) + " " if first.term and not before.strip("-•") else ""
     return _defang(lead + span)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import PODMAN, image_present
+from tests.builders import PODMAN, image_present, wait_migrated
 from tests.builders import PODMAN_COMPOSE as COMPOSE
 from tests.builders import run_checked as run
 
@@ -80,13 +80,7 @@ def test_models_profile_answers_through_the_litellm_proxy_on_an_internal_network
         # The platform services got the profile's settings (and the default stack's services did not change).
         env = json.loads(run([*PODMAN, "inspect", cname("api")]).stdout)[0]["Config"]["Env"]
         assert "EAP_LLM_API_BASE=http://litellm:4000/v1" in env and "EAP_LLM_MODEL_LIGHT=openai/eap-light" in env
-        deadline = time.monotonic() + 600
-        while True:
-            state = json.loads(run([*PODMAN, "inspect", cname("migrate")]).stdout)[0]["State"]
-            if state["Status"] == "exited" and state["ExitCode"] == 0:
-                break
-            assert time.monotonic() < deadline, (state, logs("db", "migrate"))
-            time.sleep(5)
+        deadline = wait_migrated(cname("migrate"), lambda: logs("db", "migrate"))
 
         def api_eap(*args: str) -> str:
             """`eap ARGS` in the API container. Its first start may precede the migrations: it exits and its

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import PODMAN, image_present
+from tests.builders import PODMAN, image_present, wait_migrated
 from tests.builders import PODMAN_COMPOSE as COMPOSE
 from tests.builders import run_checked as run
 
@@ -55,13 +55,7 @@ def test_compose_stack_runs_air_gapped_and_answers_with_citations(tmp_path: Path
         info = json.loads(run([*PODMAN, "network", "inspect", network]).stdout)[0]
         assert info["internal"] is True, info               # no route out of the stack
         # The migrations service retries until PostgreSQL accepts connections, then exits 0.
-        deadline = time.monotonic() + 600
-        while True:
-            state = json.loads(run([*PODMAN, "inspect", cname("migrate")]).stdout)[0]["State"]
-            if state["Status"] == "exited" and state["ExitCode"] == 0:
-                break
-            assert time.monotonic() < deadline, (state, logs("db", "migrate"))
-            time.sleep(5)
+        deadline = wait_migrated(cname("migrate"), lambda: logs("db", "migrate"))
         # The API may have started before the migrations and exited (its restart policy brings it back).
         while json.loads(run([*PODMAN, "inspect", cname("api")]).stdout)[0]["State"]["Status"] != "running":
             assert time.monotonic() < deadline, logs("api", "migrate")
