@@ -28,6 +28,21 @@ fi
 [ "${1:-}" = "--base-only" ] && exit 0
 [ -f dist/wheelhouse/requirements.lock ] && [ -f dist/wheelhouse/model-server.lock ] \
   && [ -f dist/wheelhouse-proxy/requirements.lock ] || scripts/build-wheelhouse.sh dist/wheelhouse
-"${P[@]}" build --network none -f deploy/Containerfile -t "${EAP_IMAGE:-localhost/eap:latest}" .
-"${P[@]}" build --network none -f deploy/Containerfile.litellm -t "${EAP_LITELLM_IMAGE:-localhost/eap-litellm:latest}" .
-"${P[@]}" build --network none -f deploy/Containerfile.model -t "${EAP_MODEL_IMAGE:-localhost/eap-model:latest}" .
+# Every image built here carries this label, the build stages and the images a rebuild untags too, so that
+# the dangling ones can be removed without touching anything else on the machine. Without it each rebuild
+# left ~10 GB behind (a CI run once died with "no space left on device" on the fifth rebuild).
+LABEL=io.eap.build=1
+prune() { "${P[@]}" image prune -f --filter "label=$LABEL" >/dev/null; }
+trap prune EXIT
+prune
+build() {  # build <Containerfile> <tag>; the image the tag named before is removed when nothing uses it
+  local old
+  old=$("${P[@]}" image inspect -f '{{.Id}}' "$2" 2>/dev/null || true)
+  "${P[@]}" build --network none --label "$LABEL" -f "$1" -t "$2" .
+  if [ -n "$old" ] && [ "$old" != "$("${P[@]}" image inspect -f '{{.Id}}' "$2")" ]; then
+    "${P[@]}" rmi "$old" >/dev/null 2>&1 || true
+  fi
+}
+build deploy/Containerfile "${EAP_IMAGE:-localhost/eap:latest}"
+build deploy/Containerfile.litellm "${EAP_LITELLM_IMAGE:-localhost/eap-litellm:latest}"
+build deploy/Containerfile.model "${EAP_MODEL_IMAGE:-localhost/eap-model:latest}"
