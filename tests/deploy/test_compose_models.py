@@ -146,8 +146,10 @@ def test_models_profile_answers_through_the_litellm_proxy_on_an_internal_network
         for service, py in (("litellm", "/opt/litellm/bin/python"), ("model-server", "/opt/model/bin/python")):
             p = run([*PODMAN, "exec", cname(service), py, "-c", probe], check=False, timeout=120)
             assert p.stdout.startswith("BLOCKED"), (service, p.stdout, p.stderr)
-        check = run([*PODMAN, "exec", cname("api"), "eap", "db", "check"], check=False, timeout=300)
-        assert check.returncode == 0, (check.stdout, check.stderr)
+        # The schema check from inside the API container. Through api_eap: on a loaded machine podman's DNS
+        # for the internal network once failed to resolve "db" for a moment ("Temporary failure in name
+        # resolution", after every request above had reached the database); a lasting failure still fails.
+        api_eap("db", "check")
         print(f"models profile: {time.monotonic() - started:.0f} s; chat {_line(out, 'CHAT SECONDS')} s; "
               f"{prompt}+{completion} tokens; answer: {answer['answer'][:200]!r}")
     finally:
