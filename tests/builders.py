@@ -662,3 +662,22 @@ def wait_migrated(migrate_container: str, logs, limit_s: float = 600) -> float:
             return deadline
         assert time.monotonic() < deadline, (state, logs())
         time.sleep(5)
+
+
+def exec_eap(container: str, *args: str, deadline: float, logs, attempts: int = 5) -> str:
+    """`eap ARGS` in a compose stack's API container; its stdout. The container's first start may precede the
+    migrations (it exits, its restart policy brings it back and kills an exec running in it then), and on a
+    loaded machine podman's DNS for the stack's network once failed to resolve "db" for a moment: so wait until
+    the container runs and repeat a failed command a few times. A lasting failure raises with `logs()`."""
+    import json
+    import time
+
+    for _ in range(attempts):
+        while json.loads(run_checked([*PODMAN, "inspect", container]).stdout)[0]["State"]["Status"] != "running":
+            assert time.monotonic() < deadline, logs()
+            time.sleep(3)
+        r = run_checked([*PODMAN, "exec", container, "eap", *args], check=False)
+        if r.returncode == 0:
+            return r.stdout
+        time.sleep(5)
+    raise AssertionError((args, r.returncode, r.stdout[-2000:], r.stderr[-2000:], logs()))
