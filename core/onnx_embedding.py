@@ -118,7 +118,7 @@ def ensure_exported(quantized: bool, cache_dir: Path | None = None, model_dir: P
 class OnnxEmbedder:
     """The Embedder protocol over an ONNX Runtime session (see core.embedding)."""
 
-    def __init__(self, name: str, quantized: bool, batch_size: int = 32, cache_dir: Path | None = None,
+    def __init__(self, name: str, quantized: bool, batch_size: int = 16, cache_dir: Path | None = None,
                  threads: int | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -136,7 +136,7 @@ class OnnxEmbedder:
         self._tok.no_padding()
         self.name = name
         self.dim = 384
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # see core.embedding.BATCH_SIZE
         self.quantized = quantized
         self.model_path = path
         self._lock = threading.Lock()

@@ -97,6 +97,27 @@ def test_onnx_vectors_agree_with_torch(onnx_home: Path, network_attempts: list[s
     assert network_attempts == []
 
 
+def test_small_length_sorted_batches_give_the_vectors_of_one_big_batch(onnx_home: Path) -> None:
+    """The local backends embed BATCH_SIZE texts per pass, sorted by length (less padding: faster for a chat
+    answer's candidate sentences); the vectors must be the ones a single padded batch gives, in the caller's
+    order, for texts of every length across several batches."""
+    texts = [f"{TEXTS[i % len(TEXTS)]} {' '.join(['word'] * (i * 7 % 90))} #{i}"
+             for i in range(3 * embedding.BATCH_SIZE + 5)]
+    for backend_name in ("torch", "onnx"):
+        emb = embedding.local_embedder(backend_name)
+        assert emb.batch_size == embedding.BATCH_SIZE < len(texts)  # type: ignore[attr-defined]
+        small = emb.embed(texts)
+        emb.batch_size = len(texts)  # type: ignore[attr-defined]
+        try:
+            one = emb.embed(texts)
+        finally:
+            emb.batch_size = embedding.BATCH_SIZE  # type: ignore[attr-defined]
+        cos = (small * one).sum(axis=1)
+        assert cos.min() > 0.9999, (backend_name, cos.round(5).tolist())
+        # and in the caller's order: each row is its own text's vector, not a neighbour's
+        assert float((small[:-1] * one[1:]).sum(axis=1).max()) < 0.9999
+
+
 def test_the_setting_selects_the_backend_and_the_recorded_name(backend: Callable[[str], None], onnx_home: Path) -> None:
     from core.onnx_embedding import OnnxEmbedder
     from retrieval.versions import BuildConfig
