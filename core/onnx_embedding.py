@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.embedding import BATCH_SIZE
+
 BACKENDS = ("torch", "onnx", "onnx-int8")
 _EXPORT_LOCK = threading.Lock()
 _OPSET = 17
@@ -118,7 +120,7 @@ def ensure_exported(quantized: bool, cache_dir: Path | None = None, model_dir: P
 class OnnxEmbedder:
     """The Embedder protocol over an ONNX Runtime session (see core.embedding)."""
 
-    def __init__(self, name: str, quantized: bool, batch_size: int = 16, cache_dir: Path | None = None,
+    def __init__(self, name: str, quantized: bool, batch_size: int | None = None, cache_dir: Path | None = None,
                  threads: int | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -136,7 +138,7 @@ class OnnxEmbedder:
         self._tok.no_padding()
         self.name = name
         self.dim = 384
-        self.batch_size = batch_size  # see core.embedding.BATCH_SIZE
+        self.batch_size = batch_size or BATCH_SIZE
         self.quantized = quantized
         self.model_path = path
         self._lock = threading.Lock()

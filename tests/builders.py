@@ -665,10 +665,10 @@ def wait_migrated(migrate_container: str, logs, limit_s: float = 600) -> float:
 
 
 def exec_eap(container: str, *args: str, deadline: float, logs, attempts: int = 5) -> str:
-    """`eap ARGS` in a compose stack's API container; its stdout. The container's first start may precede the
-    migrations (it exits, its restart policy brings it back and kills an exec running in it then), and on a
-    loaded machine podman's DNS for the stack's network once failed to resolve "db" for a moment: so wait until
-    the container runs and repeat a failed command a few times. A lasting failure raises with `logs()`."""
+    """`eap ARGS` in a compose stack's API container; its stdout. The container may not be running yet (it waits
+    for the database and the migrations, and its restart policy brings it back after an exit), and on a loaded
+    machine podman's DNS for the stack's network once failed to resolve "db" for a moment: so wait until the
+    container runs and repeat a failed command a few times. A lasting failure raises with `logs()`."""
     import json
     import time
 

@@ -37,7 +37,6 @@ pytestmark = [pytest.mark.container, pytest.mark.timeout(2400),
                                                        "builds them (.ci/run does, then runs tests/deploy)")]
 
 
-
 def _line(out: str, prefix: str) -> str:
     return next(ln for ln in out.splitlines() if ln.startswith(prefix + " "))[len(prefix) + 1:]
 
