@@ -85,6 +85,7 @@ def _run_stage(
                 # The full reason is on the document (GET /v1/documents/{id}); it can quote document text
                 # (a parser's or the database's message), so the UI gets the stage and error class only.
                 failed[key] = f"{stage}: {type(exc).__name__}"
+                context.add_asset_metadata({"failure": failed[key]}, partition_key=key)
                 context.log.warning(f"document {key} failed at {stage}: {failed[key]}")
     meta: dict[str, Any] = {
         "documents": len(keys),
@@ -93,8 +94,6 @@ def _run_stage(
         "skipped": len(skipped),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    if failed:
-        meta["failures"] = dg.MetadataValue.json(failed)
     return meta, ok
 
 
@@ -126,17 +125,18 @@ def document_parsed(context: dg.AssetExecutionContext, db: PlatformDatabase) -> 
 @_document_asset(deps=[document_parsed],
           description="Class I–IV: declared label checked by marker, export-control and PII-density detectors.")
 def document_classified(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult[Any]:
-    raised: dict[str, str] = {}
+    raised = 0
 
     def run(job: store.DocumentJob) -> None:
+        nonlocal raised
         res = stages.stage_classify(job)
         if res["final"] > res["declared"]:
-            raised[str(job.id)] = f"{res['declared']}→{res['final']}"
+            raised += 1
+            context.add_asset_metadata({"class_raised": f"{res['declared']}→{res['final']}"},
+                                       partition_key=str(job.id))
 
     meta, _ = _run_stage(context, "classify", run, needs="parsed.json")
-    return dg.MaterializeResult(
-        metadata={**meta, "raised": len(raised), "raised_documents": dg.MetadataValue.json(raised)}
-    )
+    return dg.MaterializeResult(metadata={**meta, "raised": raised})
 
 
 @_document_asset(deps=[document_classified],
@@ -304,7 +304,7 @@ def search_index(context: dg.AssetExecutionContext, config: IndexConfig,
             outcomes[key] = f"skipped ({job.status})"
             continue
         try:
-            outcomes[key] = stages.stage_index(job)
+            outcomes[key] = str(stages.stage_index(job))  # a DocumentStatus (StrEnum) or a plain word
         except Exception as exc:  # noqa: BLE001
             store.mark_failed(job, "index", exc)
             # The reason (stored on the document) can quote text, e.g. a database error's parameters:
@@ -315,13 +315,13 @@ def search_index(context: dg.AssetExecutionContext, config: IndexConfig,
     for v in outcomes.values():
         summary[v.split(":")[0].split(" ")[0]] = summary.get(v.split(":")[0].split(" ")[0], 0) + 1
     for key, outcome in outcomes.items():
+        context.add_asset_metadata({"outcome": outcome}, partition_key=key)
         if outcome == "awaiting_approval":
             context.log.info(f"document {key} awaits a data steward: ask the platform API for an approval token "
                              f"(POST /v1/documents/{key}/review-token) and launch job steward_review for it")
     return dg.MaterializeResult(metadata={
         "documents": len(keys), "seconds": round(time.perf_counter() - t0, 3),
         **{f"outcome_{k}": v for k, v in summary.items()},
-        "outcomes": dg.MetadataValue.json(outcomes),
     })
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.embedding import BATCH_SIZE
+from core.embedding import BATCH_SIZE, parallel_passes, worker_pool
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 _EXPORT_LOCK = threading.Lock()
@@ -121,7 +121,7 @@ class OnnxEmbedder:
     """The Embedder protocol over an ONNX Runtime session (see core.embedding)."""
 
     def __init__(self, name: str, quantized: bool, batch_size: int | None = None, cache_dir: Path | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, workers: int = 1) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -129,7 +129,8 @@ class OnnxEmbedder:
         path = ensure_exported(quantized, cache_dir, model_dir)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        # workers > 1: that many passes at once, one thread each (see core.embedding.LocalEmbedder).
+        opts.intra_op_num_threads = 1 if workers > 1 else threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         max_len = int(json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"])
@@ -141,6 +142,8 @@ class OnnxEmbedder:
         self.batch_size = batch_size or BATCH_SIZE
         self.quantized = quantized
         self.model_path = path
+        self.workers = workers
+        self._pool = worker_pool(workers)
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -159,20 +162,19 @@ class OnnxEmbedder:
     def _encode(self, texts: list[str]) -> np.ndarray:
         encs = self._tok.encode_batch(list(texts))
         order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))  # similar lengths share a batch
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        with self._lock:
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                width = max(len(encs[i].ids) for i in idx)
-                ids = np.zeros((len(idx), width), dtype=np.int64)
-                mask = np.zeros((len(idx), width), dtype=np.int64)
-                for row, i in enumerate(idx):
-                    n = len(encs[i].ids)
-                    ids[row, :n] = encs[i].ids
-                    mask[row, :n] = 1
-                res = self._session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
-                out[idx] = np.asarray(res, dtype=np.float32)
-        return out
+
+        def forward(idx: list[int]) -> np.ndarray:
+            rows = [encs[i].ids for i in idx]
+            width = max(len(r) for r in rows)
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for row, r in enumerate(rows):
+                ids[row, : len(r)] = r
+                mask[row, : len(r)] = 1
+            res = self._session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+            return np.asarray(res, dtype=np.float32)
+
+        return parallel_passes(forward, order, self.batch_size, self.dim, self._pool, self._lock)
 
 
 def main() -> None:

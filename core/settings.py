@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     embedding_service: bool = True
     embedding_service_url: str | None = None
     embedding_service_key_file: Path | None = None
+    # Forward passes the embedding service runs at once, each on one core; 0: one per core.
+    embedding_service_workers: int = Field(default=0, ge=0, le=64)
     # LLM (through LiteLLM). Unset model: the grounded extractive responder.
     llm_model: str | None = None
     llm_api_base: str | None = None

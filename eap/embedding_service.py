@@ -4,8 +4,11 @@ OpenAI-compatible `POST /v1/embeddings` on 127.0.0.1, for the Dagster run worker
 Why: every `ingest_documents` run is a new process. Loading torch and the model in each run cost seconds
 of CPU per run, and two runs embedding at once on 2 cores only contended for the same cores. With this
 process the runs send their chunks here (through LiteLLM, like every model call: core.embedding
-`ServiceEmbedder`), the model is loaded once for the platform's lifetime, and one forward pass runs at a
-time (the embedder's lock), so the embedding work of concurrent runs is queued, not interleaved.
+`ServiceEmbedder`), the model is loaded once for the platform's lifetime, and its forward passes run on a
+fixed pool of workers, one core each (EAP_EMBEDDING_SERVICE_WORKERS, default one per core): the embedding
+work of concurrent runs is queued, not interleaved. One pass per core rather than one pass on every core:
+a pass on 2 threads stalls whenever either thread loses its core to the run workers or the database, and
+even on an idle machine two single-threaded passes do ~9 % more (core.embedding.LocalEmbedder).
 
 The vectors are the local model's own (same backend, same weights): they carry the local model's name,
 so an index built through this process and one built in process are interchangeable.
@@ -30,7 +33,7 @@ MAX_INPUTS = 2048  # per request; ServiceEmbedder sends 256
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
-def create_app(key: str) -> Any:
+def create_app(key: str, workers: int = 1) -> Any:
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -75,8 +78,8 @@ def create_app(key: str) -> Any:
             return error(422, "invalid_input", f"input must be 1..{MAX_INPUTS} strings")
         name = canonical_local_name(model)
         try:
-            # One embedder per precision, loaded on first use; its lock runs one forward pass at a time.
-            vectors = await run_in_threadpool(lambda: local_embedder_named(name).embed(inputs))
+            # One embedder per precision, loaded on first use; its `workers` passes at once, one core each.
+            vectors = await run_in_threadpool(lambda: local_embedder_named(name, workers).embed(inputs))
         except EmbeddingError as exc:
             return error(502, "embedding_failed", str(exc))
         return JSONResponse({
@@ -104,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from core.embedding import local_embedder_named, local_model_name
 
-    local_embedder_named(local_model_name())  # load the model before the port opens: ready means ready to embed
+    workers = get_settings().embedding_service_workers or os.cpu_count() or 1
+    # Load the model before the port opens: ready means ready to embed.
+    local_embedder_named(local_model_name(), workers)
     import uvicorn
 
-    uvicorn.run(create_app(key), host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(key, workers), host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
 

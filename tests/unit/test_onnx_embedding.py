@@ -146,3 +146,27 @@ def test_the_setting_selects_the_backend_and_the_recorded_name(backend: Callable
     backend("tensorrt")
     with pytest.raises(ConfigurationError, match="embedding_backend"):
         get_settings()
+
+
+def test_parallel_passes_give_the_vectors_of_one_pass_at_a_time(onnx_home: Path) -> None:
+    """The embedding service runs one forward pass per core (workers=N, one thread each): the batches run
+    concurrently and land in the caller's order, with the vectors of the one-pass-at-a-time embedder."""
+    import torch
+
+    from core.onnx_embedding import OnnxEmbedder
+
+    texts = [f"{TEXTS[i % len(TEXTS)]} {' '.join(['bolt'] * (i * 11 % 70))} #{i}"
+             for i in range(4 * embedding.BATCH_SIZE + 3)]
+    threads = torch.get_num_threads()
+    try:
+        pairs = [(embedding.local_embedder("torch"), embedding.LocalEmbedder(workers=2)),
+                 (embedding.local_embedder("onnx"), OnnxEmbedder(embedding.LOCAL_MODEL_NAME, False, workers=2))]
+        assert torch.get_num_threads() == 1  # the pooled torch embedder's passes use one thread each
+        for serial, pooled in pairs:
+            assert pooled._pool is not None and serial._pool is None  # type: ignore[attr-defined]
+            a, b = serial.embed(texts), pooled.embed(texts)
+            cos = (a * b).sum(axis=1)
+            assert cos.min() > 0.9999, cos.round(5).tolist()
+            assert float((a[:-1] * b[1:]).sum(axis=1).max()) < 0.9999  # each row is its own text's vector
+    finally:
+        torch.set_num_threads(threads)
