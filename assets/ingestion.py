@@ -4,26 +4,37 @@
         → document_chunks → document_embeddings → search_index (gated for Class III/IV)
 
 Runs cover a range of partitions (single-run backfill policy) so a batch of uploads is one run.
-Each asset handles documents one by one: a document that fails is marked `failed` with its reason
-and the others in the run carry on. The gate: `search_index` leaves Class III/IV documents
+The stages up to the embeddings are one step (`document_processing`, a multi-asset: each stage is still its
+own asset, with a materialization per document) that works through the run's documents in slices of
+SLICE_DOCS: a thread prepares a slice (raw → chunks) while the slices before it are embedded. With one step
+per stage, each stage went through the whole batch before the next began, so the embedding model waited for
+the slowest stage of every run and only concurrent runs kept it busy — and every extra run costs a process
+start and the imports (~7 s of CPU). `search_index` is a step of its own (a steward's review runs it alone).
+Documents are handled one by one: a document that fails is marked `failed` with its reason (and its
+partition's materialization says where) and the others in the run carry on. Per-document details sit on
+that document's partition; the metadata every partition of a run shares holds counts only. The gate: `search_index` leaves Class III/IV documents
 `awaiting_approval`; a data steward obtains a single-use approval token from the platform API and
 launches the `steward_review` job with run config {decision, reason, approval_token}.
 """
 
 
 import contextlib
+import dataclasses
 import enum
 import os
+import queue
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from assets.resources import EmbedderResource, PlatformDatabase
-from core.embedding import ServiceEmbedder
+from core.embedding import Embedder, ServiceEmbedder
 from core.settings import get_settings
 from ingestion import stages, store
 
@@ -34,7 +45,7 @@ documents_partitions = dg.DynamicPartitionsDefinition(name="documents")
 GROUP = "ingestion"
 
 
-def _document_asset(description: str, deps: list[dg.AssetsDefinition] | None = None
+def _document_asset(description: str, deps: list[dg.AssetKey] | None = None
                     ) -> Callable[[Callable[..., dg.MaterializeResult[Any]]], dg.AssetsDefinition]:
     """One asset of the pipeline: partitioned by document, a range of partitions is one run."""
     return dg.asset(partitions_def=documents_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
@@ -59,150 +70,295 @@ def _private_umask() -> Iterator[None]:
         os.umask(old)
 
 
-def _run_stage(
-    context: dg.AssetExecutionContext, stage: str, fn: Callable[[store.DocumentJob], object], needs: str | None
-) -> tuple[dict[str, Any], list[store.DocumentJob]]:
+@dataclasses.dataclass(frozen=True)
+class _Stage:
+    asset: str  # the asset this stage materializes
+    name: str  # as in a failed document's reason ("parse: …")
+    needs: str | None  # the stage product a document needs for it (made by this run or an earlier one)
+    description: str
+
+
+PREP_STAGES = (
+    _Stage("document_raw", "raw", None, "Original bytes from the content-addressed store, checked against their "
+           "hash."),
+    _Stage("document_parsed", "parse", None, "Structured elements (titles, text, lists, tables) with pages and "
+           "sections; OCR for scans."),
+    _Stage("document_classified", "classify", "parsed.json", "Class I–IV: declared label checked by marker, "
+           "export-control and PII-density detectors."),
+    _Stage("document_sanitised", "sanitise", "classified.json", "PII replaced by typed placeholders (mandatory "
+           "for Class III/IV)."),
+    _Stage("document_chunks", "chunk", "sanitised.json", "Structure-aware chunks (~220 word pieces, overlap) "
+           "with page, section and hash."),
+)
+EMBEDDINGS = "document_embeddings"
+
+# Documents per slice: a run prepares (raw → chunks) one slice while the previous slices are embedded, so the
+# embedding model gets its first chunks about a second after the run starts instead of after every stage has
+# gone through the whole batch, and is fed from then on.
+SLICE_DOCS = 16
+# Slices prepared ahead of the embedding (bounded: the preparation cannot run away with memory).
+SLICES_AHEAD = 4
+# Embedding requests in flight per run: while one request's last texts are computed and its vectors come
+# back, the next one is already queued at the embedding service.
+EMBED_CALLS = 2
+
+
+class _Tally:
+    """One stage's figures over a run (its materialization's metadata)."""
+
+    def __init__(self) -> None:
+        self.ok = self.failed = self.skipped = 0
+        self.seconds = 0.0
+        self.extra: dict[str, Any] = {}
+
+    def add(self, key: str, n: int) -> None:
+        self.extra[key] = self.extra.get(key, 0) + n
+
+    def metadata(self, documents: int) -> dict[str, Any]:
+        return {"documents": documents, "succeeded": self.ok, "failed": self.failed, "skipped": self.skipped,
+                "seconds": round(self.seconds, 3), **self.extra}
+
+
+class _BusyClock:
+    """Wall time during which at least one call is in flight (calls overlap)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._since = 0.0
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        with self._lock:
+            if self._active == 0:
+                self._since = time.perf_counter()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    self.seconds += time.perf_counter() - self._since
+
+
+class _Processing:
+    """One run of document_processing: the selected stages over the run's documents, slice by slice."""
+
+    def __init__(self, context: dg.AssetExecutionContext, prep: list[_Stage], embedder: Embedder | None) -> None:
+        self.context = context
+        self.run_id = context.run_id
+        self.prep = prep
+        self.embedder = embedder
+        self.only_queued = REQUEST_TAG in context.run.tags
+        self.sanitise_all = get_settings().pii_sanitise_all
+        self.tallies = {s.asset: _Tally() for s in prep}
+        self.embed_tally = _Tally()
+        self.clock = _BusyClock()
+        self.slot_wait = 0.0
+        self.chunks = 0
+        self.embedded_documents = 0
+        # Per-document metadata and log lines are made in worker threads and handed to Dagster by the step's
+        # own thread (add_partition_metadata / flush).
+        self._lock = threading.Lock()
+        self._partition_meta: list[tuple[str, str, dict[str, Any]]] = []
+        self._logs: list[tuple[str, str]] = []
+
+    def note(self, asset: str, key: str, meta: dict[str, Any]) -> None:
+        with self._lock:
+            self._partition_meta.append((asset, key, meta))
+
+    def log(self, level: str, message: str) -> None:
+        with self._lock:
+            self._logs.append((level, message))
+
+    def flush(self) -> None:
+        with self._lock:
+            metas, logs = self._partition_meta, self._logs
+            self._partition_meta, self._logs = [], []
+        for asset, key, meta in metas:
+            self.context.add_asset_metadata(meta, asset_key=asset, partition_key=key)
+        for level, message in logs:
+            getattr(self.context.log, level)(message)
+
+    # ---------------------------------------------------------------------------------- preparation
+
+    def _apply(self, stage: _Stage, job: store.DocumentJob) -> None:
+        tally = self.tallies[stage.asset]
+        if stage.name == "raw":
+            stages.stage_raw(job, self.run_id, only_queued=self.only_queued)
+        elif stage.name == "parse":
+            doc = stages.stage_parse(job)
+            tally.add("elements", len(doc.elements))
+            tally.add("ocr_pages", len(doc.ocr_pages))
+        elif stage.name == "classify":
+            res = stages.stage_classify(job)
+            tally.add("raised", 0)
+            if res["final"] > res["declared"]:
+                tally.add("raised", 1)
+                self.note(stage.asset, str(job.id), {"class_raised": f"{res['declared']}→{res['final']}"})
+        elif stage.name == "sanitise":
+            for k, v in stages.stage_sanitise(job, self.sanitise_all)["counts"].items():
+                tally.extra.setdefault("pii_replaced", {})
+                tally.extra["pii_replaced"][k] = tally.extra["pii_replaced"].get(k, 0) + v
+        elif stage.name == "chunk":
+            tally.add("chunks", len(stages.stage_chunk(job)))
+
+    def prepare(self, keys: list[str]) -> None:
+        """The selected stages before the embedding, for one slice of documents, stage after stage. A document
+        that fails is marked failed with its reason and the others go on; one that is not this run's (taken by
+        another run, deleted, failed or rejected) is skipped."""
+        for stage in self.prep:
+            tally = self.tallies[stage.asset]
+            jobs = store.load_jobs(keys, run_id=self.run_id)  # this stage sees what the previous one recorded
+            for key in keys:
+                job = jobs.get(key)
+                if job is None or job.status in _SKIP_STATUSES or (
+                    stage.needs and (not job.held or not store.Stages(job).has(stage.needs))
+                ):
+                    tally.skipped += 1
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    self._apply(stage, job)
+                    tally.ok += 1
+                except stages.NotHeld as exc:
+                    tally.skipped += 1
+                    self.log("info", f"document {key} skipped at {stage.name}: {exc}")
+                except Exception as exc:  # noqa: BLE001 - one bad document must not stop the others
+                    store.mark_failed(job, stage.name, exc)
+                    # The full reason is on the document (GET /v1/documents/{id}); it can quote document text
+                    # (a parser's or the database's message), so the UI gets the stage and error class only.
+                    failure = f"{stage.name}: {type(exc).__name__}"
+                    tally.failed += 1
+                    self.note(stage.asset, key, {"failure": failure})
+                    self.log("warning", f"document {key} failed at {failure}")
+                finally:
+                    tally.seconds += time.perf_counter() - t0
+
+    # -------------------------------------------------------------------------------------- embedding
+
+    def embed(self, keys: list[str]) -> None:
+        """Embed the chunks of one slice's documents in shared requests; when a request fails, each document
+        is tried alone so one bad input does not sink the slice."""
+        assert self.embedder is not None
+        jobs = [j for j in store.load_jobs(keys, run_id=self.run_id).values()
+                if j.status not in _SKIP_STATUSES and j.held and store.Stages(j).has("chunks.json")]
+        with self._lock:
+            self.embed_tally.skipped += len(keys) - len(jobs)
+        if not jobs:
+            return
+        counts: dict[str, int] = {}
+        with self.clock.running():
+            # In this process (no embedding service): one run's forward passes at a time on this host.
+            slot = contextlib.nullcontext(0.0) if isinstance(self.embedder, ServiceEmbedder) else store.embedding_slot()
+            with slot as waited:
+                try:
+                    counts = stages.stage_embed(jobs, self.embedder)
+                except Exception:  # noqa: BLE001 - retry per document
+                    for job in jobs:
+                        try:
+                            counts.update(stages.stage_embed([job], self.embedder))
+                        except Exception as exc:  # noqa: BLE001
+                            store.mark_failed(job, "embed", exc)
+                            with self._lock:
+                                self.embed_tally.failed += 1
+                            self.note(EMBEDDINGS, str(job.id), {"failure": f"embed: {type(exc).__name__}"})
+                            self.log("warning", f"document {job.id} failed at embed: {type(exc).__name__}")
+        with self._lock:
+            self.slot_wait += waited
+            self.embed_tally.ok += len(counts)
+            self.chunks += sum(counts.values())
+
+    # ------------------------------------------------------------------------------------------ run
+
+    def run(self, keys: list[str]) -> None:
+        slices = [keys[i : i + SLICE_DOCS] for i in range(0, len(keys), SLICE_DOCS)]
+        if self.embedder is None or not self.prep:
+            for part in slices:
+                if self.prep:
+                    self.prepare(part)
+                if self.embedder is not None:
+                    self.embed(part)
+                self.flush()
+            return
+        # Pipelined: a thread prepares slices into a bounded queue; the step's thread hands each prepared slice
+        # to EMBED_CALLS embedding workers. Stages of one document stay in order; slices overlap.
+        ready: queue.Queue[list[str] | BaseException | None] = queue.Queue(maxsize=SLICES_AHEAD)
+
+        def produce() -> None:
+            try:
+                for part in slices:
+                    self.prepare(part)
+                    ready.put(part)
+                ready.put(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the step's thread, which raises it
+                ready.put(exc)
+
+        producer = threading.Thread(target=produce, name="eap-prepare", daemon=True)
+        producer.start()
+        with ThreadPoolExecutor(EMBED_CALLS, thread_name_prefix="eap-embed-call") as pool:
+            pending: list[Future[None]] = []
+            while True:
+                item = ready.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:
+                    break
+                pending = [f for f in pending if not f.done() or f.result()]
+                while len(pending) >= EMBED_CALLS:
+                    wait(pending, return_when=FIRST_COMPLETED)
+                    pending = [f for f in pending if not f.done() or f.result()]
+                pending.append(pool.submit(self.embed, item))
+                self.flush()
+            for f in pending:
+                f.result()
+        producer.join()
+        self.flush()
+
+
+@dg.multi_asset(
+    name="document_processing",
+    specs=[dg.AssetSpec(s.asset, description=s.description, group_name=GROUP,
+                        deps=[PREP_STAGES[i - 1].asset] if i else None)
+           for i, s in enumerate(PREP_STAGES)]
+    + [dg.AssetSpec(EMBEDDINGS, description="Chunk embeddings through the embedding seam.", group_name=GROUP,
+                    deps=[PREP_STAGES[-1].asset])],
+    partitions_def=documents_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    can_subset=True,
+    description="One step for the stages up to the embeddings, pipelined over slices of the run's documents.",
+)
+def document_processing(context: dg.AssetExecutionContext, db: PlatformDatabase,
+                        embedder: EmbedderResource) -> Iterator[dg.MaterializeResult[Any]]:
+    selected = {k.to_user_string() for k in context.selected_asset_keys}
+    prep = [s for s in PREP_STAGES if s.asset in selected]
     keys = list(context.partition_keys)
-    jobs = store.load_jobs(keys, run_id=context.run_id)
-    ok, failed, skipped = [], {}, []
     t0 = time.perf_counter()
     with _private_umask(), store.Heartbeat(context.run_id):
-        for key in keys:
-            job = jobs.get(key)
-            if job is None or job.status in _SKIP_STATUSES or (
-                needs and (not job.held or not store.Stages(job).has(needs))
-            ):
-                skipped.append(key)
-                continue
-            try:
-                fn(job)
-                ok.append(job)
-            except stages.NotHeld as exc:
-                skipped.append(key)
-                context.log.info(f"document {key} skipped at {stage}: {exc}")
-            except Exception as exc:  # noqa: BLE001 - one bad document must not stop the others
-                store.mark_failed(job, stage, exc)
-                # The full reason is on the document (GET /v1/documents/{id}); it can quote document text
-                # (a parser's or the database's message), so the UI gets the stage and error class only.
-                failed[key] = f"{stage}: {type(exc).__name__}"
-                context.add_asset_metadata({"failure": failed[key]}, partition_key=key)
-                context.log.warning(f"document {key} failed at {stage}: {failed[key]}")
-    meta: dict[str, Any] = {
-        "documents": len(keys),
-        "succeeded": len(ok),
-        "failed": len(failed),
-        "skipped": len(skipped),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    return meta, ok
-
-
-@_document_asset(description="Original bytes from the content-addressed store, checked against their hash.")
-def document_raw(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult[Any]:
-    only_queued = REQUEST_TAG in context.run.tags
-
-    def raw(job: store.DocumentJob) -> object:
-        return stages.stage_raw(job, context.run_id, only_queued=only_queued)
-
-    meta, ok = _run_stage(context, "raw", raw, needs=None)
-    return dg.MaterializeResult(metadata=meta)
-
-
-@_document_asset(deps=[document_raw],
-          description="Structured elements (titles, text, lists, tables) with pages and sections; OCR for scans.")
-def document_parsed(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult[Any]:
-    stats = {"elements": 0, "ocr_pages": 0}
-
-    def parse(job: store.DocumentJob) -> None:
-        doc = stages.stage_parse(job)
-        stats["elements"] += len(doc.elements)
-        stats["ocr_pages"] += len(doc.ocr_pages)
-
-    meta, _ = _run_stage(context, "parse", parse, needs=None)
-    return dg.MaterializeResult(metadata={**meta, **stats, "ocr_engine": "tesseract"})
-
-
-@_document_asset(deps=[document_parsed],
-          description="Class I–IV: declared label checked by marker, export-control and PII-density detectors.")
-def document_classified(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult[Any]:
-    raised = 0
-
-    def run(job: store.DocumentJob) -> None:
-        nonlocal raised
-        res = stages.stage_classify(job)
-        if res["final"] > res["declared"]:
-            raised += 1
-            context.add_asset_metadata({"class_raised": f"{res['declared']}→{res['final']}"},
-                                       partition_key=str(job.id))
-
-    meta, _ = _run_stage(context, "classify", run, needs="parsed.json")
-    return dg.MaterializeResult(metadata={**meta, "raised": raised})
-
-
-@_document_asset(deps=[document_classified],
-          description="PII replaced by typed placeholders (mandatory for Class III/IV).")
-def document_sanitised(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult[Any]:
-    totals: dict[str, int] = {}
-    sanitise_all = get_settings().pii_sanitise_all
-
-    def run(job: store.DocumentJob) -> None:
-        res = stages.stage_sanitise(job, sanitise_all)
-        for k, v in res["counts"].items():
-            totals[k] = totals.get(k, 0) + v
-
-    meta, _ = _run_stage(context, "sanitise", run, needs="classified.json")
-    return dg.MaterializeResult(metadata={**meta, "pii_replaced": dg.MetadataValue.json(totals)})
-
-
-@_document_asset(deps=[document_sanitised],
-          description="Structure-aware chunks (~220 word pieces, overlap) with page, section and hash.")
-def document_chunks(context: dg.AssetExecutionContext, db: PlatformDatabase) -> dg.MaterializeResult[Any]:
-    n = {"chunks": 0}
-
-    def run(job: store.DocumentJob) -> None:
-        n["chunks"] += len(stages.stage_chunk(job))
-
-    meta, _ = _run_stage(context, "chunk", run, needs="sanitised.json")
-    return dg.MaterializeResult(metadata={**meta, **n})
-
-
-@_document_asset(deps=[document_chunks], description="Chunk embeddings through the embedding seam.")
-def document_embeddings(context: dg.AssetExecutionContext, db: PlatformDatabase,
-                        embedder: EmbedderResource) -> dg.MaterializeResult[Any]:
-    keys = list(context.partition_keys)
-    jobs = [j for j in store.load_jobs(keys, run_id=context.run_id).values()
-            if j.status not in _SKIP_STATUSES and j.held and store.Stages(j).has("chunks.json")]
-    t0 = time.perf_counter()
-    counts: dict[str, int] = {}
-    with _private_umask(), store.Heartbeat(context.run_id):
-        model = embedder.get()  # loading the model counts as work: the heartbeat runs meanwhile
-        t_load = time.perf_counter()
-        with store.embedding_slot() as waited:  # one run embeds at a time on this host (see embedding_slot)
-            t_embed = time.perf_counter()
-            try:
-                counts = stages.stage_embed(jobs, model)
-            except Exception:  # noqa: BLE001 - retry per document so one bad input does not sink the batch
-                for job in jobs:
-                    try:
-                        counts.update(stages.stage_embed([job], model))
-                    except Exception as exc:  # noqa: BLE001
-                        store.mark_failed(job, "embed", exc)
-                        context.log.warning(f"document {job.id} failed at embed: {type(exc).__name__}")
-    secs, embed_secs = time.perf_counter() - t0, time.perf_counter() - t_embed
-    total = sum(counts.values())
-    # `seconds` is the step; `model_load_seconds` (once per run), `embedding_slot_wait_seconds` (another run was
-    # embedding) and `embed_seconds` split it, so a benchmark can tell a run's fixed cost from the embedding rate.
-    return dg.MaterializeResult(metadata={
-        "documents": len(keys), "embedded_documents": len(counts), "chunks": total,
-        "model": model.name, "dimension": model.dim, "seconds": round(secs, 3),
-        "model_load_seconds": round(t_load - t0, 3), "embed_seconds": round(embed_secs, 3),
-        "embedding_slot_wait_seconds": round(waited, 3),
-        "chunks_per_second": round(total / embed_secs, 1) if embed_secs > 0 else 0.0,
-        # Through `eap up`'s long-lived embedding process (eap/embedding_service.py), or in this run's process;
-        # fallbacks: calls done here because the service could not be reached.
-        "embedding_service": isinstance(model, ServiceEmbedder),
-        "embedding_fallbacks": getattr(model, "fallbacks", 0),
-    })
+        model = embedder.get() if EMBEDDINGS in selected else None  # a model load counts as work: heartbeat
+        load_seconds = time.perf_counter() - t0
+        work = _Processing(context, prep, model)
+        work.run(keys)
+    for stage in prep:
+        yield dg.MaterializeResult(asset_key=stage.asset, metadata=work.tallies[stage.asset].metadata(len(keys)))
+    if model is not None:
+        secs, busy = time.perf_counter() - t0, work.clock.seconds
+        # `seconds` is the step (its stages overlap: each prepared slice is embedded while the next is prepared);
+        # `model_load_seconds` (once per run), `embedding_slot_wait_seconds` (another run was embedding in its own
+        # process) and `embed_seconds` (wall time with an embedding request in flight) split it.
+        yield dg.MaterializeResult(asset_key=EMBEDDINGS, metadata={
+            "documents": len(keys), "embedded_documents": work.embed_tally.ok, "failed": work.embed_tally.failed,
+            "chunks": work.chunks, "model": model.name, "dimension": model.dim, "seconds": round(secs, 3),
+            "model_load_seconds": round(load_seconds, 3), "embed_seconds": round(busy, 3),
+            "embedding_slot_wait_seconds": round(work.slot_wait, 3),
+            "chunks_per_second": round(work.chunks / busy, 1) if busy > 0 else 0.0,
+            # Through `eap up`'s long-lived embedding process (eap/embedding_service.py), or in this run's process;
+            # fallbacks: calls done here because the service could not be reached.
+            "embedding_service": isinstance(model, ServiceEmbedder),
+            "embedding_fallbacks": getattr(model, "fallbacks", 0),
+        })
 
 
 class Decision(enum.Enum):
@@ -272,7 +428,7 @@ def _review(context: dg.AssetExecutionContext, config: IndexConfig, key: str) ->
                          "the next pipeline run indexes it") from None
 
 
-@_document_asset(deps=[document_embeddings],
+@_document_asset(deps=[dg.AssetKey(EMBEDDINGS)],
           description="Chunks written atomically to pgvector HNSW + BM25 postings; Class III/IV wait for a "
                       "steward.")
 def search_index(context: dg.AssetExecutionContext, config: IndexConfig,
@@ -364,6 +520,5 @@ def no_orphan_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
 
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[document_raw, document_parsed, document_classified, document_sanitised, document_chunks,
-                document_embeddings, search_index],
+        assets=[document_processing, search_index],
         asset_checks=[chunks_have_text, embedding_dimension, no_pii_in_restricted_chunks, no_orphan_chunks])

@@ -57,9 +57,13 @@ def _split_by_size(docs: list[recovery.Pending], size: int, large_bytes: int) ->
 # into runs yet: the next tick after a slot frees takes them all, in runs sized to the backlog.
 QUEUED_RUNS_ENOUGH = 2
 
-# The backlog is cut into about this many runs (twice dagster.yaml's max_concurrent_runs: both run slots
-# stay busy, and the run that finishes first finds the next one queued).
-BACKLOG_RUNS = 4
+# The backlog is cut into about this many runs (dagster.yaml's max_concurrent_runs: both run slots busy).
+# A run embeds its first documents about a second after it starts (assets/ingestion.py, document_processing
+# works in slices), so a large run no longer leaves the model idle while it parses; every extra run costs a
+# process start and the imports (~7 s of CPU). Measured on 400 documents (benchmarks/ingest.py, 2 cores):
+# 8 runs of ≤ 100 documents ran 115 s of CPU in run workers, 3 runs 85 s; 3 concurrent runs instead of 2
+# (max_concurrent_runs 3) spent more (163 s) and embedded no faster.
+BACKLOG_RUNS = 2
 
 
 def _batch_size(backlog: int, base: int, largest: int) -> int:

@@ -305,3 +305,54 @@ def test_documents_arriving_while_runs_wait_are_taken_later_in_one_larger_run(pi
     results = pipeline.run()
     assert len(results) == 1 and all(r.success for r in results)
     assert {_doc(t, d)["status"] for d in ids} == {"indexed"}
+
+
+def test_a_run_embeds_its_first_slice_while_it_still_prepares_the_rest(pipeline, make_tenant, monkeypatch):
+    """document_processing is pipelined over slices of the run's documents: the embedding of the first slice
+    starts before the last slice is parsed. The last slice's parse waits here for the first embedding call;
+    a step that prepared every document before embedding any (one step per stage, as before) would make it
+    wait in vain, and the test fails on `waited`."""
+    import threading
+
+    import assets.ingestion as ingestion_assets
+    from ingestion import stages
+
+    monkeypatch.setattr(ingestion_assets, "SLICE_DOCS", 2)
+    t = make_tenant("slices")
+    ids = [_submit(t, f"wi-{i}.md", f"# WI-{i}\n\nSet the press to {100 + i} bar before step {i}.".encode())
+           for i in range(6)]
+    first_embed, waited, order = threading.Event(), [], []
+    real_embed, real_parse = stages.stage_embed, stages.stage_parse
+
+    def embed(jobs, embedder=None):
+        order.append(("embed", sorted(str(j.id) for j in jobs)))
+        first_embed.set()
+        return real_embed(jobs, embedder)
+
+    def parse(job):
+        if str(job.id) in ids[4:]:  # the third slice
+            waited.append(first_embed.wait(30))
+        order.append(("parse", str(job.id)))
+        return real_parse(job)
+
+    monkeypatch.setattr(stages, "stage_embed", embed)
+    monkeypatch.setattr(stages, "stage_parse", parse)
+    res = pipeline.tick()
+    assert len(res.run_requests) == 1
+    result = pipeline.execute(res.run_requests[0])
+    assert result.success
+    assert waited == [True, True]
+    # Each slice is embedded in one call, after its own documents were parsed.
+    embeds = [docs for kind, docs in order if kind == "embed"]
+    assert sorted(embeds) == sorted([sorted(ids[0:2]), sorted(ids[2:4]), sorted(ids[4:6])])
+    for docs in embeds:
+        at = order.index(("embed", docs))
+        assert all(order.index(("parse", d)) < at for d in docs)
+    for d in ids:
+        assert _doc(t, d)["status"] == "indexed"
+    # Every stage is still its own asset with one materialization per document.
+    mats = result.get_asset_materialization_events()
+    for asset in ("document_raw", "document_parsed", "document_chunks", "document_embeddings", "search_index"):
+        assert {str(m.partition) for m in mats if m.asset_key.to_user_string() == asset} == set(ids), asset
+    emb = next(m.materialization.metadata for m in mats if m.asset_key.to_user_string() == "document_embeddings")
+    assert emb["embedded_documents"].value == 6 and emb["chunks"].value >= 6
