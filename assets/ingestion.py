@@ -3,18 +3,20 @@
     document_raw → document_parsed → document_classified → document_sanitised
         → document_chunks → document_embeddings → search_index (gated for Class III/IV)
 
-Runs cover a range of partitions (single-run backfill policy) so a batch of uploads is one run.
-The stages up to the embeddings are one step (`document_processing`, a multi-asset: each stage is still its
-own asset, with a materialization per document) that works through the run's documents in slices of
-SLICE_DOCS: a thread prepares a slice (raw → chunks) while the slices before it are embedded. With one step
-per stage, each stage went through the whole batch before the next began, so the embedding model waited for
-the slowest stage of every run and only concurrent runs kept it busy — and every extra run costs a process
-start and the imports (~7 s of CPU). `search_index` is a step of its own (a steward's review runs it alone).
-Documents are handled one by one: a document that fails is marked `failed` with its reason (and its
-partition's materialization says where) and the others in the run carry on. Per-document details sit on
-that document's partition; the metadata every partition of a run shares holds counts only. The gate: `search_index` leaves Class III/IV documents
-`awaiting_approval`; a data steward obtains a single-use approval token from the platform API and
-launches the `steward_review` job with run config {decision, reason, approval_token}.
+Runs cover a range of partitions (single-run backfill policy) so a batch of uploads is one run. The stages are
+one step (op `search_index`, a multi-asset: each stage is still its own asset, with a materialization per
+document) that works through the run's documents in slices of SLICE_DOCS: a thread prepares a slice (raw →
+chunks) while the slices before it are embedded and indexed. With one step per stage, each stage went
+through the whole batch before the next began: the embedding model waited for every run's slowest stage,
+only a second concurrent run kept it busy, and no document was searchable before the whole run was.
+
+Documents are handled one by one: a document that fails is marked `failed` with its reason (its partition's
+materialization says at which stage) and the others in the run carry on. Per-document details sit on that
+document's partition; the metadata every partition of a run shares holds counts only.
+
+The gate: `search_index` leaves Class III/IV documents `awaiting_approval`; a data steward obtains a
+single-use approval token from the platform API and launches the `steward_review` job (search_index alone,
+one partition) with run config {decision, reason, approval_token}.
 """
 
 
@@ -26,7 +28,7 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -43,13 +45,6 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 documents_partitions = dg.DynamicPartitionsDefinition(name="documents")
 GROUP = "ingestion"
-
-
-def _document_asset(description: str, deps: list[dg.AssetKey] | None = None
-                    ) -> Callable[[Callable[..., dg.MaterializeResult[Any]]], dg.AssetsDefinition]:
-    """One asset of the pipeline: partitioned by document, a range of partitions is one run."""
-    return dg.asset(partitions_def=documents_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
-                    group_name=GROUP, deps=deps, description=description)
 
 
 _SKIP_STATUSES = {"failed", "rejected"}
@@ -91,6 +86,7 @@ PREP_STAGES = (
            "with page, section and hash."),
 )
 EMBEDDINGS = "document_embeddings"
+INDEX = "search_index"
 
 # Documents per slice: a run prepares (raw → chunks) one slice while the previous slices are embedded, so the
 # embedding model gets its first chunks about a second after the run starts instead of after every stage has
@@ -146,7 +142,8 @@ class _BusyClock:
 class _Processing:
     """One run of document_processing: the selected stages over the run's documents, slice by slice."""
 
-    def __init__(self, context: dg.AssetExecutionContext, prep: list[_Stage], embedder: Embedder | None) -> None:
+    def __init__(self, context: dg.AssetExecutionContext, prep: list[_Stage], embedder: Embedder | None,
+                 index: bool) -> None:
         self.context = context
         self.run_id = context.run_id
         self.prep = prep
@@ -155,6 +152,9 @@ class _Processing:
         self.sanitise_all = get_settings().pii_sanitise_all
         self.tallies = {s.asset: _Tally() for s in prep}
         self.embed_tally = _Tally()
+        self.index = index
+        self.outcomes: dict[str, int] = {}
+        self.index_seconds = 0.0
         self.clock = _BusyClock()
         self.slot_wait = 0.0
         self.chunks = 0
@@ -271,6 +271,45 @@ class _Processing:
             self.embed_tally.ok += len(counts)
             self.chunks += sum(counts.values())
 
+    # ---------------------------------------------------------------------------------------- indexing
+
+    def index_slice(self, keys: list[str]) -> None:
+        """Write one slice's documents into the search index (Class III/IV wait for a steward): a slice is
+        searchable as soon as it is embedded, not when the whole run is."""
+        t0 = time.perf_counter()
+        jobs = store.load_jobs(keys)
+        for key in keys:
+            job = jobs.get(key)
+            if job is None:
+                outcome = "deleted"
+            elif job.status in _SKIP_STATUSES or not store.Stages(job).has("embeddings.npy"):
+                outcome = f"skipped ({job.status})"
+            else:
+                try:
+                    outcome = str(stages.stage_index(job))  # a DocumentStatus (StrEnum) or a plain word
+                except Exception as exc:  # noqa: BLE001
+                    store.mark_failed(job, "index", exc)
+                    # The reason (stored on the document) can quote text, e.g. a database error's parameters:
+                    # run metadata shown in the UI gets the error class only.
+                    outcome = f"failed: {type(exc).__name__}"
+                    self.log("warning", f"document {key} failed at index: {type(exc).__name__}")
+            self.note(INDEX, key, {"outcome": outcome})
+            if outcome == "awaiting_approval":
+                self.log("info", f"document {key} awaits a data steward: ask the platform API for an approval "
+                                 f"token (POST /v1/documents/{key}/review-token) and launch job steward_review "
+                                 "for it")
+            word = outcome.split(":")[0].split(" ")[0]
+            with self._lock:
+                self.outcomes[word] = self.outcomes.get(word, 0) + 1
+        with self._lock:
+            self.index_seconds += time.perf_counter() - t0
+
+    def embed_and_index(self, keys: list[str]) -> None:
+        if self.embedder is not None:
+            self.embed(keys)
+        if self.index:
+            self.index_slice(keys)
+
     # ------------------------------------------------------------------------------------------ run
 
     def run(self, keys: list[str]) -> None:
@@ -279,12 +318,11 @@ class _Processing:
             for part in slices:
                 if self.prep:
                     self.prepare(part)
-                if self.embedder is not None:
-                    self.embed(part)
+                self.embed_and_index(part)
                 self.flush()
             return
         # Pipelined: a thread prepares slices into a bounded queue; the step's thread hands each prepared slice
-        # to EMBED_CALLS embedding workers. Stages of one document stay in order; slices overlap.
+        # to EMBED_CALLS workers that embed and index it. Stages of one document stay in order; slices overlap.
         ready: queue.Queue[list[str] | BaseException | None] = queue.Queue(maxsize=SLICES_AHEAD)
 
         def produce() -> None:
@@ -310,55 +348,12 @@ class _Processing:
                 while len(pending) >= EMBED_CALLS:
                     wait(pending, return_when=FIRST_COMPLETED)
                     pending = [f for f in pending if not f.done() or f.result()]
-                pending.append(pool.submit(self.embed, item))
+                pending.append(pool.submit(self.embed_and_index, item))
                 self.flush()
             for f in pending:
                 f.result()
         producer.join()
         self.flush()
-
-
-@dg.multi_asset(
-    name="document_processing",
-    specs=[dg.AssetSpec(s.asset, description=s.description, group_name=GROUP,
-                        deps=[PREP_STAGES[i - 1].asset] if i else None)
-           for i, s in enumerate(PREP_STAGES)]
-    + [dg.AssetSpec(EMBEDDINGS, description="Chunk embeddings through the embedding seam.", group_name=GROUP,
-                    deps=[PREP_STAGES[-1].asset])],
-    partitions_def=documents_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    can_subset=True,
-    description="One step for the stages up to the embeddings, pipelined over slices of the run's documents.",
-)
-def document_processing(context: dg.AssetExecutionContext, db: PlatformDatabase,
-                        embedder: EmbedderResource) -> Iterator[dg.MaterializeResult[Any]]:
-    selected = {k.to_user_string() for k in context.selected_asset_keys}
-    prep = [s for s in PREP_STAGES if s.asset in selected]
-    keys = list(context.partition_keys)
-    t0 = time.perf_counter()
-    with _private_umask(), store.Heartbeat(context.run_id):
-        model = embedder.get() if EMBEDDINGS in selected else None  # a model load counts as work: heartbeat
-        load_seconds = time.perf_counter() - t0
-        work = _Processing(context, prep, model)
-        work.run(keys)
-    for stage in prep:
-        yield dg.MaterializeResult(asset_key=stage.asset, metadata=work.tallies[stage.asset].metadata(len(keys)))
-    if model is not None:
-        secs, busy = time.perf_counter() - t0, work.clock.seconds
-        # `seconds` is the step (its stages overlap: each prepared slice is embedded while the next is prepared);
-        # `model_load_seconds` (once per run), `embedding_slot_wait_seconds` (another run was embedding in its own
-        # process) and `embed_seconds` (wall time with an embedding request in flight) split it.
-        yield dg.MaterializeResult(asset_key=EMBEDDINGS, metadata={
-            "documents": len(keys), "embedded_documents": work.embed_tally.ok, "failed": work.embed_tally.failed,
-            "chunks": work.chunks, "model": model.name, "dimension": model.dim, "seconds": round(secs, 3),
-            "model_load_seconds": round(load_seconds, 3), "embed_seconds": round(busy, 3),
-            "embedding_slot_wait_seconds": round(work.slot_wait, 3),
-            "chunks_per_second": round(work.chunks / busy, 1) if busy > 0 else 0.0,
-            # Through `eap up`'s long-lived embedding process (eap/embedding_service.py), or in this run's process;
-            # fallbacks: calls done here because the service could not be reached.
-            "embedding_service": isinstance(model, ServiceEmbedder),
-            "embedding_fallbacks": getattr(model, "fallbacks", 0),
-        })
 
 
 class Decision(enum.Enum):
@@ -428,63 +423,83 @@ def _review(context: dg.AssetExecutionContext, config: IndexConfig, key: str) ->
                          "the next pipeline run indexes it") from None
 
 
-@_document_asset(deps=[dg.AssetKey(EMBEDDINGS)],
-          description="Chunks written atomically to pgvector HNSW + BM25 postings; Class III/IV wait for a "
-                      "steward.")
-def search_index(context: dg.AssetExecutionContext, config: IndexConfig,
-                 db: PlatformDatabase) -> dg.MaterializeResult[Any]:
+@dg.multi_asset(
+    # The op keeps the name of the step a steward's review runs: its run config stays
+    # ops.search_index.config (serving/routes/reviews.py hands it out with the approval token).
+    name="search_index",
+    specs=[dg.AssetSpec(s.asset, description=s.description, group_name=GROUP,
+                        deps=[PREP_STAGES[i - 1].asset] if i else None)
+           for i, s in enumerate(PREP_STAGES)]
+    + [dg.AssetSpec(EMBEDDINGS, description="Chunk embeddings through the embedding seam.", group_name=GROUP,
+                    deps=[PREP_STAGES[-1].asset]),
+       dg.AssetSpec(INDEX, description="Chunks written atomically to pgvector HNSW + BM25 postings; Class III/IV "
+                    "wait for a steward.", group_name=GROUP, deps=[EMBEDDINGS])],
+    partitions_def=documents_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    can_subset=True,
+    description="The ingestion stages in one step, pipelined over slices of the run's documents; a steward's "
+                "review (job steward_review) runs it for search_index alone.",
+)
+def document_pipeline(context: dg.AssetExecutionContext, config: IndexConfig, db: PlatformDatabase,
+                      embedder: EmbedderResource) -> Iterator[dg.MaterializeResult[Any]]:
+    selected = {k.to_user_string() for k in context.selected_asset_keys}
     keys = list(context.partition_keys)
     t0 = time.perf_counter()
     reviewing = (config.decision is not None or config.reason is not None or config.approval_token is not None
                  or config.classification is not None)
     if reviewing:
+        if selected != {INDEX}:
+            raise dg.Failure("a steward review runs search_index alone (job steward_review)")
         if len(keys) != 1:
             raise dg.Failure("a steward review covers exactly one document: select one partition")
         outcome = _review(context, config, keys[0])
         # Ids, the decision and the approval only: the reason and the document's text stay out of the UI.
-        return dg.MaterializeResult(metadata={
+        yield dg.MaterializeResult(asset_key=INDEX, metadata={
             "documents": 1, "seconds": round(time.perf_counter() - t0, 3), f"outcome_{outcome}": 1,
-            "outcomes": dg.MetadataValue.json({keys[0]: outcome}),
+            "outcome": str(outcome),
             "review": dg.MetadataValue.json({"decision": config.decision.value if config.decision else None,
                                              "lowered_to": config.classification.value if config.classification
                                              else None}),
         })
-    jobs = store.load_jobs(keys)
-    outcomes: dict[str, str] = {}
-    for key in keys:
-        job = jobs.get(key)
-        if job is None:
-            outcomes[key] = "deleted"
-            continue
-        if job.status in _SKIP_STATUSES or not store.Stages(job).has("embeddings.npy"):
-            outcomes[key] = f"skipped ({job.status})"
-            continue
-        try:
-            outcomes[key] = str(stages.stage_index(job))  # a DocumentStatus (StrEnum) or a plain word
-        except Exception as exc:  # noqa: BLE001
-            store.mark_failed(job, "index", exc)
-            # The reason (stored on the document) can quote text, e.g. a database error's parameters:
-            # run metadata shown in the UI gets the error class only.
-            outcomes[key] = f"failed: {type(exc).__name__}"
-            context.log.warning(f"document {key} failed at index: {type(exc).__name__}")
-    summary: dict[str, int] = {}
-    for v in outcomes.values():
-        summary[v.split(":")[0].split(" ")[0]] = summary.get(v.split(":")[0].split(" ")[0], 0) + 1
-    for key, outcome in outcomes.items():
-        context.add_asset_metadata({"outcome": outcome}, partition_key=key)
-        if outcome == "awaiting_approval":
-            context.log.info(f"document {key} awaits a data steward: ask the platform API for an approval token "
-                             f"(POST /v1/documents/{key}/review-token) and launch job steward_review for it")
-    return dg.MaterializeResult(metadata={
-        "documents": len(keys), "seconds": round(time.perf_counter() - t0, 3),
-        **{f"outcome_{k}": v for k, v in summary.items()},
-    })
+        return
+    prep = [s for s in PREP_STAGES if s.asset in selected]
+    with _private_umask(), store.Heartbeat(context.run_id):
+        model = embedder.get() if EMBEDDINGS in selected else None  # a model load counts as work: heartbeat
+        load_seconds = time.perf_counter() - t0
+        work = _Processing(context, prep, model, index=INDEX in selected)
+        work.run(keys)
+    for stage in prep:
+        yield dg.MaterializeResult(asset_key=stage.asset, metadata=work.tallies[stage.asset].metadata(len(keys)))
+    if model is not None:
+        secs, busy = time.perf_counter() - t0, work.clock.seconds
+        # `seconds` is the step (its stages overlap: each prepared slice is embedded while the next is prepared);
+        # `model_load_seconds` (once per run), `embedding_slot_wait_seconds` (another run was embedding in its own
+        # process) and `embed_seconds` (wall time with an embedding request in flight) split it.
+        yield dg.MaterializeResult(asset_key=EMBEDDINGS, metadata={
+            "documents": len(keys), "embedded_documents": work.embed_tally.ok, "failed": work.embed_tally.failed,
+            "chunks": work.chunks, "model": model.name, "dimension": model.dim, "seconds": round(secs, 3),
+            "model_load_seconds": round(load_seconds, 3), "embed_seconds": round(busy, 3),
+            "embedding_slot_wait_seconds": round(work.slot_wait, 3),
+            "chunks_per_second": round(work.chunks / busy, 1) if busy > 0 else 0.0,
+            # Through `eap up`'s long-lived embedding process (eap/embedding_service.py), or in this run's process;
+            # fallbacks: calls done here because the service could not be reached.
+            "embedding_service": isinstance(model, ServiceEmbedder),
+            "embedding_fallbacks": getattr(model, "fallbacks", 0),
+        })
+    if INDEX in selected:
+        yield dg.MaterializeResult(asset_key=INDEX, metadata={
+            "documents": len(keys), "seconds": round(work.index_seconds, 3),
+            **{f"outcome_{k}": v for k, v in sorted(work.outcomes.items())},
+        })
+
+
+search_index = document_pipeline  # the AssetsDefinition behind every ingestion asset (checks, jobs, tests)
 
 
 # --------------------------------------------------------------------------- checks
 
 
-@dg.asset_check(asset=search_index, description="No empty chunk is serving.")
+@dg.asset_check(asset=INDEX, description="No empty chunk is serving.")
 def chunks_have_text(db: PlatformDatabase) -> dg.AssetCheckResult:
     from retrieval.checks import count_empty_chunks
 
@@ -492,7 +507,7 @@ def chunks_have_text(db: PlatformDatabase) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=n == 0, metadata={"empty_chunks": n})
 
 
-@dg.asset_check(asset=search_index, description="Every vector has the dimension its model declares.")
+@dg.asset_check(asset=INDEX, description="Every vector has the dimension its model declares.")
 def embedding_dimension(db: PlatformDatabase) -> dg.AssetCheckResult:
     from retrieval.checks import embedding_dimension_problems
 
@@ -500,7 +515,7 @@ def embedding_dimension(db: PlatformDatabase) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=bad == 0, metadata={"mismatched": bad, "models": dg.MetadataValue.json(dims)})
 
 
-@dg.asset_check(asset=search_index, description="No PII left in Class III/IV chunks.")
+@dg.asset_check(asset=INDEX, description="No PII left in Class III/IV chunks.")
 def no_pii_in_restricted_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
     from retrieval.checks import restricted_chunks_with_pii
 
@@ -510,7 +525,7 @@ def no_pii_in_restricted_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
                                          "chunk_ids": dg.MetadataValue.json(leaks[:20])})
 
 
-@dg.asset_check(asset=search_index, description="No chunk without an indexed, non-rejected document.")
+@dg.asset_check(asset=INDEX, description="No chunk without an indexed, non-rejected document.")
 def no_orphan_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
     from retrieval.checks import orphan_chunks
 
@@ -520,5 +535,5 @@ def no_orphan_chunks(db: PlatformDatabase) -> dg.AssetCheckResult:
 
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[document_processing, search_index],
+        assets=[document_pipeline],
         asset_checks=[chunks_have_text, embedding_dimension, no_pii_in_restricted_chunks, no_orphan_chunks])

@@ -26,7 +26,7 @@ from typing import Any
 import dagster as dg
 from sqlalchemy import text
 
-from assets.ingestion import documents_partitions, search_index
+from assets.ingestion import INDEX, documents_partitions
 from assets.resources import PlatformDatabase
 
 # Partitioned asset checks are a preview feature of Dagster 1.13; they are what puts a flag on each waiting partition.
@@ -240,7 +240,7 @@ def flag(instance: dg.DagsterInstance, waiting: list[Pending], decided: list[str
             metadata={"document": key, "waiting_for_steward": False}, partition=key))
 
 
-@dg.asset_check(asset=search_index, partitions_def=documents_partitions, name=CHECK.name,
+@dg.asset_check(asset=INDEX, partitions_def=documents_partitions, name=CHECK.name,
                 description="WARN while the document (partition) waits for a data steward; its title, class and "
                             "the detectors' reasons are in the metadata.")
 def steward_review_pending(context: dg.AssetCheckExecutionContext, db: PlatformDatabase) -> dg.AssetCheckResult:

@@ -120,11 +120,13 @@ def heartbeat(run_id: str) -> int:
 
 @contextlib.contextmanager
 def embedding_slot() -> Iterator[float]:
-    """One run embeds at a time on this host: an exclusive flock on EAP_HOME/embedding.lock, held while a run's
-    chunks go through the model (yields the seconds spent waiting for it). Two runs embedding at once each ran
-    torch with one thread per core on the same cores and together reached half the throughput of one
-    (benchmarks/ingest.py, 1,000 documents: ratio 0.55); with the slot, the other run parses, classifies and
-    chunks meanwhile. The lock dies with its process, so a killed run worker never holds it."""
+    """One run embeds at a time on this host when runs embed in their own process (no embedding service, e.g.
+    the container deployments): an exclusive flock on EAP_HOME/embedding.lock, held while a slice's chunks go
+    through the model (yields the seconds spent waiting for it). Two runs embedding at once each ran torch with
+    one thread per core on the same cores and together reached half the throughput of one (benchmarks/ingest.py,
+    1,000 documents: ratio 0.55). Runs that use `eap up`'s embedding service need no slot: the service's fixed
+    pool of forward passes queues their requests. The lock dies with its process, so a killed run worker never
+    holds it."""
     import fcntl
 
     path = get_settings().home / "embedding.lock"

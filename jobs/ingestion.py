@@ -3,7 +3,7 @@ steward's review of one Class III/IV document."""
 
 import dagster as dg
 
-from assets.ingestion import GROUP, documents_partitions, search_index
+from assets.ingestion import GROUP, INDEX, documents_partitions
 from assets.steward import steward_review_pending
 
 ingest_job = dg.define_asset_job(
@@ -28,7 +28,7 @@ ingest_job = dg.define_asset_job(
 # config mapping (which could make the three fields required here) on a partitioned job.
 steward_review_job = dg.define_asset_job(
     "steward_review",
-    selection=dg.AssetSelection.assets(search_index),
+    selection=dg.AssetSelection.assets(INDEX),
     partitions_def=documents_partitions,
     description="Data steward decision on a Class III/IV document: get an approval token from the platform API "
     "(POST /v1/documents/{id}/review-token), pick the document's partition and set ops.search_index.config = "

@@ -11,7 +11,7 @@ import pytest
 from sensors.ingestion import BACKLOG_RUNS, _batch_size
 
 
-@pytest.mark.parametrize("backlog", [1, 7, 50, 120, 200])
+@pytest.mark.parametrize("backlog", [1, 7, 50, BACKLOG_RUNS * 50 - 1, BACKLOG_RUNS * 50])
 def test_a_small_backlog_keeps_the_base_size(backlog):
     assert _batch_size(backlog, 50, 250) == 50
 
@@ -22,6 +22,10 @@ def test_a_large_backlog_runs_in_few_runs(backlog):
     assert 50 < size <= 250
     assert math.ceil(backlog / size) <= max(BACKLOG_RUNS, math.ceil(backlog / 250))
     assert math.ceil(backlog / size) < math.ceil(backlog / 50)
+
+
+def test_a_backlog_over_the_base_size_per_run_slot_gets_larger_runs():
+    assert _batch_size(BACKLOG_RUNS * 50 + 1, 50, 250) == 51
 
 
 def test_the_ceiling_holds_for_a_huge_backlog():
