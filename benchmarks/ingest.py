@@ -296,7 +296,7 @@ def _runs_of(inst: Any, bench_ids: set[str], since: float) -> dict[str, Any]:
             wall = rec.end_time - rec.start_time
             stats = inst.get_run_step_stats(rec.dagster_run.run_id)
             steps = sum((s.end_time or 0) - (s.start_time or 0) for s in stats if s.start_time and s.end_time)
-            emb_step = next((s for s in stats if s.step_key == "document_processing"), None)
+            emb_step = next((s for s in stats if s.step_key == "search_index"), None)
             out.setdefault("timeline", []).append({
                 "created": created, "start": rec.start_time, "end": rec.end_time,
                 "embed": (emb_step.start_time, emb_step.end_time) if emb_step and emb_step.end_time else None})
@@ -514,9 +514,9 @@ def main() -> int:
             print(f"  launch latency (run created → RUN_START: queue, daemon tick, run-worker process start and "
                   f"imports): mean {statistics.mean(real['launch']):.1f}s, "
                   f"max {max(real['launch']):.1f}s")
-        # When each run was created, started and ended, and when its step up to the embeddings ran (seconds from
-        # the first run's creation): the embedder idles wherever no run is in that step.
-        print("  runs (s from the first run's creation: created / started / document_processing step / ended):")
+        # When each run was created, started and ended, and when its pipelined step (op search_index: parse to
+        # index) ran, in seconds from the first run's creation: the embedder idles wherever no run is in it.
+        print("  runs (s from the first run's creation: created / started / pipeline step / ended):")
         t0 = real["first_create"] or 0
         for r in sorted(real.get("timeline", []), key=lambda r: r["created"]):
             emb_span = f"{r['embed'][0] - t0:6.1f}–{r['embed'][1] - t0:6.1f}" if r["embed"] else "       –      "

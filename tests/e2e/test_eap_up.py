@@ -66,11 +66,18 @@ def _samples_embedded_by_the_service(inst: Instance) -> None:
     query = ('{ assetOrError(assetKey: {path: ["document_embeddings"]}) { ... on Asset { assetMaterializations('
              'limit: 1) { metadataEntries { label ... on BoolMetadataEntry { boolValue } '
              '... on IntMetadataEntry { intValue } } } } } }')
-    req = urllib.request.Request(f"http://127.0.0.1:{inst.dagster_port}/graphql", method="POST",
-                                 data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - loopback URL built here
-        mats = json.loads(r.read())["data"]["assetOrError"]["assetMaterializations"]
+    # A run indexes each slice of its documents as soon as it is embedded: the documents can be indexed a
+    # moment before the run's step ends and Dagster records the materializations.
+    while True:
+        req = urllib.request.Request(f"http://127.0.0.1:{inst.dagster_port}/graphql", method="POST",
+                                     data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - loopback URL built here
+            mats = json.loads(r.read())["data"]["assetOrError"]["assetMaterializations"]
+        if mats:
+            break
+        assert time.monotonic() < deadline, "no document_embeddings materialization recorded"
+        time.sleep(1)
     meta = {e["label"]: e.get("boolValue", e.get("intValue")) for e in mats[0]["metadataEntries"]}
     assert meta["embedding_service"] is True and meta["embedding_fallbacks"] == 0, meta
     assert (inst.home / "logs" / "embedding-service.log").exists()
