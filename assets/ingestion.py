@@ -111,8 +111,9 @@ class _Tally:
         self.extra[key] = self.extra.get(key, 0) + n
 
     def metadata(self, documents: int) -> dict[str, Any]:
+        extra = {k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in self.extra.items()}
         return {"documents": documents, "succeeded": self.ok, "failed": self.failed, "skipped": self.skipped,
-                "seconds": round(self.seconds, 3), **self.extra}
+                "seconds": round(self.seconds, 3), **extra}
 
 
 class _BusyClock:
@@ -140,7 +141,8 @@ class _BusyClock:
 
 
 class _Processing:
-    """One run of document_processing: the selected stages over the run's documents, slice by slice."""
+    """One run of the pipelined step (op search_index): the selected stages over the run's documents, slice by
+    slice."""
 
     def __init__(self, context: dg.AssetExecutionContext, prep: list[_Stage], embedder: Embedder | None,
                  index: bool) -> None:
@@ -151,6 +153,12 @@ class _Processing:
         self.only_queued = REQUEST_TAG in context.run.tags
         self.sanitise_all = get_settings().pii_sanitise_all
         self.tallies = {s.asset: _Tally() for s in prep}
+        # Figures each stage reports even when no document added to them.
+        initial: dict[str, dict[str, Any]] = {"parse": {"elements": 0, "ocr_pages": 0, "ocr_engine": "tesseract"},
+                                              "classify": {"raised": 0}, "sanitise": {"pii_replaced": {}},
+                                              "chunk": {"chunks": 0}}
+        for stage in prep:
+            self.tallies[stage.asset].extra.update(initial.get(stage.name, {}))
         self.embed_tally = _Tally()
         self.index = index
         self.outcomes: dict[str, int] = {}
@@ -158,9 +166,8 @@ class _Processing:
         self.clock = _BusyClock()
         self.slot_wait = 0.0
         self.chunks = 0
-        self.embedded_documents = 0
-        # Per-document metadata and log lines are made in worker threads and handed to Dagster by the step's
-        # own thread (add_partition_metadata / flush).
+        # Per-document metadata and log lines are made in worker threads (note, log) and handed to Dagster by the
+        # step's own thread (flush).
         self._lock = threading.Lock()
         self._partition_meta: list[tuple[str, str, dict[str, Any]]] = []
         self._logs: list[tuple[str, str]] = []
@@ -194,14 +201,13 @@ class _Processing:
             tally.add("ocr_pages", len(doc.ocr_pages))
         elif stage.name == "classify":
             res = stages.stage_classify(job)
-            tally.add("raised", 0)
             if res["final"] > res["declared"]:
                 tally.add("raised", 1)
                 self.note(stage.asset, str(job.id), {"class_raised": f"{res['declared']}→{res['final']}"})
         elif stage.name == "sanitise":
+            totals = tally.extra["pii_replaced"]
             for k, v in stages.stage_sanitise(job, self.sanitise_all)["counts"].items():
-                tally.extra.setdefault("pii_replaced", {})
-                tally.extra["pii_replaced"][k] = tally.extra["pii_replaced"].get(k, 0) + v
+                totals[k] = totals.get(k, 0) + v
         elif stage.name == "chunk":
             tally.add("chunks", len(stages.stage_chunk(job)))
 
@@ -344,16 +350,24 @@ class _Processing:
                     raise item
                 if item is None:
                     break
-                pending = [f for f in pending if not f.done() or f.result()]
+                pending = _unfinished(pending)
                 while len(pending) >= EMBED_CALLS:
                     wait(pending, return_when=FIRST_COMPLETED)
-                    pending = [f for f in pending if not f.done() or f.result()]
+                    pending = _unfinished(pending)
                 pending.append(pool.submit(self.embed_and_index, item))
                 self.flush()
             for f in pending:
                 f.result()
         producer.join()
         self.flush()
+
+
+def _unfinished(futures: list[Future[None]]) -> list[Future[None]]:
+    """The calls still running; a finished call that failed raises here (fails the step)."""
+    for f in futures:
+        if f.done():
+            f.result()
+    return [f for f in futures if not f.done()]
 
 
 class Decision(enum.Enum):
@@ -491,9 +505,6 @@ def document_pipeline(context: dg.AssetExecutionContext, config: IndexConfig, db
             "documents": len(keys), "seconds": round(work.index_seconds, 3),
             **{f"outcome_{k}": v for k, v in sorted(work.outcomes.items())},
         })
-
-
-search_index = document_pipeline  # the AssetsDefinition behind every ingestion asset (checks, jobs, tests)
 
 
 # --------------------------------------------------------------------------- checks
