@@ -156,9 +156,10 @@ class Settings(BaseSettings):
     promotion_max_drop: float = Field(default=0.02, ge=0.0, le=1.0)  # tolerated drop of any overall eval score
     ingest_batch_size: int = Field(default=50, ge=1, le=1000)
     # A large backlog gets larger runs, up to this many documents each (sensors/ingestion.py `_batch_size`):
-    # every run pays a process start, imports and the model load, so 1,000 documents in 50-document runs
-    # spent a fifth of their time on that (benchmarks/ingest.py).
-    ingest_batch_max: int = Field(default=250, ge=1, le=5000)
+    # every run pays a process start and the imports, so 1,000 documents in 50-document runs spent a fifth of
+    # their time on that (benchmarks/ingest.py). A run's documents are searchable slice by slice as it goes, so
+    # a large run does not hold its first results back.
+    ingest_batch_max: int = Field(default=400, ge=1, le=5000)
     # Ingestion budgets and recovery (ingestion/stages.py, sensors/ingestion.py). A document at or
     # above ingest_large_bytes gets a run of its own, so it cannot hold small ones back.
     ingest_large_bytes: int = Field(default=5 * 1024 * 1024, ge=1)

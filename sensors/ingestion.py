@@ -57,20 +57,25 @@ def _split_by_size(docs: list[recovery.Pending], size: int, large_bytes: int) ->
 # into runs yet: the next tick after a slot frees takes them all, in runs sized to the backlog.
 QUEUED_RUNS_ENOUGH = 2
 
-# The backlog is cut into about this many runs (dagster.yaml's max_concurrent_runs: both run slots busy).
-# A run embeds its first documents about a second after it starts (assets/ingestion.py, document_processing
-# works in slices), so a large run no longer leaves the model idle while it parses; every extra run costs a
-# process start and the imports (~7 s of CPU). Measured on 400 documents (benchmarks/ingest.py, 2 cores):
-# 8 runs of ≤ 100 documents ran 115 s of CPU in run workers, 3 runs 85 s; 3 concurrent runs instead of 2
-# (max_concurrent_runs 3) spent more (163 s) and embedded no faster.
+# The backlog is cut into a multiple of this many runs of equal size (dagster.yaml's max_concurrent_runs: both
+# run slots busy). A run embeds its first documents about a second after it starts (assets/ingestion.py works in
+# slices), so a large run no longer leaves the model idle while it parses; every extra run costs a process start
+# and the imports (~7 s of CPU). Equal runs in pairs end together: measured on 1,000 documents (benchmarks/
+# ingest.py, 2 cores), a backlog of 790 cut into 250 + 250 + 250 + 40 left the third 250-document run alone on
+# the machine for its last 90 s. 3 concurrent runs instead of 2 (max_concurrent_runs 3) spent more CPU in run
+# workers (163 s against 85 s for 400 documents) and embedded no faster.
 BACKLOG_RUNS = 2
 
 
 def _batch_size(backlog: int, base: int, largest: int) -> int:
-    """Documents per run: `ingest_batch_size` for a small backlog (the first documents are indexed soon);
-    a large backlog in about BACKLOG_RUNS runs of at most `ingest_batch_max` documents each, because every
-    run pays a process start, the imports and the model load before its first document."""
-    return max(1, min(max(base, largest), max(base, -(-backlog // BACKLOG_RUNS))))
+    """Documents per run: a backlog of up to `ingest_batch_size` in one run (the first documents are indexed
+    soon); a larger one in a multiple of BACKLOG_RUNS runs of equal size, as few as `ingest_batch_max` allows,
+    because every run pays a process start and the imports before its first document."""
+    if backlog <= base:
+        return base
+    runs = -(-backlog // max(base, largest))
+    runs = -(-runs // BACKLOG_RUNS) * BACKLOG_RUNS
+    return -(-backlog // runs)
 
 
 def _contiguous(docs: list[recovery.Pending], order: dict[str, int], size: int,
