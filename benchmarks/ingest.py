@@ -268,31 +268,43 @@ def list_documents(client: Any, token: str) -> list[dict[str, Any]]:
             return items
 
 
+def count_documents(client: Any, token: str, status: str | None = None) -> int:
+    """How many of the tenant's documents (with `status`): the list's total, one row fetched."""
+    params: dict[str, Any] = {"limit": 1, **({"status": status} if status else {})}
+    r = client.get("/v1/documents", params=params, headers={"Authorization": f"Bearer {token}"})
+    r.raise_for_status()
+    return int(r.json()["total"])
+
+
 def wait_settled(client: Any, token: str, ids: set[str] | None, idle_s: float,
                  label: str) -> tuple[list[dict[str, Any]], float]:
-    """Poll until every document (of `ids`, or all of the tenant) is settled or nothing moved for idle_s.
-    Returns the documents and the monotonic time the last one settled."""
+    """Poll until every document of the tenant (all of `ids`, when given) is settled or nothing moved for idle_s.
+    Returns the documents (of `ids`, or all) and the monotonic time the last one settled. A poll asks for three
+    counts (all, queued, parsing), not the list: listing every document every 5 s cost the API and this process
+    ~20 s of CPU over a 1,000-document run, taken from the path being measured. The list is read once at the
+    end."""
     started = last_change = settled_at = time.monotonic()
-    last_state: list[tuple[str, str]] | None = None
+    last_state: tuple[int, int, int] | None = None
     last_done = -1
     while True:
-        docs = [d for d in list_documents(client, token) if ids is None or d["id"] in ids]
-        state = sorted((d["id"], d["status"]) for d in docs)
-        done = sum(1 for d in docs if d["status"] in SETTLED)
+        total = count_documents(client, token)
+        state = (total, count_documents(client, token, "queued"), count_documents(client, token, "parsing"))
+        done = total - state[1] - state[2]
         now = time.monotonic()
         if state != last_state:
             last_state, last_change = state, now
             if sys.stdout.isatty():
-                print(f"\r  {label}: {done}/{len(docs)} settled  ", end="", flush=True)
+                print(f"\r  {label}: {done}/{total} settled  ", end="", flush=True)
         if done > last_done:
             last_done, settled_at = done, now
             if not sys.stdout.isatty():
-                print(f"  {label}: {done}/{len(docs)} settled after {now - started:.0f}s", flush=True)
-        if (done == len(docs) and (ids is None or len(docs) == len(ids))) or now - last_change > idle_s:
+                print(f"  {label}: {done}/{total} settled after {now - started:.0f}s", flush=True)
+        if (done == total and (ids is None or total >= len(ids))) or now - last_change > idle_s:
             if sys.stdout.isatty():
                 print()
+            docs = [d for d in list_documents(client, token) if ids is None or d["id"] in ids]
             return docs, settled_at
-        time.sleep(5.0)  # a poll lists every document: more often, the API would steal CPU from the path it measures
+        time.sleep(5.0)
 
 
 # ------------------------------------------------------------------------------------------ Dagster runs

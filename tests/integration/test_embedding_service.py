@@ -4,6 +4,7 @@ interchangeable), a run whose service is gone still embeds, and an ingest run gi
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -81,14 +82,25 @@ def test_refuses_unauthenticated_unknown_models_and_bad_input(service):
     status, body = _post(url, {"model": "local", "input": ["a", "b"]}, key)
     assert status == 200 and [d["index"] for d in body["data"]] == [0, 1]
     assert len(body["data"][0]["embedding"]) == 384
+    # OpenAI's encoding_format: base64 is the same vector as float32 bytes; anything else is refused.
+    status, packed = _post(url, {"model": "local", "input": ["a", "b"], "encoding_format": "base64"}, key)
+    assert status == 200
+    decoded = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in packed["data"]]
+    assert np.abs(np.array(decoded) - np.array([d["embedding"] for d in body["data"]])).max() < 1e-6
+    status, bad = _post(url, {"model": "local", "input": ["a"], "encoding_format": "int8"}, key)
+    assert (status, bad["error"]["code"]) == (422, "invalid_input")
 
 
-def test_vectors_are_the_in_process_models_in_the_callers_order(service):
+def test_vectors_are_the_in_process_models_in_the_callers_order(service, monkeypatch):
+    import core.embedding as embedding
     from core.embedding import LOCAL_MODEL_NAME, ServiceEmbedder, local_embedder
 
     url, key_file = service
     remote = ServiceEmbedder(LOCAL_MODEL_NAME, url, key_file.read_text())
+    received, decode = [], embedding._vector
+    monkeypatch.setattr(embedding, "_vector", lambda e: received.append(type(e)) or decode(e))
     got = remote.embed(TEXTS)  # mixed lengths: sent sorted by length, returned in this order
+    assert received and set(received) == {str}  # through LiteLLM as float32 bytes (base64), not JSON numbers
     want = local_embedder("torch").embed(TEXTS)
     assert got.shape == want.shape == (len(TEXTS), 384)
     assert np.abs(got - want).max() < 1e-5
