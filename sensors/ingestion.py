@@ -121,11 +121,31 @@ def _run_request(batch: list[recovery.Pending], large_bytes: int) -> dg.RunReque
                                             "eap/documents": str(len(batch))})
 
 
-def _load_cursor(raw: str | None) -> dict[str, list]:
-    """document id → [its queueing (Pending.queueing), request key, requested at (epoch s)]. Older
-    cursors held the content hash only: such entries are requested again (a run key never repeats)."""
+ARRIVALS = "_arrivals"  # cursor entry: [new documents seen at the last tick, since when they have been held]
+# While runs are in flight and new documents keep arriving (an upload or a copy into the inbox in progress), the
+# backlog is cut once it stops growing, for at most this long: cut mid-upload, the last documents of a 1,000-page
+# upload (55) waited for a run slot behind the runs cut before them and ran as a pair of their own at the end, 30 s
+# of a half-idle machine (benchmarks/ingest.py). With no run in flight the first documents are cut at once.
+ARRIVAL_HOLD_MAX_S = 30.0
+
+
+def _load_cursor(raw: str | None) -> tuple[dict[str, list], list]:
+    """(document id → [its queueing (Pending.queueing), request key, requested at (epoch s)], the arrivals
+    entry [count, held since]). Older cursors held the content hash only: such entries are requested again (a run
+    key never repeats)."""
     data = json.loads(raw) if raw else {}
-    return {d: (v if isinstance(v, list) else [v, None, 0.0]) for d, v in data.items()}
+    arrivals = data.pop(ARRIVALS, None)
+    return ({d: (v if isinstance(v, list) else [v, None, 0.0]) for d, v in data.items()},
+            arrivals if isinstance(arrivals, list) and len(arrivals) == 2 else [0, None])
+
+
+def _arriving(todo: int, arrivals: list, in_flight: int, now: float) -> tuple[bool, list]:
+    """Whether to hold the new documents one more tick (runs are in flight and more arrived since the last tick,
+    held for less than ARRIVAL_HOLD_MAX_S), and the arrivals entry to keep."""
+    seen, since = int(arrivals[0]), arrivals[1]
+    if in_flight and todo > seen and (since is None or now - float(since) < ARRIVAL_HOLD_MAX_S):
+        return True, [todo, since if since is not None else now]
+    return False, [todo, None]
 
 
 class _Runs:
@@ -190,7 +210,7 @@ def _dead_run(runs: _Runs, doc: recovery.Pending, entry: list | None, now: float
                        "are requeued (bounded attempts, then failed with the reason).")
 def document_intake(context: dg.SensorEvaluationContext, db: PlatformDatabase) -> dg.SensorResult | dg.SkipReason:
     settings = get_settings()
-    requested = _load_cursor(context.cursor)
+    requested, arrivals = _load_cursor(context.cursor)
     now = time.time()
     pending = recovery.pending_documents()
     recovered: dict[str, int] = {}
@@ -219,8 +239,17 @@ def document_intake(context: dg.SensorEvaluationContext, db: PlatformDatabase) -
     if waiting >= QUEUED_RUNS_ENOUGH:
         # Runs already wait for a free slot: cutting the documents that keep arriving into more runs now would
         # only make them small. The tick after a slot frees sizes runs to the whole backlog (`_batch_size`).
-        return dg.SensorResult(cursor=json.dumps(requested), skip_reason=(
+        return dg.SensorResult(cursor=json.dumps({**requested, ARRIVALS: [len(todo), None]}), skip_reason=(
             f"{len(todo)} new documents wait: {waiting} ingest runs are still queued"
+            + (f"; recovered from dead runs: {note}" if note else "")))
+    in_flight = context.instance.get_runs_count(dg.RunsFilter(job_name=ingest_job.name, statuses=[
+        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED]))
+    hold, arrivals = _arriving(len(todo), arrivals, in_flight, now)
+    if hold:  # an upload in progress: one cut once it is complete rather than a pair now and stragglers later
+        return dg.SensorResult(cursor=json.dumps({**requested, ARRIVALS: arrivals}), skip_reason=(
+            f"{len(todo)} new documents, still arriving: cut into runs once they stop (at most "
+            f"{ARRIVAL_HOLD_MAX_S:.0f} s) while {in_flight} ingest runs are in flight"
             + (f"; recovered from dead runs: {note}" if note else "")))
     order = {k: i for i, k in enumerate(context.instance.get_dynamic_partitions(str(documents_partitions.name)))}
     new = [d for d in todo if d.id not in order]
@@ -239,7 +268,7 @@ def document_intake(context: dg.SensorEvaluationContext, db: PlatformDatabase) -
     return dg.SensorResult(
         run_requests=runs,
         dynamic_partitions_requests=[documents_partitions.build_add_request([d.id for d in new])] if new else [],
-        cursor=json.dumps(requested),
+        cursor=json.dumps({**requested, ARRIVALS: [0, None]}),  # all cut: what arrives next is new again
     )
 
 

@@ -307,6 +307,42 @@ def test_documents_arriving_while_runs_wait_are_taken_later_in_one_larger_run(pi
     assert {_doc(t, d)["status"] for d in ids} == {"indexed"}
 
 
+def test_an_upload_still_arriving_while_runs_are_in_flight_is_cut_once_it_is_complete(pipeline, make_tenant,
+                                                                                      monkeypatch):
+    """With no run in flight, the first documents are cut at once. While a run is in flight and documents keep
+    arriving, the tick holds them until the backlog stops growing (at most ARRIVAL_HOLD_MAX_S), then cuts the
+    whole backlog once, instead of a pair now and the stragglers as a pair of their own at the end."""
+    import sensors.ingestion as intake_sensor
+
+    t = make_tenant("arrivals")
+    first = [_submit(t, f"a-{i}.txt", f"Arrival note {i}: clean the nozzle every {i + 2} shifts.".encode())
+             for i in range(2)]
+    cut = pipeline.tick()
+    assert isinstance(cut, dg.SensorResult) and len(cut.run_requests) == 1  # nothing in flight: at once
+    job = pipeline.defs.resolve_job_def("ingest_documents")
+    running = pipeline.instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
+    more = [_submit(t, f"b-{i}.txt", f"Arrival memo {i}: torque the clamp to {20 + i} Nm.".encode())
+            for i in range(3)]
+    held = pipeline.tick()
+    assert isinstance(held, dg.SensorResult) and not held.run_requests
+    assert "3 new documents, still arriving" in (held.skip_reason.skip_message or "")
+    more.append(_submit(t, "b-3.txt", b"Arrival memo 3: the last one of the upload."))
+    assert not pipeline.tick().run_requests  # still growing: held again
+    done = pipeline.tick()  # nothing new since the last tick: the upload is complete
+    assert isinstance(done, dg.SensorResult) and len(done.run_requests) == 1
+    assert done.run_requests[0].tags["eap/documents"] == "4"
+    # A trickle that never stops is held at most ARRIVAL_HOLD_MAX_S.
+    monkeypatch.setattr(intake_sensor, "ARRIVAL_HOLD_MAX_S", 0.0)
+    _submit(t, "c-0.txt", b"Trickle note: check the oil level daily.")
+    assert not pipeline.tick().run_requests  # the hold starts
+    _submit(t, "c-1.txt", b"Trickle note: drain the condensate weekly.")
+    late = pipeline.tick()  # still growing, but held for the longest allowed: cut
+    assert isinstance(late, dg.SensorResult) and len(late.run_requests) == 1
+    assert late.run_requests[0].tags["eap/documents"] == "2"
+    pipeline.instance.report_run_canceled(running)
+    assert {_doc(t, d)["status"] for d in first + more} == {"queued"}
+
+
 def test_a_run_embeds_its_first_slice_while_it_still_prepares_the_rest(pipeline, make_tenant, monkeypatch):
     """document_processing is pipelined over slices of the run's documents: the embedding of the first slice
     starts before the last slice is parsed. The last slice's parse waits here for the first embedding call;
