@@ -46,3 +46,36 @@ def test_the_ceiling_holds_for_a_huge_backlog():
 def test_a_ceiling_below_the_base_does_not_shrink_runs():
     # ingest_batch_max set lower than ingest_batch_size: the base size wins (runs never get smaller).
     assert _batch_size(1000, 50, 10) == 50
+
+
+def _pending(n: int, size_bytes: int) -> list:
+    import datetime as dt
+    import uuid
+
+    from ingestion.recovery import Pending
+
+    now = dt.datetime.now(dt.UTC)
+    return [Pending(id=str(uuid.uuid4()), tenant_id=uuid.uuid4(), content_hash="h", status="queued",
+                    size_bytes=size_bytes, format="html", run_id=None, heartbeat_at=None, updated_at=now,
+                    queued_at=now, attempts=0) for _ in range(n)]
+
+
+@pytest.mark.parametrize("backlog", [60, 400, 791, 1169])
+def test_the_byte_ceiling_adds_whole_pairs_of_equal_runs(backlog):
+    # Measured: 791 manual pages of ~13 kB (5 MB per 400) were cut 365 + 396 + 30 when only the byte ceiling split
+    # them; the 30-document run ran alone at the end.
+    from sensors.ingestion import _split_by_size
+
+    docs = _pending(backlog, 13_000)
+    batches = _split_by_size(docs, _batch_size(backlog, 50, 400), 5 * 1024 * 1024)
+    sizes = [len(b) for b in batches]
+    assert sum(sizes) == backlog and [d for b in batches for d in b] == docs  # contiguous, in order
+    assert len(batches) % BACKLOG_RUNS == 0 and max(sizes) - min(sizes) <= len(batches), sizes
+    assert all(sum(d.size_bytes for d in b) <= 5 * 1024 * 1024 for b in batches)
+
+
+def test_large_documents_run_alone_after_the_small_ones():
+    from sensors.ingestion import _split_by_size
+
+    small, big = _pending(3, 100), _pending(1, 10_000)
+    assert _split_by_size(small + big, 50, 4000) == [small, big]
