@@ -159,7 +159,9 @@ class Settings(BaseSettings):
     # every run pays a process start and the imports, so 1,000 documents in 50-document runs spent a fifth of
     # their time on that (benchmarks/ingest.py). A run's documents are searchable slice by slice as it goes, so
     # a large run does not hold its first results back.
-    ingest_batch_max: int = Field(default=400, ge=1, le=5000)
+    ingest_batch_max: int = Field(default=500, ge=1, le=5000)
+    # Small documents of one run hold at most this many bytes together (a run over more is cut in two, as a pair).
+    ingest_batch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
     # Ingestion budgets and recovery (ingestion/stages.py, sensors/ingestion.py). A document at or
     # above ingest_large_bytes gets a run of its own, so it cannot hold small ones back.
     ingest_large_bytes: int = Field(default=5 * 1024 * 1024, ge=1)

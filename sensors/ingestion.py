@@ -40,8 +40,10 @@ PRIORITY = "dagster/priority"  # read by the QueuedRunCoordinator: small batches
 _FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
-def _split_by_size(docs: list[recovery.Pending], size: int, large_bytes: int) -> list[list[recovery.Pending]]:
-    """Small documents in runs of equal size: at most `size` documents and `large_bytes` together each, and when
+def _split_by_size(docs: list[recovery.Pending], size: int, large_bytes: int,
+                   batch_bytes: int) -> list[list[recovery.Pending]]:
+    """Small documents (under `large_bytes`) in runs of equal size: at most `size` documents and `batch_bytes`
+    together each, and when
     there is more than one run, a multiple of BACKLOG_RUNS of them (run pairs end together). Each large document
     gets a run of its own, after the small ones: one huge file cannot hold small ones back."""
     small = [d for d in docs if d.size_bytes < large_bytes]
@@ -50,10 +52,10 @@ def _split_by_size(docs: list[recovery.Pending], size: int, large_bytes: int) ->
     while small:
         per = -(-len(small) // runs)
         batches = [small[i : i + per] for i in range(0, len(small), per)]
-        if all(sum(d.size_bytes for d in b) <= large_bytes for b in batches):
+        if all(sum(d.size_bytes for d in b) <= max(batch_bytes, large_bytes) for b in batches):
             break
-        # Over the byte ceiling (e.g. 1,169 manual pages are ~15 MB): more runs, still in whole pairs. Measured
-        # before: a pair of 396 cut by bytes alone into 365 + 31 left a 30-document run alone at the end.
+        # Over the byte ceiling: more runs, still in whole pairs. Measured before: a pair of 396 manual pages cut by
+        # bytes alone (5 MB then) into 365 + 31 left a 30-document run alone at the end.
         runs = -(-(runs + 1) // BACKLOG_RUNS) * BACKLOG_RUNS
     return batches + [[d] for d in docs if d.size_bytes >= large_bytes]
 
@@ -261,7 +263,7 @@ def document_intake(context: dg.SensorEvaluationContext, db: PlatformDatabase) -
     again = [d for d in todo if d.id in order]
     large = settings.ingest_large_bytes
     batches = _split_by_size(new, _batch_size(len(new), settings.ingest_batch_size, settings.ingest_batch_max),
-                             large)
+                             large, settings.ingest_batch_max_bytes)
     new = [d for b in batches for d in b]  # partitions are added in batch order: each batch is one range
     runs = []
     for batch in batches + _contiguous(again, order, settings.ingest_batch_size, large):

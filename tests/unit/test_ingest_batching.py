@@ -67,7 +67,7 @@ def test_the_byte_ceiling_adds_whole_pairs_of_equal_runs(backlog):
     from sensors.ingestion import _split_by_size
 
     docs = _pending(backlog, 13_000)
-    batches = _split_by_size(docs, _batch_size(backlog, 50, 400), 5 * 1024 * 1024)
+    batches = _split_by_size(docs, _batch_size(backlog, 50, 400), 5 * 1024 * 1024, 5 * 1024 * 1024)
     sizes = [len(b) for b in batches]
     assert sum(sizes) == backlog and [d for b in batches for d in b] == docs  # contiguous, in order
     assert len(batches) % BACKLOG_RUNS == 0 and max(sizes) - min(sizes) <= len(batches), sizes
@@ -78,4 +78,4 @@ def test_large_documents_run_alone_after_the_small_ones():
     from sensors.ingestion import _split_by_size
 
     small, big = _pending(3, 100), _pending(1, 10_000)
-    assert _split_by_size(small + big, 50, 4000) == [small, big]
+    assert _split_by_size(small + big, 50, 4000, 16 * 1024 * 1024) == [small, big]
