@@ -45,46 +45,31 @@ def _kwargs(inst_data: ConfigurableClassData | None, config_value: Mapping[str, 
             "token_provider": get_token_provider_from_config(config_value)}
 
 
-class PooledPostgresEventLogStorage(PostgresEventLogStorage):
+class _Pooled:
+    """Mixed in before a dagster-postgres storage class: its engine pooled, built from the same config."""
+
+    _engine: Any
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _pooled(self)
 
     @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData | None,
-                          config_value: Mapping[str, Any]) -> "PooledPostgresEventLogStorage":
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]) -> Any:
         return cls(**_kwargs(inst_data, config_value))
 
     def dispose(self) -> None:
-        super().dispose()
+        super().dispose()  # type: ignore[misc]  # the storage class after this one in the MRO has it
         self._engine.dispose()
 
 
-class PooledPostgresRunStorage(PostgresRunStorage):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _pooled(self)
-
-    @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData | None,
-                          config_value: Mapping[str, Any]) -> "PooledPostgresRunStorage":
-        return cls(**_kwargs(inst_data, config_value))
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._engine.dispose()
+class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
+    pass
 
 
-class PooledPostgresScheduleStorage(PostgresScheduleStorage):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _pooled(self)
+class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
+    pass
 
-    @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData | None,
-                          config_value: Mapping[str, Any]) -> "PooledPostgresScheduleStorage":
-        return cls(**_kwargs(inst_data, config_value))
 
-    def dispose(self) -> None:
-        super().dispose()
-        self._engine.dispose()
+class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):
+    pass
