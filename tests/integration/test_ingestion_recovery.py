@@ -344,7 +344,7 @@ def test_an_upload_still_arriving_while_runs_are_in_flight_is_cut_once_it_is_com
 
 
 def test_a_run_embeds_its_first_slice_while_it_still_prepares_the_rest(pipeline, make_tenant, monkeypatch):
-    """The ingest step (op search_index) is pipelined over slices of the run's documents: the embedding of the first slice
+    """The ingest step (op search_index) is pipelined over slices of the run's documents: the first slice's embedding
     starts before the last slice is parsed. The last slice's parse waits here for the first embedding call;
     a step that prepared every document before embedding any (one step per stage, as before) would make it
     wait in vain, and the test fails on `waited`."""
