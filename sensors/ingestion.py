@@ -43,9 +43,9 @@ _FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.Dagste
 def _split_by_size(docs: list[recovery.Pending], size: int, large_bytes: int,
                    batch_bytes: int) -> list[list[recovery.Pending]]:
     """Small documents (under `large_bytes`) in runs of equal size: at most `size` documents and `batch_bytes`
-    together each, and when
-    there is more than one run, a multiple of BACKLOG_RUNS of them (run pairs end together). Each large document
-    gets a run of its own, after the small ones: one huge file cannot hold small ones back."""
+    together each, and when there is more than one run, a multiple of BACKLOG_RUNS of them (run pairs end
+    together). Each large document gets a run of its own, after the small ones: one huge file cannot hold small
+    ones back. The loop ends: at one document per run every run is under `large_bytes`."""
     small = [d for d in docs if d.size_bytes < large_bytes]
     batches: list[list[recovery.Pending]] = []
     runs = -(-len(small) // size)
